@@ -1,0 +1,313 @@
+//! `POST /v1/images`: submit one or many images, by URL (JSON) or as uploaded files (multipart).
+//!
+//! Everything is validated before anything is stored or enqueued. Jobs (and upload bytes) are written
+//! to Postgres first, then published with publisher confirms; the 202 goes out only after RabbitMQ
+//! confirmed every message. If publishing fails the jobs are marked failed and the client gets 503,
+//! so no job is ever left queued without a message.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
+use axum::routing::post;
+use axum::{Json, Router};
+use lookalike_store::{NewJob, Source};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::views::job_link;
+use crate::{ApiError, ApiResult, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/images", post(submit))
+}
+
+const MAX_CATEGORY_LEN: usize = 64;
+const MAX_EXTERNAL_ID_LEN: usize = 256;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+const MAX_URL_LEN: usize = 4096;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlItem {
+    url: String,
+    external_id: Option<String>,
+    category: Option<String>,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UrlBatch {
+    items: Vec<UrlItem>,
+}
+
+async fn submit(State(state): State<AppState>, request: Request) -> ApiResult<(StatusCode, Json<Value>)> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let jobs = if content_type.starts_with("application/json") {
+        from_json(&state, request).await?
+    } else if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        from_multipart(&state, multipart).await?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json with {\"items\": [...]} or multipart/form-data with image files",
+        ));
+    };
+    enqueue(&state, jobs).await
+}
+
+async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>> {
+    let limit = state.config.http.max_body_bytes;
+    let body = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::too_large("payload_too_large", format!("the request body is over {limit} bytes")))?;
+    let batch: UrlBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid submission: {e}")))?;
+    check_count(state, batch.items.len())?;
+    let mut seen = HashSet::new();
+    batch
+        .items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = |e: ApiError| ApiError { message: format!("items[{i}]: {}", e.message), ..e };
+            let url = valid_url(&item.url).map_err(at)?;
+            let external_id = valid_external_id(item.external_id, &mut seen).map_err(at)?;
+            Ok(NewJob {
+                id: Uuid::now_v7(),
+                source: Source::Url(url),
+                external_id,
+                category: valid_category(item.category).map_err(at)?,
+                metadata: valid_metadata(item.metadata).map_err(at)?,
+            })
+        })
+        .collect()
+}
+
+/// Multipart: one or more `file` parts, plus optional `external_id`, `category` and `metadata` fields.
+/// A field given once applies to every file; given once per file, the n-th value goes with the n-th file.
+async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult<Vec<NewJob>> {
+    let max_file = state.config.http.max_upload_bytes;
+    let mut files: Vec<(Option<String>, Option<String>, Vec<u8>)> = Vec::new();
+    let (mut external_ids, mut categories, mut metadatas) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        match name.as_str() {
+            "file" | "files" | "image" => {
+                let file_name = field.file_name().map(str::to_string);
+                let content_type = field.content_type().map(str::to_string);
+                let bytes = read_capped(field, max_file).await?;
+                files.push((file_name, content_type, bytes));
+            }
+            "external_id" => external_ids.push(field.text().await.map_err(multipart_error)?),
+            "category" => categories.push(field.text().await.map_err(multipart_error)?),
+            "metadata" => metadatas.push(field.text().await.map_err(multipart_error)?),
+            other => {
+                return Err(ApiError::unprocessable(
+                    "unknown_field",
+                    format!("unknown form field `{other}` (expected file, external_id, category, metadata)"),
+                ));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(ApiError::unprocessable("no_items", "the form holds no `file` part"));
+    }
+    check_count(state, files.len())?;
+    let n = files.len();
+    let pick = |values: &Vec<String>, field: &str, i: usize| -> ApiResult<Option<String>> {
+        match values.len() {
+            0 => Ok(None),
+            1 => Ok(Some(values[0].clone())),
+            len if len == n => Ok(Some(values[i].clone())),
+            len => Err(ApiError::unprocessable(
+                "field_count_mismatch",
+                format!("{len} `{field}` fields for {n} files: give one for all, or one per file"),
+            )),
+        }
+    };
+    if n > 1 && external_ids.len() == 1 {
+        return Err(ApiError::unprocessable("duplicate_external_id", "one external_id cannot name several files"));
+    }
+    let mut seen = HashSet::new();
+    let mut jobs = Vec::with_capacity(n);
+    for (i, (file_name, content_type, bytes)) in files.into_iter().enumerate() {
+        let at = |e: ApiError| ApiError { message: format!("file {i}: {}", e.message), ..e };
+        if bytes.is_empty() {
+            return Err(at(ApiError::unprocessable("empty_file", "the uploaded file is empty")));
+        }
+        if image::guess_format(&bytes).is_err() {
+            return Err(at(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_image_type",
+                "the file is not an image format lookalike reads (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, PNM)",
+            )));
+        }
+        let metadata = match pick(&metadatas, "metadata", i)? {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                at(ApiError::unprocessable("invalid_metadata", format!("metadata is not JSON: {e}")))
+            })?),
+            None => None,
+        };
+        jobs.push(NewJob {
+            id: Uuid::now_v7(),
+            external_id: valid_external_id(pick(&external_ids, "external_id", i)?, &mut seen).map_err(at)?,
+            category: valid_category(pick(&categories, "category", i)?).map_err(at)?,
+            metadata: valid_metadata(metadata).map_err(at)?,
+            source: Source::Upload { file_name, content_type, bytes },
+        });
+    }
+    Ok(jobs)
+}
+
+async fn read_capped(mut field: axum::extract::multipart::Field<'_>, cap: usize) -> ApiResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(ApiError::too_large("upload_too_large", format!("an uploaded file is over {cap} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large("payload_too_large", "the request body is over the size limit")
+    } else {
+        ApiError::bad_request("invalid_multipart", e.body_text())
+    }
+}
+
+fn check_count(state: &AppState, n: usize) -> ApiResult<()> {
+    let max = state.config.http.max_items_per_request;
+    if n == 0 {
+        return Err(ApiError::unprocessable("no_items", "`items` is empty"));
+    }
+    if n > max {
+        return Err(ApiError::too_large("too_many_items", format!("{n} items; at most {max} per request")));
+    }
+    Ok(())
+}
+
+fn valid_url(raw: &str) -> ApiResult<String> {
+    let raw = raw.trim();
+    if raw.len() > MAX_URL_LEN {
+        return Err(ApiError::unprocessable("invalid_url", format!("the URL is over {MAX_URL_LEN} characters")));
+    }
+    let parsed = url::Url::parse(raw).map_err(|e| ApiError::unprocessable("invalid_url", format!("`{raw}` is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ApiError::unprocessable("invalid_url", format!("scheme `{}` is not allowed (http, https)", parsed.scheme())));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::unprocessable("invalid_url", "the URL has no host"));
+    }
+    Ok(parsed.to_string())
+}
+
+fn valid_category(category: Option<String>) -> ApiResult<Option<String>> {
+    let Some(c) = category.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    let ok = c.len() <= MAX_CATEGORY_LEN
+        && c.chars().all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '-' | ' ' | '.' | '&' | '/'));
+    if !ok {
+        return Err(ApiError::unprocessable(
+            "invalid_category",
+            format!("category must be at most {MAX_CATEGORY_LEN} letters, digits, spaces or _-.&/"),
+        ));
+    }
+    Ok(Some(c))
+}
+
+fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResult<Option<String>> {
+    let Some(id) = id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if id.len() > MAX_EXTERNAL_ID_LEN {
+        return Err(ApiError::unprocessable("invalid_external_id", format!("external_id is over {MAX_EXTERNAL_ID_LEN} characters")));
+    }
+    if !seen.insert(id.clone()) {
+        return Err(ApiError::unprocessable("duplicate_external_id", format!("external_id `{id}` appears twice")));
+    }
+    Ok(Some(id))
+}
+
+fn valid_metadata(metadata: Option<Value>) -> ApiResult<Value> {
+    match metadata {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::unprocessable("invalid_metadata", format!("metadata is over {MAX_METADATA_BYTES} bytes")));
+            }
+            Ok(Value::Object(map))
+        }
+        Some(_) => Err(ApiError::unprocessable("invalid_metadata", "metadata must be a JSON object")),
+    }
+}
+
+async fn enqueue(state: &AppState, jobs: Vec<NewJob>) -> ApiResult<(StatusCode, Json<Value>)> {
+    state.store.create_jobs(&jobs).await?;
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
+    if let Err(e) = state.publisher.publish_jobs(&ids).await {
+        let message = format!("the job queue is not available: {e}");
+        // Best effort: the jobs were never enqueued, so they must not look queued.
+        let _ = tokio::time::timeout(Duration::from_secs(2), state.store.fail_jobs(&ids, "queue_unavailable", &message)).await;
+        return Err(ApiError::unavailable("queue_unavailable", message));
+    }
+    tracing::info!(jobs = ids.len(), "jobs enqueued");
+    let body: Vec<Value> = jobs
+        .iter()
+        .map(|j| json!({"job_id": j.id, "status": "queued", "external_id": j.external_id, "status_url": job_link(j.id)}))
+        .collect();
+    Ok((StatusCode::ACCEPTED, Json(json!({"jobs": body}))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_must_be_http_or_https_with_a_host() {
+        assert!(valid_url("https://example.com/a.jpg").is_ok());
+        assert_eq!(valid_url("ftp://example.com/a.jpg").unwrap_err().code, "invalid_url");
+        assert_eq!(valid_url("not a url").unwrap_err().code, "invalid_url");
+        assert_eq!(valid_url("file:///etc/passwd").unwrap_err().code, "invalid_url");
+    }
+
+    #[test]
+    fn categories_are_trimmed_and_checked() {
+        assert_eq!(valid_category(Some(" coat ".into())).unwrap(), Some("coat".into()));
+        assert_eq!(valid_category(Some("".into())).unwrap(), None);
+        assert_eq!(valid_category(Some("<script>".into())).unwrap_err().code, "invalid_category");
+        assert_eq!(valid_category(Some("x".repeat(65))).unwrap_err().code, "invalid_category");
+    }
+
+    #[test]
+    fn metadata_must_be_a_small_object() {
+        assert_eq!(valid_metadata(None).unwrap(), json!({}));
+        assert_eq!(valid_metadata(Some(json!([1]))).unwrap_err().code, "invalid_metadata");
+        let big = json!({"k": "x".repeat(MAX_METADATA_BYTES)});
+        assert_eq!(valid_metadata(Some(big)).unwrap_err().code, "invalid_metadata");
+    }
+
+    #[test]
+    fn external_ids_must_be_unique_within_a_request() {
+        let mut seen = HashSet::new();
+        assert!(valid_external_id(Some("a".into()), &mut seen).is_ok());
+        assert_eq!(valid_external_id(Some("a".into()), &mut seen).unwrap_err().code, "duplicate_external_id");
+    }
+}

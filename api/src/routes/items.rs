@@ -1,0 +1,44 @@
+//! Stored items: `GET /v1/items/{id}` and its thumbnail.
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::routes::jobs::parse_id;
+use crate::{ApiError, ApiResult, AppState, views};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/items/{id}", get(show)).route("/v1/items/{id}/thumbnail", get(thumbnail))
+}
+
+#[derive(Deserialize)]
+struct ShowQuery {
+    /// `?vector=true` adds the stored embedding (for export and for checking the model's output).
+    #[serde(default)]
+    vector: bool,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id, "item")?;
+    let item = state.store.get_item(id).await?.ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let mut body = views::item(&item);
+    if q.vector {
+        body["vector"] = serde_json::to_value(state.index.get_vector(id).await?).unwrap_or_default();
+    }
+    Ok(Json(body))
+}
+
+async fn thumbnail(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_id(&id, "item")?;
+    let jpeg = state.store.thumbnail(id).await?.ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    // Thumbnails never change for an item id, so caches may keep them.
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "public, max-age=86400, immutable")], jpeg))
+}

@@ -1,0 +1,50 @@
+//! Job status: `GET /v1/jobs/{id}` and `GET /v1/jobs?status=failed&limit=50`.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use lookalike_store::JobStatus;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{ApiError, ApiResult, AppState, views};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/jobs", get(list)).route("/v1/jobs/{id}", get(show))
+}
+
+pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id")))
+}
+
+async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id, "job")?;
+    let job = state.store.get_job(id).await?.ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    Ok(Json(views::job(&job)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some("queued") => Some(JobStatus::Queued),
+        Some("processing") => Some(JobStatus::Processing),
+        Some("succeeded") => Some(JobStatus::Succeeded),
+        Some("failed") => Some(JobStatus::Failed),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_status",
+                format!("unknown status `{other}` (queued, processing, succeeded, failed)"),
+            ));
+        }
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let jobs = state.store.list_jobs(status, limit).await?;
+    Ok(Json(json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()})))
+}

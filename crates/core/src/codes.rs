@@ -1,0 +1,19 @@
+//! Stable, machine-readable error codes. Clients match on these strings, so they never change meaning;
+//! new failure kinds get new codes. README.md lists them with what a user should do about each.
+
+/// Why a job failed. Decode errors use the vision crate's own codes (`image_*`).
+pub mod job {
+    pub const URL_INVALID: &str = "url_invalid";
+    pub const URL_FORBIDDEN: &str = "url_forbidden";
+    pub const FETCH_HTTP_STATUS: &str = "fetch_http_status";
+    pub const FETCH_TOO_LARGE: &str = "fetch_too_large";
+    pub const FETCH_TIMEOUT: &str = "fetch_timeout";
+    pub const FETCH_CONNECT: &str = "fetch_connect";
+    pub const FETCH_TOO_MANY_REDIRECTS: &str = "fetch_too_many_redirects";
+    pub const UPLOAD_MISSING: &str = "upload_missing";
+    pub const INFERENCE_FAILED: &str = "inference_failed";
+    pub const INDEX_UNAVAILABLE: &str = "index_unavailable";
+    pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+    pub const TIMEOUT: &str = "job_timeout";
+    pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+}

@@ -1,0 +1,374 @@
+//! Behaviour every [`VectorIndex`] backend must show, written once against `&dyn VectorIndex`
+//! so the embedded and the server backends run the very same checks.
+//!
+//! Each check works in its own namespace (fresh UUIDs, categories and model ids carrying a
+//! random token), so the checks can share one index and leave each other's data alone. They
+//! do assume nobody else writes *uncategorised* points to the index while they run.
+//! Checks panic on failure, like assertions in a test.
+
+use std::collections::HashSet;
+
+use uuid::Uuid;
+
+use crate::{CategoryFilter, Hit, IndexError, Point, SearchRequest, VectorIndex};
+
+/// All checks in turn on one index of dimension `dim` (at least 8).
+pub async fn run_all(index: &dyn VectorIndex, dim: usize) {
+    ping_and_name(index, dim).await;
+    nearest_first(index, dim).await;
+    category_filter(index, dim).await;
+    any_of_filter(index, dim).await;
+    uncategorised_filter(index, dim).await;
+    exclude_id(index, dim).await;
+    paging(index, dim).await;
+    min_score(index, dim).await;
+    model_filter(index, dim).await;
+    upsert_is_idempotent(index, dim).await;
+    delete(index, dim).await;
+    set_category(index, dim).await;
+    get_vector_roundtrip(index, dim).await;
+    invalid_dimension(index, dim).await;
+}
+
+/// Unique names and reproducible random vectors for one check.
+struct Scope {
+    token: String,
+    model: String,
+    dim: usize,
+    rng: u64,
+}
+
+impl Scope {
+    fn new(dim: usize) -> Self {
+        assert!(dim >= 8, "conformance checks need dim >= 8");
+        let id = Uuid::new_v4();
+        let token = id.simple().to_string()[..12].to_owned();
+        Self {
+            model: format!("model-{token}"),
+            token,
+            dim,
+            rng: id.as_u64_pair().0 | 1,
+        }
+    }
+
+    fn cat(&self, name: &str) -> String {
+        format!("{name}-{}", self.token)
+    }
+
+    /// SplitMix64: no rand dependency in the library for the sake of tests.
+    fn next(&mut self) -> f32 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+
+    fn vector(&mut self) -> Vec<f32> {
+        (0..self.dim).map(|_| self.next()).collect()
+    }
+
+    fn point(&mut self, category: Option<&str>) -> Point {
+        Point {
+            id: Uuid::new_v4(),
+            vector: self.vector(),
+            category: category.map(str::to_owned),
+            model_id: self.model.clone(),
+        }
+    }
+
+    fn points(&mut self, n: usize, category: Option<&str>) -> Vec<Point> {
+        (0..n).map(|_| self.point(category)).collect()
+    }
+
+    fn query(&self, vector: &[f32], limit: usize) -> SearchRequest {
+        SearchRequest {
+            model_id: Some(self.model.clone()),
+            ..SearchRequest::new(vector.to_vec(), limit)
+        }
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+fn ids(hits: &[Hit]) -> Vec<Uuid> {
+    hits.iter().map(|h| h.id).collect()
+}
+
+async fn upsert(index: &dyn VectorIndex, points: &[Point]) {
+    index.upsert(points.to_vec()).await.expect("upsert");
+}
+
+async fn search(index: &dyn VectorIndex, req: SearchRequest) -> Vec<Hit> {
+    index.search(req).await.expect("search")
+}
+
+async fn count(index: &dyn VectorIndex, filter: CategoryFilter) -> u64 {
+    index.count(filter).await.expect("count")
+}
+
+pub async fn ping_and_name(index: &dyn VectorIndex, _dim: usize) {
+    index.ping().await.expect("ping");
+    assert!(!index.name().is_empty());
+}
+
+/// The query's own vector comes first with a score of about 1; scores never increase.
+pub async fn nearest_first(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("shoes");
+    let points = s.points(20, Some(&cat));
+    upsert(index, &points).await;
+    for target in [&points[0], &points[7], &points[19]] {
+        let hits = search(index, s.query(&target.vector, 5)).await;
+        assert_eq!(hits.len(), 5);
+        assert_eq!(hits[0].id, target.id, "identical vector must rank first");
+        assert!((hits[0].score - 1.0).abs() < 1e-3, "score {}", hits[0].score);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+        assert!(hits.iter().all(|h| h.category.as_deref() == Some(&cat)));
+    }
+}
+
+pub async fn category_filter(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let (a, b) = (s.cat("bags"), s.cat("hats"));
+    let in_a = s.points(5, Some(&a));
+    let in_b = s.points(5, Some(&b));
+    upsert(index, &[in_a.clone(), in_b.clone()].concat()).await;
+    let req = SearchRequest {
+        filter: CategoryFilter::One(a.clone()),
+        ..s.query(&in_b[0].vector, 10)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(hits.len(), 5, "only the 5 points of the category");
+    assert!(hits.iter().all(|h| h.category.as_deref() == Some(&a)));
+    assert_eq!(count(index, CategoryFilter::One(a)).await, 5);
+    assert_eq!(count(index, CategoryFilter::One(s.cat("none"))).await, 0);
+}
+
+pub async fn any_of_filter(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let (a, b, c) = (s.cat("a"), s.cat("b"), s.cat("c"));
+    let points = [s.points(3, Some(&a)), s.points(4, Some(&b)), s.points(5, Some(&c))].concat();
+    upsert(index, &points).await;
+    let wanted = vec![a.clone(), b.clone()];
+    let req = SearchRequest {
+        filter: CategoryFilter::AnyOf(wanted.clone()),
+        ..s.query(&points[11].vector, 20)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(hits.len(), 7);
+    assert!(hits.iter().all(|h| h.category == Some(a.clone()) || h.category == Some(b.clone())));
+    assert_eq!(count(index, CategoryFilter::AnyOf(wanted)).await, 7);
+    let none = SearchRequest {
+        filter: CategoryFilter::AnyOf(Vec::new()),
+        ..s.query(&points[0].vector, 20)
+    };
+    assert!(search(index, none).await.is_empty(), "empty AnyOf matches nothing");
+    assert_eq!(count(index, CategoryFilter::AnyOf(Vec::new())).await, 0);
+}
+
+pub async fn uncategorised_filter(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let before = count(index, CategoryFilter::Uncategorised).await;
+    let bare = s.points(3, None);
+    let tagged = s.points(3, Some(&s.cat("tagged")));
+    upsert(index, &[bare.clone(), tagged].concat()).await;
+    assert_eq!(count(index, CategoryFilter::Uncategorised).await, before + 3);
+    let req = SearchRequest {
+        filter: CategoryFilter::Uncategorised,
+        ..s.query(&bare[0].vector, 10)
+    };
+    let hits = search(index, req).await;
+    let expected: HashSet<Uuid> = bare.iter().map(|p| p.id).collect();
+    assert_eq!(ids(&hits).into_iter().collect::<HashSet<_>>(), expected);
+    assert!(hits.iter().all(|h| h.category.is_none()));
+}
+
+pub async fn exclude_id(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let points = s.points(6, Some(&s.cat("x")));
+    upsert(index, &points).await;
+    let req = SearchRequest {
+        exclude: Some(points[2].id),
+        ..s.query(&points[2].vector, 10)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(hits.len(), 5);
+    assert!(!ids(&hits).contains(&points[2].id));
+}
+
+/// Pages of `limit` at growing `offset` line up with one big result list.
+pub async fn paging(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let points = s.points(12, Some(&s.cat("page")));
+    upsert(index, &points).await;
+    let query = s.vector();
+    let full = ids(&search(index, s.query(&query, 12)).await);
+    assert_eq!(full.len(), 12);
+    let mut paged = Vec::new();
+    for offset in [0, 5, 10] {
+        let req = SearchRequest {
+            offset,
+            ..s.query(&query, 5)
+        };
+        paged.extend(ids(&search(index, req).await));
+    }
+    assert_eq!(paged, full);
+    let past_end = SearchRequest {
+        offset: 12,
+        ..s.query(&query, 5)
+    };
+    assert!(search(index, past_end).await.is_empty());
+    assert!(search(index, s.query(&query, 0)).await.is_empty());
+}
+
+pub async fn min_score(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let mut points = s.points(10, Some(&s.cat("score")));
+    // A near duplicate of the query, so some hits sit clearly above a high threshold.
+    let query = points[0].vector.clone();
+    points[1].vector = query.iter().map(|x| x + 0.1 * s.next()).collect();
+    upsert(index, &points).await;
+    for threshold in [0.95_f32, 0.5, 0.0] {
+        let req = SearchRequest {
+            min_score: Some(threshold),
+            ..s.query(&query, 10)
+        };
+        let hits = search(index, req).await;
+        assert!(hits.iter().all(|h| h.score >= threshold - 1e-4));
+        let got: HashSet<Uuid> = ids(&hits).into_iter().collect();
+        for p in &points {
+            let sim = cosine(&query, &p.vector);
+            if sim > threshold + 1e-3 {
+                assert!(got.contains(&p.id), "similarity {sim} >= {threshold} missing");
+            } else if sim < threshold - 1e-3 {
+                assert!(!got.contains(&p.id), "similarity {sim} < {threshold} returned");
+            }
+        }
+    }
+}
+
+/// Vectors of another model are invisible to a query for this model, even when identical.
+pub async fn model_filter(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("model");
+    let mine = s.points(4, Some(&cat));
+    let theirs: Vec<Point> = mine
+        .iter()
+        .map(|p| Point {
+            id: Uuid::new_v4(),
+            model_id: format!("other-{}", s.model),
+            ..p.clone()
+        })
+        .collect();
+    upsert(index, &[mine.clone(), theirs.clone()].concat()).await;
+    let hits = search(index, s.query(&mine[0].vector, 10)).await;
+    let expected: HashSet<Uuid> = mine.iter().map(|p| p.id).collect();
+    assert_eq!(ids(&hits).into_iter().collect::<HashSet<_>>(), expected);
+    let any_model = SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        ..SearchRequest::new(mine[0].vector.clone(), 10)
+    };
+    assert_eq!(search(index, any_model).await.len(), 8, "no model filter: both");
+    assert_eq!(count(index, CategoryFilter::One(cat)).await, 8);
+}
+
+pub async fn upsert_is_idempotent(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("dup");
+    let mut point = s.point(Some(&cat));
+    upsert(index, &[point.clone(), point.clone()]).await;
+    upsert(index, std::slice::from_ref(&point)).await;
+    assert_eq!(count(index, CategoryFilter::One(cat.clone())).await, 1);
+    // A re-upsert with a new vector replaces the old one.
+    point.vector = s.vector();
+    upsert(index, std::slice::from_ref(&point)).await;
+    assert_eq!(count(index, CategoryFilter::One(cat)).await, 1);
+    let hits = search(index, s.query(&point.vector, 5)).await;
+    assert_eq!(ids(&hits), vec![point.id]);
+    assert!((hits[0].score - 1.0).abs() < 1e-3);
+}
+
+pub async fn delete(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("del");
+    let points = s.points(3, Some(&cat));
+    upsert(index, &points).await;
+    index.delete(&[points[0].id]).await.expect("delete");
+    assert_eq!(count(index, CategoryFilter::One(cat)).await, 2);
+    assert_eq!(index.get_vector(points[0].id).await.expect("get"), None);
+    let hits = search(index, s.query(&points[0].vector, 10)).await;
+    assert!(!ids(&hits).contains(&points[0].id));
+    assert_eq!(hits.len(), 2);
+    index.delete(&[Uuid::new_v4()]).await.expect("unknown ids are ignored");
+    index.delete(&[]).await.expect("empty delete");
+}
+
+/// Reclassification moves a point between categories without touching its vector.
+pub async fn set_category(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let (a, b) = (s.cat("from"), s.cat("to"));
+    let point = s.point(Some(&a));
+    upsert(index, std::slice::from_ref(&point)).await;
+    let set = index.set_category(point.id, Some(b.clone())).await;
+    set.expect("set_category");
+    assert_eq!(count(index, CategoryFilter::One(a.clone())).await, 0);
+    assert_eq!(count(index, CategoryFilter::One(b.clone())).await, 1);
+    let req = SearchRequest {
+        filter: CategoryFilter::One(b.clone()),
+        ..s.query(&point.vector, 5)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(ids(&hits), vec![point.id]);
+    assert_eq!(hits[0].category.as_deref(), Some(b.as_str()));
+    assert!((hits[0].score - 1.0).abs() < 1e-3, "vector kept");
+
+    index.set_category(point.id, None).await.expect("clear");
+    assert_eq!(count(index, CategoryFilter::One(b)).await, 0);
+    let req = SearchRequest {
+        filter: CategoryFilter::Uncategorised,
+        ..s.query(&point.vector, 5)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(ids(&hits), vec![point.id]);
+    assert_eq!(hits[0].category, None);
+
+    let missing = index.set_category(Uuid::new_v4(), Some(a)).await;
+    assert!(matches!(missing, Err(IndexError::NotFound(_))), "{missing:?}");
+}
+
+/// The stored vector points the same way as the upserted one; cosine backends may return it
+/// normalised to unit length.
+pub async fn get_vector_roundtrip(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let mut point = s.point(Some(&s.cat("vec")));
+    point.vector.iter_mut().for_each(|x| *x *= 3.0);
+    upsert(index, std::slice::from_ref(&point)).await;
+    let stored = index.get_vector(point.id).await.expect("get").expect("present");
+    assert_eq!(stored.len(), dim);
+    assert!(cosine(&stored, &point.vector) > 0.9999);
+    let norm = stored.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let input_norm = point.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 1e-3 || (norm - input_norm).abs() < 1e-3 * input_norm,
+        "stored norm {norm}: neither unit nor the input's {input_norm}"
+    );
+    assert_eq!(index.get_vector(Uuid::new_v4()).await.expect("get"), None);
+}
+
+/// A wrong dimension is a permanent error: retrying cannot help.
+pub async fn invalid_dimension(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let mut point = s.point(None);
+    point.vector.push(0.5);
+    let err = index.upsert(vec![point.clone()]).await.expect_err("dim + 1");
+    assert!(matches!(err, IndexError::Invalid(_)) && !err.is_transient(), "{err:?}");
+    let err = index.search(s.query(&point.vector, 3)).await.expect_err("dim + 1");
+    assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
+    assert_eq!(index.get_vector(point.id).await.expect("get"), None);
+}

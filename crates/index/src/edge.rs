@@ -1,0 +1,537 @@
+//! [`VectorIndex`] on embedded Qdrant (qdrant-edge 0.7.2): the whole index lives in one data
+//! directory of this process, no server needed.
+//!
+//! What the engine does and does not guarantee, read from its 0.7.2 source, drives the design:
+//!
+//! * **Durability.** `EdgeShard::update` appends the operation to a WAL held in a memory map
+//!   without syncing it, and 0.7.2 never replays or truncates that WAL on load (replay arrived
+//!   in later versions, which need Rust 1.97). Only `flush()` (segment flush with fsync) makes
+//!   a write durable. So every write here is followed by `flush()` before it returns.
+//! * **Flush panics on contention.** `flush()` `try_lock`s the WAL mutex and `try_read`s the
+//!   segment holder and panics when either is taken. Updates take the WAL mutex and the
+//!   optimizer write-locks the holder briefly when it swaps segments. One writer lock here
+//!   serialises update+flush and optimize, so flush never meets a contended lock.
+//! * **Optimize and queries.** `optimize()` wraps the segments in proxies, builds the new
+//!   (HNSW) segment without holding the holder lock, and write-locks it only for the short swap.
+//!   Queries take read locks only, so they keep running during an optimize (they may wait for
+//!   the few milliseconds of the swap). Writes do wait for the whole optimize here, because of
+//!   the writer lock above: ingest stalls while an index is built (about 100 s for 100k x 512 on
+//!   2 cores when the whole collection is re-indexed); searches do not.
+//! * **WAL growth.** Since 0.7.2 never acknowledges WAL entries, the WAL would keep every write
+//!   forever. On open, before the engine loads, closed WAL files other than the newest are
+//!   removed — exactly what the engine's own truncation keeps — which bounds it across restarts.
+//!   The newest closed file and the open one stay so operation numbers keep growing: segments
+//!   ignore operations numbered below a point's version.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, Distance, EdgeConfig,
+    EdgeConfigBuilder, EdgeOptimizersConfig, EdgeShard, EdgeVectorParamsBuilder,
+    FieldIndexOperations, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadOps,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
+    QueryRequest, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
+    VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
+};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+use crate::{CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest};
+
+mod convert;
+use convert::{build_filter, engine_error, json_path};
+
+/// Tuning of the embedded index. `Default` suits the service; tests shrink the thresholds.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Start a background optimize once this many points were upserted since the last one
+    /// (0 = only when [`EdgeIndex::optimize_now`] is called). Until then new points sit in a
+    /// plain segment that every query scans by brute force.
+    pub optimize_after_points: usize,
+    /// Segments with more vector data than this (KB) get an HNSW graph when optimized.
+    /// `None` keeps the engine default of 10 000 KB (about 4 900 vectors of 512-d f32).
+    pub indexing_threshold_kb: Option<usize>,
+    /// Number of segments the merge optimizer aims for. `None` keeps the engine default
+    /// (CPUs / 2, at least 2). More segments mean fewer full re-indexes when merging.
+    pub target_segments: Option<usize>,
+    /// HNSW beam width at query time (raised to `offset + limit` when smaller).
+    /// `None` uses the engine default (ef_construct, 100).
+    pub search_ef: Option<usize>,
+    /// Size of one WAL file. `None` keeps the engine default (32 MiB). Only tests shrink it.
+    pub wal_segment_bytes: Option<usize>,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            optimize_after_points: 5_000,
+            indexing_threshold_kb: None,
+            target_segments: None,
+            search_ef: Some(128),
+            wal_segment_bytes: None,
+        }
+    }
+}
+
+/// Counters for tests and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeStats {
+    pub segments: usize,
+    /// Approximate: counts deleted points until the segment holding them is optimized.
+    pub points: usize,
+    /// Vectors reachable through an HNSW graph; the rest are brute-forced.
+    pub indexed_vectors: usize,
+}
+
+struct Inner {
+    shard: EdgeShard,
+    dim: usize,
+    opts: EdgeOptions,
+    /// Points upserted since the last optimize started.
+    since_optimize: AtomicUsize,
+    optimizing: AtomicBool,
+}
+
+/// The embedded backend. Blocking engine calls run on tokio's blocking pool.
+pub struct EdgeIndex {
+    inner: Arc<Inner>,
+    /// Held across update+flush and across optimize (see module docs). Reads never take it.
+    /// An async mutex, so writers queued behind a long optimize do not pin blocking threads.
+    writer: Arc<Mutex<()>>,
+    background: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+const EDGE_CONFIG_FILE: &str = "edge_config.json";
+
+impl EdgeIndex {
+    /// Create the shard in `dir` (created if missing) or load the one already there.
+    /// Fails if an existing shard has another dimension, or if another `EdgeIndex` (in this or
+    /// another process) has the directory open: the engine holds an exclusive lock on it.
+    /// Blocking: call it before serving, or inside `spawn_blocking`.
+    pub fn open(dir: &Path, dim: usize, opts: EdgeOptions) -> anyhow::Result<Self> {
+        anyhow::ensure!(dim > 0, "vector dimension must be positive");
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating index directory {}", dir.display()))?;
+        let config = edge_config(dim, &opts);
+        let existing = dir.join(EDGE_CONFIG_FILE).exists() || has_segments(dir)?;
+        let shard = if existing {
+            if let Some(Ok(old)) = EdgeConfig::load(dir) {
+                let old_dim = old.vectors.get(DEFAULT_VECTOR_NAME).map(|v| v.size);
+                anyhow::ensure!(
+                    old_dim == Some(dim),
+                    "index in {} holds vectors of dimension {old_dim:?}, not {dim}; \
+                     re-embedding into a new directory is needed",
+                    dir.display()
+                );
+            }
+            trim_wal(dir)?;
+            // Passing the config re-applies the current optimizer options to an old shard.
+            EdgeShard::load(dir, Some(config))
+        } else {
+            EdgeShard::new(dir, config)
+        }
+        .map_err(|e| anyhow::anyhow!("opening qdrant-edge shard in {}: {e}", dir.display()))?;
+
+        // Idempotent: segments that already have the index skip it. Re-issued on every open
+        // because a fresh appendable segment made at load time would lack it.
+        for key in [CATEGORY_KEY, MODEL_ID_KEY] {
+            shard
+                .update(UpdateOperation::FieldIndexOperation(
+                    FieldIndexOperations::CreateIndex(CreateIndex {
+                        field_name: json_path(key),
+                        field_schema: Some(PayloadFieldSchema::FieldType(
+                            PayloadSchemaType::Keyword,
+                        )),
+                    }),
+                ))
+                .map_err(|e| anyhow::anyhow!("creating payload index on {key}: {e}"))?;
+        }
+        shard.flush();
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shard,
+                dim,
+                opts,
+                since_optimize: AtomicUsize::new(0),
+                optimizing: AtomicBool::new(false),
+            }),
+            writer: Arc::new(Mutex::new(())),
+            background: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Build HNSW graphs / merge / vacuum segments now and wait for it. Returns whether the
+    /// engine changed anything. Searches keep running meanwhile; writes wait.
+    pub async fn optimize_now(&self) -> Result<bool, IndexError> {
+        run_optimize(self.inner.clone(), self.writer.clone()).await
+    }
+
+    /// Segment and point counters.
+    pub async fn stats(&self) -> Result<EdgeStats, IndexError> {
+        self.read(|shard| {
+            let info = shard.info();
+            Ok(EdgeStats {
+                segments: info.segments_count,
+                points: info.points_count,
+                indexed_vectors: info.indexed_vectors_count,
+            })
+        })
+        .await
+    }
+
+    /// Wait for a running background optimize, then release the shard (flushing it) so the
+    /// directory can be opened again. Dropping the index without `close` also flushes, but
+    /// on the dropping thread, and a running optimize keeps the shard alive until it ends.
+    pub async fn close(self) -> Result<(), IndexError> {
+        let pending = self.background.lock().expect("not poisoned").take();
+        if let Some(handle) = pending {
+            let _ = handle.await;
+        }
+        let writes_done = self.writer.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        drop(self);
+        tokio::task::spawn_blocking(move || {
+            let _writes_done = writes_done;
+            // A cancelled caller's blocking task may still hold a clone for a moment.
+            let mut inner = inner;
+            for _ in 0..1000 {
+                match Arc::try_unwrap(inner) {
+                    Ok(owned) => return drop(owned),
+                    Err(shared) => inner = shared,
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            tracing::warn!("index still referenced after close; it flushes when released");
+        })
+        .await
+        .map_err(join_error)
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&EdgeShard) -> Result<T, IndexError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner.shard))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Apply one engine update and flush it before returning (see module docs).
+    async fn write(&self, op: UpdateOperation) -> Result<(), IndexError> {
+        let guard = self.writer.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        // The guard moves into the blocking task: if the caller is cancelled, the task still
+        // finishes, flushes, and only then lets the next writer in.
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            let result = inner.shard.update(op).map_err(engine_error);
+            // Flush even after a failed update: a partially applied batch must not linger.
+            inner.shard.flush();
+            result
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    fn check_vector(&self, vector: &[f32]) -> Result<(), IndexError> {
+        if vector.len() != self.inner.dim {
+            return Err(IndexError::Invalid(format!(
+                "vector has dimension {}, index expects {}",
+                vector.len(),
+                self.inner.dim
+            )));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err(IndexError::Invalid("vector has non-finite values".into()));
+        }
+        Ok(())
+    }
+
+    fn maybe_schedule_optimize(&self, added: usize) {
+        let threshold = self.inner.opts.optimize_after_points;
+        let pending = self.inner.since_optimize.fetch_add(added, Ordering::AcqRel) + added;
+        if threshold == 0 || pending < threshold {
+            return;
+        }
+        if self.inner.optimizing.swap(true, Ordering::AcqRel) {
+            return; // one at a time; the points keep counting toward the next run
+        }
+        let (inner, writer) = (self.inner.clone(), self.writer.clone());
+        let handle = tokio::spawn(async move {
+            if let Err(e) = run_optimize(inner.clone(), writer).await {
+                tracing::error!(error = %e, "background optimize failed");
+            }
+            inner.optimizing.store(false, Ordering::Release);
+        });
+        *self.background.lock().expect("not poisoned") = Some(handle);
+    }
+}
+
+async fn run_optimize(inner: Arc<Inner>, writer: Arc<Mutex<()>>) -> Result<bool, IndexError> {
+    let guard = writer.lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        let pending = inner.since_optimize.swap(0, Ordering::AcqRel);
+        let started = Instant::now();
+        let changed = inner.shard.optimize().map_err(engine_error);
+        inner.shard.flush();
+        let info = inner.shard.info();
+        tracing::info!(
+            changed = ?changed.as_ref().ok(),
+            new_points = pending,
+            points = info.points_count,
+            indexed = info.indexed_vectors_count,
+            segments = info.segments_count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "qdrant-edge optimize finished"
+        );
+        changed
+    })
+    .await
+    .map_err(join_error)?
+}
+
+#[async_trait]
+impl crate::VectorIndex for EdgeIndex {
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(points.len());
+        for p in points {
+            self.check_vector(&p.vector)?;
+            let mut payload = serde_json::Map::new();
+            payload.insert(MODEL_ID_KEY.into(), p.model_id.into());
+            if let Some(category) = p.category {
+                payload.insert(CATEGORY_KEY.into(), category.into());
+            }
+            let point = PointStruct::new(PointId::Uuid(p.id), p.vector, payload.into());
+            records.push(point.into());
+        }
+        let added = records.len();
+        self.write(UpdateOperation::PointOperation(
+            PointOperations::UpsertPoints(PointInsertOperations::PointsList(records)),
+        ))
+        .await?;
+        self.maybe_schedule_optimize(added);
+        Ok(())
+    }
+
+    async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
+        self.check_vector(&req.vector)?;
+        let Some(filter) = build_filter(&req.filter, req.model_id.as_deref(), req.exclude) else {
+            return Ok(Vec::new()); // AnyOf([]) matches nothing
+        };
+        if req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ef = self.inner.opts.search_ef.map(|ef| ef.max(req.offset + req.limit));
+        let request = QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
+                NamedQuery::default_dense(req.vector),
+            ))),
+            filter,
+            score_threshold: req.min_score.map(OrderedFloat),
+            limit: req.limit,
+            offset: req.offset,
+            params: ef.map(|ef| SearchParams {
+                hnsw_ef: Some(ef),
+                ..SearchParams::default()
+            }),
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Fields(vec![json_path(CATEGORY_KEY)]),
+        };
+        let points = self
+            .read(move |shard| shard.query(request).map_err(engine_error))
+            .await?;
+        points
+            .into_iter()
+            .map(|p| {
+                Ok(Hit {
+                    id: uuid_of(p.id)?,
+                    score: p.score,
+                    category: category_of(p.payload.as_ref()),
+                })
+            })
+            .collect()
+    }
+
+    async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError> {
+        let records = self
+            .read(move |shard| {
+                shard
+                    .retrieve(
+                        &[PointId::Uuid(id)],
+                        Some(WithPayloadInterface::Bool(false)),
+                        Some(WithVector::Bool(true)),
+                    )
+                    .map_err(engine_error)
+            })
+            .await?;
+        let Some(record) = records.into_iter().next() else {
+            return Ok(None);
+        };
+        match record.vector {
+            Some(VectorStructInternal::Single(v)) => Ok(Some(v)),
+            Some(VectorStructInternal::Named(mut named)) => {
+                match named.remove(DEFAULT_VECTOR_NAME) {
+                    Some(VectorInternal::Dense(v)) => Ok(Some(v)),
+                    _ => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.iter().copied().map(PointId::Uuid).collect();
+        self.write(UpdateOperation::PointOperation(
+            PointOperations::DeletePoints { ids },
+        ))
+        .await
+    }
+
+    async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError> {
+        let Some(filter) = build_filter(&filter, None, None) else {
+            return Ok(0);
+        };
+        let request = CountRequest {
+            filter,
+            exact: true,
+        };
+        let n = self
+            .read(move |shard| shard.count(request).map_err(engine_error))
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError> {
+        let points = Some(vec![PointId::Uuid(id)]);
+        let op = match category {
+            Some(category) => {
+                let mut payload = serde_json::Map::new();
+                payload.insert(CATEGORY_KEY.into(), category.into());
+                PayloadOps::SetPayload(SetPayloadOp {
+                    payload: Payload(payload),
+                    points,
+                    filter: None,
+                    key: None,
+                })
+            }
+            None => PayloadOps::DeletePayload(DeletePayloadOp {
+                keys: vec![json_path(CATEGORY_KEY)],
+                points,
+                filter: None,
+            }),
+        };
+        self.write(UpdateOperation::PayloadOperation(op)).await
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        // Embedded: the engine cannot be "down", but its directory can vanish (unmounted volume).
+        let path = self.inner.shard.path().to_path_buf();
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            _ => Err(IndexError::Unavailable(format!(
+                "index directory {} is gone",
+                path.display()
+            ))),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "qdrant-edge"
+    }
+}
+
+fn edge_config(dim: usize, opts: &EdgeOptions) -> EdgeConfig {
+    let mut builder = EdgeConfigBuilder::new();
+    if let Some(bytes) = opts.wal_segment_bytes {
+        builder = builder.wal_options(WalOptions {
+            segment_capacity: bytes,
+            ..WalOptions::default()
+        });
+    }
+    builder
+        // Payload is two short strings per point: RAM is cheaper than mmap page faults.
+        .on_disk_payload(false)
+        .vector(
+            DEFAULT_VECTOR_NAME,
+            EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
+        )
+        .optimizers(EdgeOptimizersConfig {
+            indexing_threshold: opts.indexing_threshold_kb,
+            default_segment_number: opts.target_segments,
+            ..EdgeOptimizersConfig::default()
+        })
+        .build()
+}
+
+fn has_segments(dir: &Path) -> anyhow::Result<bool> {
+    match std::fs::read_dir(dir.join("segments")) {
+        Ok(mut entries) => Ok(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).context("reading segments directory"),
+    }
+}
+
+/// Remove closed WAL files except the newest (see module docs). Safe only because qdrant-edge
+/// 0.7.2 never reads WAL entries back; re-check this when upgrading the engine.
+fn trim_wal(dir: &Path) -> anyhow::Result<()> {
+    let wal = dir.join("wal");
+    let Ok(entries) = std::fs::read_dir(&wal) else {
+        return Ok(());
+    };
+    let mut closed: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.context("reading wal directory")?;
+        let name = entry.file_name();
+        let start = name.to_str().and_then(|n| n.strip_prefix("closed-"));
+        if let Some(start) = start.and_then(|s| s.parse().ok()) {
+            closed.push((start, entry.path()));
+        }
+    }
+    closed.sort();
+    closed.pop(); // keep the newest closed file: it carries the operation numbering
+    for (_, path) in closed {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn join_error(e: tokio::task::JoinError) -> IndexError {
+    // A panic inside the engine (e.g. flush on a full disk `expect`s success) lands here.
+    IndexError::Unavailable(format!("index task failed: {e}"))
+}
+
+fn uuid_of(id: PointId) -> Result<Uuid, IndexError> {
+    match id {
+        PointId::Uuid(u) => Ok(u),
+        PointId::NumId(n) => Err(IndexError::Unavailable(format!(
+            "index holds a numeric point id {n}; only UUIDs are written"
+        ))),
+    }
+}
+
+fn category_of(payload: Option<&Payload>) -> Option<String> {
+    payload?.0.get(CATEGORY_KEY)?.as_str().map(str::to_owned)
+}
+
+impl From<OperationError> for IndexError {
+    fn from(e: OperationError) -> Self {
+        engine_error(e)
+    }
+}

@@ -1,0 +1,135 @@
+//! Vector index for lookalike: stores one image embedding per product image and finds the
+//! nearest ones, optionally restricted to a category and to the embedding model that made them.
+//!
+//! The service talks to the index only through the object-safe [`VectorIndex`] trait so that a
+//! Qdrant *server* backend (qdrant-client over gRPC) can later sit beside the embedded one
+//! ([`EdgeIndex`], qdrant-edge) without touching callers. [`conformance`] holds the behaviour
+//! tests every backend must pass.
+//!
+//! Both backends use the same engine, so the same data model holds for both: UUID point ids,
+//! cosine distance (scores in `[-1, 1]`, higher is closer), and two keyword payload fields,
+//! [`CATEGORY_KEY`] and [`MODEL_ID_KEY`], each with a payload index so filtered search stays fast.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub mod conformance;
+pub mod edge;
+
+pub use edge::{EdgeIndex, EdgeOptions, EdgeStats};
+
+/// Payload key holding a point's category (absent when uncategorised).
+pub const CATEGORY_KEY: &str = "category";
+/// Payload key holding the id of the model that produced the vector.
+pub const MODEL_ID_KEY: &str = "model_id";
+
+/// One stored embedding. Upserting a point replaces its vector *and* payload as a whole, so an
+/// upsert with `category: None` clears a previously set category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    pub category: Option<String>,
+    pub model_id: String,
+}
+
+/// One search result; `score` is the cosine similarity to the query vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub id: Uuid,
+    pub score: f32,
+    pub category: Option<String>,
+}
+
+/// Which categories a search or count considers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum CategoryFilter {
+    /// No restriction.
+    #[default]
+    Any,
+    /// Exactly this category.
+    One(String),
+    /// Any of these categories; an empty list matches nothing.
+    AnyOf(Vec<String>),
+    /// Points without a category (not yet classified).
+    Uncategorised,
+}
+
+/// A similarity query. Results are ordered best first; `offset` skips that many of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    pub vector: Vec<f32>,
+    pub filter: CategoryFilter,
+    pub limit: usize,
+    pub offset: usize,
+    /// Leave this point out (typically the query image itself).
+    pub exclude: Option<Uuid>,
+    /// Drop hits scoring below this cosine similarity.
+    pub min_score: Option<f32>,
+    /// Only consider vectors produced by this model: vectors of different models are not
+    /// comparable, and both can coexist while a model change is being rolled out.
+    pub model_id: Option<String>,
+}
+
+impl SearchRequest {
+    /// An unfiltered top-`limit` query, to be refined with struct update syntax.
+    pub fn new(vector: Vec<f32>, limit: usize) -> Self {
+        Self {
+            vector,
+            filter: CategoryFilter::Any,
+            limit,
+            offset: 0,
+            exclude: None,
+            min_score: None,
+            model_id: None,
+        }
+    }
+}
+
+/// Errors split by what the caller should do next: retry later, or give up on the request.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The backend cannot serve right now (I/O trouble, server down, shutdown in progress).
+    /// Retrying later may succeed, so a queue consumer should requeue rather than dead-letter.
+    #[error("vector index unavailable: {0}")]
+    Unavailable(String),
+    /// The request can never succeed as sent (wrong dimension, non-finite values, ...).
+    #[error("invalid vector index request: {0}")]
+    Invalid(String),
+    /// The point does not exist (only for operations on one given id, e.g. `set_category`).
+    #[error("point {0} not found in the vector index")]
+    NotFound(Uuid),
+}
+
+impl IndexError {
+    /// True when the same request may succeed if retried later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IndexError::Unavailable(_))
+    }
+}
+
+/// A store of image embeddings. Object safe: the service holds an `Arc<dyn VectorIndex>`.
+///
+/// Every write returns only once it is durable, so a queue consumer may ack its message as soon
+/// as the call returns.
+#[async_trait]
+pub trait VectorIndex: Send + Sync + 'static {
+    /// Insert or replace points by id (idempotent: repeating it changes nothing).
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError>;
+    /// Nearest points to `req.vector`, best first.
+    async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError>;
+    /// The stored vector. Cosine backends store it normalised to unit length, so this is
+    /// the upserted vector divided by its norm, not necessarily the exact input.
+    async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError>;
+    /// Remove points; unknown ids are ignored.
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError>;
+    /// Exact number of points matching `filter`.
+    async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError>;
+    /// Change only the category of an existing point (reclassification); `None` removes it.
+    /// Fails with [`IndexError::NotFound`] when the point does not exist.
+    async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError>;
+    /// Readiness check: Ok when the backend can serve requests.
+    async fn ping(&self) -> Result<(), IndexError>;
+    /// Short backend name for logs and metrics.
+    fn name(&self) -> &'static str;
+}

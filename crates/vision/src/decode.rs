@@ -1,0 +1,289 @@
+//! Turning untrusted bytes into a clean 8-bit RGB image.
+//!
+//! Uploads and fetched URLs are hostile by default: wrong or missing content types,
+//! HTML error pages, half-transferred files, decompression bombs, CMYK, 16-bit,
+//! alpha, animations, EXIF rotation. Everything is normalised here once, so the
+//! rest of the system only ever sees an upright `RgbImage`. Every failure is
+//! permanent (the same bytes fail the same way), so there is no retry notion here.
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::error::{ImageError, LimitErrorKind};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use serde::Deserialize;
+
+use crate::sniff;
+
+/// Caps checked against what a file declares, before its pixels are decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DecodeLimits {
+    /// Widest accepted image. 12 000 px covers any camera or product shot;
+    /// beyond that it is a poster scan or an attack.
+    pub max_width: u32,
+    /// Tallest accepted image (same reasoning as `max_width`).
+    pub max_height: u32,
+    /// Most pixels accepted (width x height). 50 MP is imgproxy's default.
+    pub max_pixels: u64,
+    /// Most animation frames accepted. Only the first is decoded, so this guards
+    /// against abusive files rather than memory.
+    pub max_frames: u32,
+    /// Largest buffer the decoder may allocate for the first frame. 256 MiB fits
+    /// 50 MP of 8-bit RGBA (200 MB) but not 50 MP of 16-bit RGBA.
+    pub max_alloc_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_width: 12_000,
+            max_height: 12_000,
+            max_pixels: 50_000_000,
+            max_frames: 1_000,
+            max_alloc_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A decoded, upright, 8-bit RGB image.
+#[derive(Debug, Clone)]
+pub struct CleanImage {
+    pub rgb: RgbImage,
+    /// Format found from the magic bytes: "jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "pnm".
+    pub format: &'static str,
+    /// Width after EXIF orientation was applied.
+    pub width: u32,
+    /// Height after EXIF orientation was applied.
+    pub height: u32,
+}
+
+/// Why bytes could not become an image. Codes are stable API (stored with failed jobs
+/// and returned to clients); messages are for humans and may change.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("image is empty (0 bytes)")]
+    Empty,
+    #[error("not a supported image: {0}")]
+    UnsupportedFormat(String),
+    #[error("image too large: {0}")]
+    TooLarge(String),
+    #[error("image data is truncated: {0}")]
+    Truncated(String),
+    #[error("image data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl DecodeError {
+    /// Stable snake_case code for this failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "image_empty",
+            Self::UnsupportedFormat(_) => "image_unsupported_format",
+            Self::TooLarge(_) => "image_too_large",
+            Self::Truncated(_) => "image_truncated",
+            Self::Corrupt(_) => "image_corrupt",
+        }
+    }
+}
+
+/// Decodes `bytes` into a clean RGB image, or says precisely why not.
+///
+/// The format comes from the magic bytes only: content types and file names lie.
+pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let format = accepted_format(bytes)?;
+    if format == ImageFormat::Jpeg && !sniff::jpeg_reaches_eoi(bytes) {
+        return Err(DecodeError::Truncated(format!(
+            "JPEG stream of {} bytes ends before its end-of-image marker",
+            bytes.len()
+        )));
+    }
+    let frames = sniff::frame_count(format, bytes, limits.max_frames);
+    if frames > limits.max_frames {
+        return Err(DecodeError::TooLarge(format!(
+            "more than {} animation frames (limit {})",
+            frames - 1,
+            limits.max_frames
+        )));
+    }
+    // Decoders are third-party code fed hostile input; a panic in one must become a
+    // rejected image, not a dead worker thread.
+    let rgb = catch_unwind(AssertUnwindSafe(|| decode_rgb(bytes, format, limits)))
+        .map_err(|_| DecodeError::Corrupt(format!("the {} decoder panicked", name(format))))??;
+    Ok(CleanImage { width: rgb.width(), height: rgb.height(), rgb, format: name(format) })
+}
+
+/// Formats we decode. Everything else the `image` crate could read (EXR, HDR, DDS,
+/// QOI, ...) is refused: no product photo arrives that way, and each extra decoder
+/// is extra attack surface.
+fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
+    let Ok(format) = image::guess_format(bytes) else {
+        let what = if sniff::looks_like_text(bytes) {
+            "the data is text (an HTML page or error message?), not an image"
+        } else {
+            "unrecognised file signature"
+        };
+        return Err(DecodeError::UnsupportedFormat(what.into()));
+    };
+    use ImageFormat as F;
+    match format {
+        F::Jpeg | F::Png | F::Gif | F::WebP | F::Bmp | F::Tiff | F::Ico | F::Pnm => Ok(format),
+        F::Avif => Err(DecodeError::UnsupportedFormat("AVIF decoding is not built in".into())),
+        other => Err(DecodeError::UnsupportedFormat(format!("{other:?} images are not accepted"))),
+    }
+}
+
+fn name(format: ImageFormat) -> &'static str {
+    use ImageFormat as F;
+    match format {
+        F::Jpeg => "jpeg",
+        F::Png => "png",
+        F::Gif => "gif",
+        F::WebP => "webp",
+        F::Bmp => "bmp",
+        F::Tiff => "tiff",
+        F::Ico => "ico",
+        F::Pnm => "pnm",
+        _ => "other",
+    }
+}
+
+fn decode_rgb(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Dimension caps are checked by us (with the real numbers in the message); the
+    // decoder still gets the allocation cap as a second line of defence.
+    let mut image_limits = image::Limits::default();
+    image_limits.max_alloc = Some(limits.max_alloc_bytes);
+    reader.limits(image_limits);
+    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, limits))?;
+
+    let (w, h) = decoder.dimensions();
+    check_dimensions(w, h, decoder.total_bytes(), limits)?;
+    // A damaged EXIF block should not cost us an otherwise good image.
+    let orientation = decoder.orientation().unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "ignoring unreadable EXIF orientation");
+        Orientation::NoTransforms
+    });
+    // Animated GIF/WebP/APNG decoders yield their first frame through this interface.
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
+    img.apply_orientation(orientation);
+    Ok(flatten_to_rgb8(img))
+}
+
+fn check_dimensions(w: u32, h: u32, buffer_bytes: u64, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if w == 0 || h == 0 {
+        return Err(DecodeError::Corrupt(format!("declared size {w}x{h} has no pixels")));
+    }
+    let pixels = u64::from(w) * u64::from(h);
+    if w > limits.max_width || h > limits.max_height || pixels > limits.max_pixels {
+        return Err(DecodeError::TooLarge(format!(
+            "{w}x{h} ({pixels} pixels) exceeds the limit of {}x{} and {} pixels",
+            limits.max_width, limits.max_height, limits.max_pixels
+        )));
+    }
+    if buffer_bytes > limits.max_alloc_bytes {
+        return Err(DecodeError::TooLarge(format!(
+            "decoding {w}x{h} needs {buffer_bytes} bytes, over the limit of {} bytes",
+            limits.max_alloc_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Any colour model, bit depth or alpha -> 8-bit RGB.
+///
+/// Transparent pixels are composited over white, as shops display them; simply
+/// dropping alpha would expose whatever colour the encoder left under transparent
+/// pixels (often black), and the model would see a different product.
+fn flatten_to_rgb8(img: DynamicImage) -> RgbImage {
+    if !img.color().has_alpha() {
+        return match img {
+            DynamicImage::ImageRgb8(rgb) => rgb,
+            other => other.to_rgb8(),
+        };
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
+    for px in rgba.as_raw().chunks_exact(4) {
+        let a = u32::from(px[3]);
+        for &c in &px[..3] {
+            // Exact round(x / 255) without division, x = c*a + 255*(255-a).
+            let x = u32::from(c) * a + 255 * (255 - a) + 128;
+            out.push(((x + (x >> 8)) >> 8) as u8);
+        }
+    }
+    // Length is exactly w*h*3 by construction; the fallback only keeps this panic-free.
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+fn map_image_error(e: ImageError, limits: &DecodeLimits) -> DecodeError {
+    match e {
+        ImageError::Limits(l) => {
+            let what = match l.kind() {
+                LimitErrorKind::DimensionError => "image dimensions",
+                LimitErrorKind::InsufficientMemory => "memory needed",
+                _ => "decoder limit",
+            };
+            DecodeError::TooLarge(format!(
+                "{what} over the limit ({l}); limits: {}x{}, {} pixels, {} bytes",
+                limits.max_width, limits.max_height, limits.max_pixels, limits.max_alloc_bytes
+            ))
+        }
+        ImageError::Unsupported(u) => DecodeError::UnsupportedFormat(u.to_string()),
+        other if is_truncation(&other) => DecodeError::Truncated(other.to_string()),
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+/// Decoders report running out of data in several ways: an `UnexpectedEof` I/O error
+/// somewhere in the source chain, or only in the message text.
+fn is_truncation(e: &ImageError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::UnexpectedEof
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    let msg = e.to_string().to_ascii_lowercase();
+    ["eof", "end of file", "unexpected end", "truncated", "no more data", "not enough data", "ended early"]
+        .iter()
+        .any(|needle| msg.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_transparent_red_over_white_is_pink() {
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(1, 1, image::Rgba([255, 0, 0, 128])));
+        let rgb = flatten_to_rgb8(img);
+        assert_eq!(rgb.get_pixel(0, 0).0, [255, 127, 127]);
+    }
+
+    #[test]
+    fn error_codes_are_stable() {
+        let codes: Vec<_> = [
+            DecodeError::Empty,
+            DecodeError::UnsupportedFormat(String::new()),
+            DecodeError::TooLarge(String::new()),
+            DecodeError::Truncated(String::new()),
+            DecodeError::Corrupt(String::new()),
+        ]
+        .iter()
+        .map(DecodeError::code)
+        .collect();
+        assert_eq!(
+            codes,
+            ["image_empty", "image_unsupported_format", "image_too_large", "image_truncated", "image_corrupt"]
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! End-to-end ingest: the real binary, Postgres, RabbitMQ and model, images served over HTTP.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::images::ImageServer;
+use support::*;
+
+const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+fn expected_clip(name: &str) -> Vec<f32> {
+    let text = std::fs::read_to_string(reference_dir().join("expected.json")).unwrap();
+    let all: Value = serde_json::from_str(&text).unwrap();
+    floats(&all["images"][name]["clip_vitb16_visual_int8"]["embedding_l2"])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn url_and_upload_jobs_become_categorised_items_with_the_models_vectors() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+
+    // Two labelled shoes by URL, then a third shoe without a category: it is predicted from them.
+    let labelled = service
+        .submit_urls(json!([
+            {"url": images.url("/files/allstar-sneakers.jpg"), "external_id": "sku-1", "category": "shoes",
+             "metadata": {"brand": "allstar"}},
+            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
+        ]))
+        .await;
+    let done = service.wait_jobs(&labelled, JOB_LIMIT).await;
+    for job in &done {
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1);
+    }
+
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(read(&reference_dir().join("sneakers_01__1.png"))).file_name("sneakers.png"))
+        .text("external_id", "upload-1");
+    let (status, body) = service.post_multipart("/v1/images", form).await;
+    assert_eq!(status, 202, "{body}");
+    let upload_job = service.wait_job(&job_ids(&body)[0], JOB_LIMIT).await;
+    assert_eq!(upload_job["status"], "succeeded", "{upload_job}");
+
+    // The labelled item: everything the submitter said, plus what the worker measured.
+    let item_id = done[0]["item_id"].as_str().unwrap();
+    let (status, item) = service.get(&format!("/v1/items/{item_id}?vector=true")).await;
+    assert_eq!(status, 200);
+    assert_eq!(item["external_id"], "sku-1");
+    assert_eq!(item["category"], "shoes");
+    assert_eq!(item["category_source"], "provided");
+    assert_eq!(item["metadata"]["brand"], "allstar");
+    assert_eq!(item["model_id"], "clip-vit-b16-int8");
+    assert_eq!(item["format"], "jpeg");
+    assert_eq!(item["content_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(item["byte_size"].as_i64().unwrap() as usize, read(&reference_dir().join("allstar-sneakers.jpg")).len());
+    // The stored vector is the model's embedding of this image (same as the reference pipeline).
+    let vector = floats(&item["vector"]);
+    assert_eq!(vector.len(), 512);
+    let parity = cosine(&vector, &expected_clip("allstar-sneakers.jpg"));
+    assert!(parity >= 0.99, "stored vector vs reference: cosine {parity}");
+
+    // The uploaded shoe had no category: its labelled neighbours voted "shoes".
+    let (_, upload_item) = service.get(&format!("/v1/items/{}?vector=true", upload_job["item_id"].as_str().unwrap())).await;
+    assert_eq!(upload_item["source"]["kind"], "upload");
+    assert_eq!(upload_item["source"]["file_name"], "sneakers.png");
+    assert_eq!(upload_item["category"], "shoes", "{upload_item}");
+    assert_eq!(upload_item["category_source"], "predicted");
+    let confidence = upload_item["category_confidence"].as_f64().unwrap();
+    assert!(confidence > 0.5 && confidence <= 1.0, "{confidence}");
+    let parity = cosine(&floats(&upload_item["vector"]), &expected_clip("sneakers_01__1.png"));
+    assert!(parity >= 0.99, "uploaded image vector vs reference: cosine {parity}");
+
+    // The thumbnail is a small JPEG made at ingest.
+    let thumb = service.client.get(service.url(&format!("/v1/items/{item_id}/thumbnail"))).send().await.unwrap();
+    assert_eq!(thumb.headers()["content-type"], "image/jpeg");
+    let thumb = thumb.bytes().await.unwrap();
+    assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
+
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(status["jobs"]["succeeded"], 3, "{status}");
+    assert_eq!(status["items"], 3);
+    assert_eq!(status["index"]["points"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_image_without_labelled_neighbours_is_stored_uncategorised() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let ids = service.submit_urls(json!([{"url": images.url("/files/skimage_chelsea.png")}])).await;
+    let job = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, item) = service.get(&format!("/v1/items/{}", job["item_id"].as_str().unwrap())).await;
+    assert_eq!(item["category"], Value::Null);
+    assert_eq!(item["category_source"], "none");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sources_fail_with_precise_codes_and_oversized_bodies_are_cut_at_the_cap() {
+    let mut env = TestEnv::new().await;
+    let cap: u64 = 1024 * 1024;
+    env.set("FETCH__MAX_BODY_BYTES", cap);
+    let dir = env.dir.path().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let jpeg = read(&reference_dir().join("allstar-sneakers.jpg"));
+    std::fs::write(dir.join("half.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
+    std::fs::write(dir.join("page.jpg"), b"<!doctype html><html><body>not an image</body></html>").unwrap();
+    std::fs::write(dir.join("empty.jpg"), b"").unwrap();
+    let images = ImageServer::start(dir).await;
+    let service = env.start().await;
+
+    let cases = [
+        ("/files/half.jpg", "image_truncated"),
+        ("/files/page.jpg", "image_unsupported_format"),
+        ("/files/empty.jpg", "image_empty"),
+        ("/missing.jpg", "fetch_http_status"),
+        ("/endless.jpg", "fetch_too_large"),
+        ("/declared-huge.jpg", "fetch_too_large"),
+    ];
+    let items: Vec<Value> = cases.iter().map(|(path, _)| json!({"url": images.url(path)})).collect();
+    let ids = service.submit_urls(Value::Array(items)).await;
+    for ((path, code), id) in cases.iter().zip(&ids) {
+        let job = service.wait_job(id, JOB_LIMIT).await;
+        assert_eq!(job["status"], "failed", "{path}: {job}");
+        assert_eq!(job["error"]["code"], *code, "{path}: {job}");
+        assert!(!job["error"]["message"].as_str().unwrap().is_empty());
+        // Bad input is permanent: one attempt, no retries.
+        assert_eq!(job["attempts"], 1, "{path}: {job}");
+    }
+    // The endless body was not read much past the cap (socket buffers hold a few MB at most).
+    let sent = images.endless_sent.load(Ordering::Relaxed);
+    assert!(sent < cap + 16 * 1024 * 1024, "server handed over {sent} bytes for a {cap}-byte cap");
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(status["items"], 0);
+    assert_eq!(status["index"]["points"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
+    let mut env = TestEnv::new().await;
+    env.set("HTTP__MAX_UPLOAD_BYTES", 1000).set("HTTP__MAX_ITEMS_PER_REQUEST", 3);
+    let service = env.start().await;
+    let post = |body: Value| {
+        let service = &service;
+        async move { service.post_json("/v1/images", &body).await }
+    };
+    let expect = |(status, body): (u16, Value), want_status: u16, code: &str| {
+        assert_eq!(status, want_status, "{body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    expect(post(json!({"items": []})).await, 422, "no_items");
+    expect(post(json!({"items": [{"url": "ftp://x/y.jpg"}]})).await, 422, "invalid_url");
+    expect(post(json!({"items": [{"url": "http://x/y.jpg", "category": "<b>"}]})).await, 422, "invalid_category");
+    expect(post(json!({"items": [{"url": "http://x/y.jpg", "metadata": [1]}]})).await, 422, "invalid_metadata");
+    expect(post(json!({"items": [{"url": "http://x/a.jpg", "external_id": "a"}, {"url": "http://x/b.jpg", "external_id": "a"}]})).await, 422, "duplicate_external_id");
+    expect(post(json!({"items": [{"url": "http://x/1"}, {"url": "http://x/2"}, {"url": "http://x/3"}, {"url": "http://x/4"}]})).await, 413, "too_many_items");
+    expect(post(json!({"pictures": []})).await, 400, "invalid_json");
+
+    let r = service.client.post(service.url("/v1/images")).body("hello").header("content-type", "text/plain").send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
+
+    let big = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(vec![0xFF; 5000]).file_name("a.jpg"));
+    expect(service.post_multipart("/v1/images", big).await, 413, "upload_too_large");
+    let text = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"just text".to_vec()).file_name("a.jpg"));
+    expect(service.post_multipart("/v1/images", text).await, 415, "unsupported_image_type");
+
+    expect(service.get("/v1/jobs/not-a-uuid").await, 400, "invalid_id");
+    expect(service.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())).await, 404, "job_not_found");
+    expect(service.get(&format!("/v1/items/{}", uuid::Uuid::new_v4())).await, 404, "item_not_found");
+    expect(service.get("/v1/nothing-here").await, 404, "route_not_found");
+
+    // Nothing reached the database.
+    let (_, status) = service.get("/v1/status").await;
+    let total: i64 = ["queued", "processing", "succeeded", "failed"].iter().map(|s| status["jobs"][s].as_i64().unwrap()).sum();
+    assert_eq!(total, 0, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_readiness_report_each_dependency() {
+    let env = TestEnv::new().await;
+    let service = env.start().await;
+    let (status, body) = service.get("/healthz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = service.get("/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    for dep in ["database", "queue", "index"] {
+        assert_eq!(body["checks"][dep], "ok", "{body}");
+    }
+}

@@ -1,0 +1,206 @@
+//! The consume loop: deliveries in, jobs run, acks out; reconnects when the broker goes away and
+//! drains in-flight jobs on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lookalike_queue::lapin::message::Delivery;
+use lookalike_queue::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
+use lookalike_queue::{JobMessage, Publisher, Topology};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::pipeline::{Outcome, Pipeline};
+
+pub struct Consumer {
+    pub pipeline: Arc<Pipeline>,
+    pub publisher: Arc<Publisher>,
+    pub amqp_url: String,
+    pub topology: Topology,
+    pub prefetch: u16,
+    pub job_timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long shutdown waits for in-flight jobs before handing them back to the broker.
+    pub drain_deadline: Duration,
+}
+
+impl Consumer {
+    /// Runs until `shutdown` fires, then stops taking jobs, lets in-flight ones finish (up to the drain
+    /// deadline) and returns. Unfinished jobs stay unacked and go back to the queue.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut in_flight = JoinSet::new();
+        let mut backoff = Duration::from_millis(200);
+        'connect: while !shutdown.is_cancelled() {
+            let tag = format!("lookalike-worker-{}", std::process::id());
+            let connected = async {
+                let conn = lookalike_queue::connect(&self.amqp_url, &tag).await?;
+                let (channel, consumer) = lookalike_queue::consume(&conn, &self.topology, self.prefetch, &tag).await?;
+                Ok::<_, lookalike_queue::lapin::Error>((conn, channel, consumer))
+            }
+            .await;
+            let (conn, channel, mut consumer) = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the message broker");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break 'connect,
+                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            tracing::info!(queue = %self.topology.jobs, prefetch = self.prefetch, "consuming");
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        // Stop deliveries first so nothing new arrives while we drain.
+                        let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                        break;
+                    }
+                    Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                        if let Err(e) = done { tracing::error!(error = %e, "job task panicked"); }
+                    }
+                    delivery = consumer.next() => match delivery {
+                        Some(Ok(delivery)) => {
+                            let me = self.clone();
+                            in_flight.spawn(async move { me.handle(delivery).await });
+                        }
+                        Some(Err(e)) => { tracing::warn!(error = %e, "broker connection lost; reconnecting"); break; }
+                        None => { tracing::warn!("consumer closed by the broker; reconnecting"); break; }
+                    }
+                }
+            }
+            if shutdown.is_cancelled() {
+                self.drain(&mut in_flight).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into())).await;
+                break 'connect;
+            }
+        }
+        self.drain(&mut in_flight).await;
+        tracing::info!("worker stopped");
+    }
+
+    async fn drain(&self, in_flight: &mut JoinSet<()>) {
+        if in_flight.is_empty() {
+            return;
+        }
+        tracing::info!(jobs = in_flight.len(), "finishing in-flight jobs");
+        let finished = tokio::time::timeout(self.drain_deadline, async {
+            while in_flight.join_next().await.is_some() {}
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(jobs = in_flight.len(), "drain deadline passed; unfinished jobs go back to the queue");
+            in_flight.abort_all();
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let Some(message) = JobMessage::decode(&delivery.data) else {
+            tracing::error!(bytes = delivery.data.len(), "malformed message dropped");
+            let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+            return;
+        };
+        let span = tracing::info_span!("job", job_id = %message.job_id, redelivered = delivery.redelivered);
+        async {
+            let outcome = match tokio::time::timeout(self.job_timeout, self.pipeline.run(message.job_id)).await {
+                Ok(result) => result,
+                Err(_) => Ok(Outcome::Retry {
+                    error: crate::JobError::transient(
+                        lookalike_core::codes::job::TIMEOUT,
+                        format!("the job took longer than {:?}", self.job_timeout),
+                    ),
+                    attempt: 0,
+                }),
+            };
+            match outcome {
+                Ok(Outcome::Done) => self.ack(&delivery).await,
+                Ok(Outcome::Retry { error, attempt }) => self.retry(&delivery, message, error, attempt).await,
+                Err(e) => {
+                    // The job's state could not even be recorded (database down): hand the message back
+                    // after a pause so it is neither lost nor spun on.
+                    tracing::warn!(error = %e, "cannot record job state; message returned to the queue");
+                    tokio::time::sleep(jitter(self.retry_base)).await;
+                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn retry(&self, delivery: &Delivery, message: JobMessage, error: crate::JobError, attempt: u32) {
+        let store = &self.pipeline.store;
+        let id = message.job_id;
+        let attempt = if attempt == 0 {
+            store.get_job(id).await.ok().flatten().map_or(1, |j| j.attempts.max(1) as u32)
+        } else {
+            attempt
+        };
+        if attempt >= self.pipeline.max_attempts {
+            let text = format!("{} (gave up after {attempt} attempts)", error.message);
+            if let Err(e) = store.fail_job(id, error.code, &text).await {
+                tracing::warn!(error = %e, "cannot record failure; message returned to the queue");
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                return;
+            }
+            if let Err(e) = self.publisher.publish_dead(id).await {
+                tracing::warn!(error = %e, "could not copy the job to the dead-letter queue");
+            }
+            tracing::warn!(code = error.code, attempt, error = %error.message, "job failed: attempts exhausted");
+            self.ack(delivery).await;
+            return;
+        }
+        let delay = backoff(self.retry_base, self.retry_max, attempt);
+        let _ = store.requeue_job(id, error.code, &error.message).await;
+        match self.publisher.publish_retry(id, delay).await {
+            Ok(()) => {
+                tracing::info!(code = error.code, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "job will be retried");
+                self.ack(delivery).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot schedule the retry; message returned to the queue");
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+        }
+    }
+
+    async fn ack(&self, delivery: &Delivery) {
+        if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+            // The channel died after the work was committed: the broker redelivers, and the
+            // redelivery finds the job finished.
+            tracing::warn!(error = %e, "ack failed; the job will be redelivered and skipped");
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped, with +-20% jitter so retries of many jobs do not arrive together.
+pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    jitter(exp.min(max))
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped_with_jitter() {
+        let base = Duration::from_millis(1000);
+        let max = Duration::from_millis(8000);
+        for (attempt, nominal) in [(1, 1000.0), (2, 2000.0), (3, 4000.0), (4, 8000.0), (9, 8000.0)] {
+            let d = backoff(base, max, attempt).as_millis() as f64;
+            assert!(d >= nominal * 0.8 - 1.0 && d <= nominal * 1.2 + 1.0, "attempt {attempt}: {d}");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Downloading images from URLs that strangers give us: bounded in time and in bytes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lookalike_core::codes::job as code;
+use lookalike_core::config;
+
+use crate::error::JobError;
+
+#[derive(Clone)]
+pub struct Fetcher {
+    client: reqwest::Client,
+    max_body_bytes: u64,
+}
+
+impl Fetcher {
+    pub fn new(cfg: &config::Fetch) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .timeout(Duration::from_millis(cfg.total_timeout_ms))
+            .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
+            .user_agent(cfg.user_agent.clone())
+            // Proxy variables in the environment must not redirect our fetches somewhere else.
+            .no_proxy()
+            .build()?;
+        Ok(Fetcher { client, max_body_bytes: cfg.max_body_bytes })
+    }
+
+    /// Downloads the body, stopping as soon as it passes the size cap.
+    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, JobError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| JobError::permanent(code::URL_INVALID, format!("not a valid URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(JobError::permanent(
+                code::URL_INVALID,
+                format!("scheme `{}` is not allowed (http and https only)", parsed.scheme()),
+            ));
+        }
+        let response = self.client.get(parsed).send().await.map_err(request_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = format!("the image URL answered HTTP {}", status.as_u16());
+            // 5xx, 408 and 429 may pass; other 4xx (404, 403, 410) will not.
+            return Err(if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+                JobError::transient(code::FETCH_HTTP_STATUS, message)
+            } else {
+                JobError::permanent(code::FETCH_HTTP_STATUS, message)
+            });
+        }
+        if let Some(len) = response.content_length()
+            && len > self.max_body_bytes
+        {
+            return Err(too_large(self.max_body_bytes, Some(len)));
+        }
+        let mut body = Vec::with_capacity(response.content_length().unwrap_or(64 * 1024).min(self.max_body_bytes) as usize);
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(request_error)?;
+            if body.len() as u64 + chunk.len() as u64 > self.max_body_bytes {
+                return Err(too_large(self.max_body_bytes, None));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+fn too_large(cap: u64, declared: Option<u64>) -> JobError {
+    let message = match declared {
+        Some(len) => format!("the image is {len} bytes, over the {cap}-byte limit"),
+        None => format!("the image is over the {cap}-byte limit; download stopped there"),
+    };
+    JobError::permanent(code::FETCH_TOO_LARGE, message)
+}
+
+fn request_error(e: reqwest::Error) -> JobError {
+    if e.is_timeout() {
+        JobError::transient(code::FETCH_TIMEOUT, format!("download timed out: {e}"))
+    } else if e.is_redirect() {
+        JobError::permanent(code::FETCH_TOO_MANY_REDIRECTS, format!("too many redirects: {e}"))
+    } else if e.is_connect() {
+        JobError::transient(code::FETCH_CONNECT, format!("could not connect: {e}"))
+    } else {
+        JobError::transient(code::FETCH_CONNECT, format!("download failed: {e}"))
+    }
+}

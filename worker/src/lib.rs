@@ -1,0 +1,12 @@
+//! The lookalike worker: consumes image jobs and turns each into an indexed, categorised item.
+
+pub mod batcher;
+pub mod classify;
+pub mod consumer;
+pub mod error;
+pub mod fetch;
+pub mod pipeline;
+
+pub use consumer::Consumer;
+pub use error::JobError;
+pub use pipeline::{Analysis, Outcome, Pipeline};
