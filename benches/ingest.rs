@@ -7,6 +7,7 @@
 //!    `worker.batch_size` with `model.intra_threads` threads: the ceiling for this machine.
 //! 2. End to end: the real `lookalike serve` (Postgres, RabbitMQ, embedded index) ingests the same images by
 //!    URL from a local HTTP server: first submit until every job succeeded.
+//!
 //! The figure that matters is the ratio (2)/(1); absolute numbers move with the machine's load.
 
 #[path = "../tests/support/mod.rs"]
@@ -20,29 +21,44 @@ use serde_json::{Value, json};
 use support::images::ImageServer;
 
 fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
             collect_images(&path, out);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("jpg" | "jpeg" | "png" | "webp")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("jpg" | "jpeg" | "png" | "webp")
+        ) {
             out.push(path);
         }
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("LOOKALIKE_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let source = std::env::var_os("LOOKALIKE_BENCH_IMAGES").map(PathBuf::from).unwrap_or_else(|| {
-        let datasets = support::repo_root().join(".lookalike/datasets");
-        // Real colour product photos first (closest to production), then anything else available.
-        [datasets.join("vendure"), datasets.join("saleor")]
-            .into_iter()
-            .find(|p| p.exists())
-            .map(|_| datasets)
-            .unwrap_or_else(support::reference_dir)
-    });
+    // `cargo test --all-targets` also runs bench targets; the benchmark only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("ingest benchmark: run it with `cargo bench --bench ingest`");
+        return Ok(());
+    }
+    let n: usize = std::env::var("LOOKALIKE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let source = std::env::var_os("LOOKALIKE_BENCH_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let datasets = support::repo_root().join(".lookalike/datasets");
+            // Real colour product photos first (closest to production), then anything else available.
+            [datasets.join("vendure"), datasets.join("saleor")]
+                .into_iter()
+                .find(|p| p.exists())
+                .map(|_| datasets)
+                .unwrap_or_else(support::reference_dir)
+        });
     let mut files = Vec::new();
     collect_images(&source, &mut files);
     anyhow::ensure!(!files.is_empty(), "no images under {}", source.display());
@@ -50,19 +66,30 @@ fn main() -> anyhow::Result<()> {
     files.sort_by_key(|p| p.to_string_lossy().contains("fashion-mnist"));
     let files: Vec<PathBuf> = files.iter().cycle().take(n).cloned().collect();
     let distinct = files.iter().collect::<std::collections::HashSet<_>>().len();
-    println!("images: {n} jobs from {distinct} distinct files under {}", source.display());
+    println!(
+        "images: {n} jobs from {distinct} distinct files under {}",
+        source.display()
+    );
 
     let config = Config::load_from(None, Vec::<(String, String)>::new())?;
     let model_ips = model_only(&config, &files)?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let e2e_ips = rt.block_on(end_to_end(&files, &source))?;
 
     println!();
     println!("| measure | images/s |");
     println!("|---|---|");
-    println!("| model only (batch {}, {} threads) | {model_ips:.1} |", config.worker.batch_size, config.model.intra_threads);
+    println!(
+        "| model only (batch {}, {} threads) | {model_ips:.1} |",
+        config.worker.batch_size, config.model.intra_threads
+    );
     println!("| end to end (URL submitted -> job succeeded) | {e2e_ips:.1} |");
-    println!("| ratio end-to-end / model-only | {:.2} |", e2e_ips / model_ips);
+    println!(
+        "| ratio end-to-end / model-only | {:.2} |",
+        e2e_ips / model_ips
+    );
     Ok(())
 }
 
@@ -70,12 +97,17 @@ fn model_only(config: &Config, files: &[PathBuf]) -> anyhow::Result<f64> {
     let root = support::repo_root().join(".lookalike");
     let mut spec = lookalike::model_spec(config);
     spec.path = root.join("models/clip_vitb16_visual_int8.onnx");
-    let embedder = lookalike_vision::Embedder::load(&root.join("lib/libonnxruntime.so.1.31.1"), spec.clone(), config.model.intra_threads)?;
+    let embedder = lookalike_vision::Embedder::load(
+        &root.join("lib/libonnxruntime.so.1.31.1"),
+        spec.clone(),
+        config.model.intra_threads,
+    )?;
     let limits = lookalike::decode_limits(config);
     let tensors: Vec<_> = files
         .iter()
         .map(|f| {
-            let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits).expect("benchmark images decode");
+            let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits)
+                .expect("benchmark images decode");
             lookalike_vision::to_tensor(&img.rgb, &spec)
         })
         .collect();
@@ -109,13 +141,21 @@ async fn end_to_end(files: &[PathBuf], root: &Path) -> anyhow::Result<f64> {
     let mut last_report = Instant::now();
     loop {
         let (_, status) = service.get("/v1/status").await;
-        let done = status["jobs"]["succeeded"].as_u64().unwrap_or(0) + status["jobs"]["failed"].as_u64().unwrap_or(0);
+        let done = status["jobs"]["succeeded"].as_u64().unwrap_or(0)
+            + status["jobs"]["failed"].as_u64().unwrap_or(0);
         if done as usize >= ids.len() {
-            anyhow::ensure!(status["jobs"]["failed"] == 0, "some benchmark jobs failed: {status}");
+            anyhow::ensure!(
+                status["jobs"]["failed"] == 0,
+                "some benchmark jobs failed: {status}"
+            );
             break;
         }
         if last_report.elapsed() > Duration::from_secs(5) {
-            println!("  end to end: {done}/{} done after {:.0}s", ids.len(), start.elapsed().as_secs_f64());
+            println!(
+                "  end to end: {done}/{} done after {:.0}s",
+                ids.len(),
+                start.elapsed().as_secs_f64()
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

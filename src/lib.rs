@@ -20,7 +20,11 @@ pub fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if config.log.format == "json" {
-        builder.json().with_current_span(true).with_span_list(false).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
     } else {
         builder.init();
     }
@@ -84,9 +88,17 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         EdgeIndex::open(
             &config.index.data_dir,
             config.model.dim,
-            EdgeOptions { optimize_after_points: config.index.optimize_after_points, ..Default::default() },
+            EdgeOptions {
+                optimize_after_points: config.index.optimize_after_points,
+                ..Default::default()
+            },
         )
-        .with_context(|| format!("opening the vector index in {}", config.index.data_dir.display()))?,
+        .with_context(|| {
+            format!(
+                "opening the vector index in {}",
+                config.index.data_dir.display()
+            )
+        })?,
     );
     let topology = Topology::new(&config.queue.prefix);
     let publisher = Arc::new(Publisher::new(
@@ -97,8 +109,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 
     let loaded = std::time::Instant::now();
     let embedder = Arc::new(
-        Embedder::load(&config.model.ort_library, model_spec(&config), config.model.intra_threads)
-            .context("loading the embedding model (run scripts/setup.sh first)")?,
+        Embedder::load(
+            &config.model.ort_library,
+            model_spec(&config),
+            config.model.intra_threads,
+        )
+        .context("loading the embedding model (run scripts/setup.sh first)")?,
     );
     tracing::info!(model = %config.model.id, ms = loaded.elapsed().as_millis() as u64, "model loaded");
 
@@ -106,16 +122,20 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let pipeline = Arc::new(Pipeline {
         store: store.clone(),
         index: index.clone(),
-        batcher: Batcher::start(embedder, w.batch_size, Duration::from_millis(w.batch_wait_ms)),
+        batcher: Batcher::start(
+            embedder,
+            w.batch_size,
+            Duration::from_millis(w.batch_wait_ms),
+        ),
         fetcher: Fetcher::new(&config.fetch)?,
         limits: decode_limits(&config),
         decode_permits: Arc::new(Semaphore::new(w.decode_threads.max(1))),
         thumbnail_size: w.thumbnail_size,
-        neighbours: config.classify.neighbours,
+        classify: config.classify.clone(),
         max_attempts: config.queue.max_attempts,
     });
     let consumer = Arc::new(Consumer {
-        pipeline,
+        pipeline: pipeline.clone(),
         publisher: publisher.clone(),
         amqp_url: config.queue.url.clone(),
         topology,
@@ -132,12 +152,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         store,
         publisher,
         index,
+        pipeline,
     });
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
     worker.await?;
     tracing::info!("stopped");
     Ok(())

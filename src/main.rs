@@ -29,7 +29,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => lookalike::serve(config, lookalike::shutdown_on_signals()).await,
         Command::Migrate => {
-            let store = lookalike_store::Store::connect_lazy(&config.database.url, 2, std::time::Duration::from_secs(5))?;
+            let store = lookalike_store::Store::connect_lazy(
+                &config.database.url,
+                2,
+                std::time::Duration::from_secs(5),
+            )?;
             lookalike::migrate(&store).await
         }
         Command::Config => {

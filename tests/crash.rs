@@ -9,7 +9,12 @@ use serde_json::{Value, json};
 use support::images::ImageServer;
 use support::*;
 
-const NAMES: [&str; 4] = ["allstar-sneakers.jpg", "sneakers_01__1.png", "skimage_chelsea.png", "skimage_coffee.png"];
+const NAMES: [&str; 4] = [
+    "allstar-sneakers.jpg",
+    "sneakers_01__1.png",
+    "skimage_chelsea.png",
+    "skimage_coffee.png",
+];
 
 async fn submit_batch(service: &Service, images: &ImageServer, n: usize) -> Vec<String> {
     let items: Vec<Value> = (0..n)
@@ -19,14 +24,20 @@ async fn submit_batch(service: &Service, images: &ImageServer, n: usize) -> Vec<
 }
 
 async fn succeeded(service: &Service) -> i64 {
-    service.get("/v1/status").await.1["jobs"]["succeeded"].as_i64().unwrap_or(0)
+    service.get("/v1/status").await.1["jobs"]["succeeded"]
+        .as_i64()
+        .unwrap_or(0)
 }
 
 /// Waits until at least `n` jobs succeeded, so the stop lands in the middle of the batch.
 async fn wait_for_progress(service: &Service, n: i64) {
     let start = Instant::now();
     while succeeded(service).await < n {
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress; log:\n{}", service.log());
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress; log:\n{}",
+            service.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -39,10 +50,21 @@ async fn assert_all_once(env: &TestEnv, service: &Service, ids: &[String]) {
     }
     let (_, status) = service.get("/v1/status").await;
     assert_eq!(status["jobs"]["succeeded"], ids.len() as i64, "{status}");
-    assert_eq!(status["items"], ids.len() as i64, "no duplicate items: {status}");
-    assert_eq!(status["index"]["points"], ids.len() as u64, "no duplicate or missing vectors: {status}");
+    assert_eq!(
+        status["items"],
+        ids.len() as i64,
+        "no duplicate items: {status}"
+    );
+    assert_eq!(
+        status["index"]["points"],
+        ids.len() as u64,
+        "no duplicate or missing vectors: {status}"
+    );
     let mut db = env.db().await;
-    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT external_id) FROM items").fetch_one(&mut db).await.unwrap();
+    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT external_id) FROM items")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
     assert_eq!(distinct, ids.len() as i64);
 }
 
@@ -56,19 +78,33 @@ async fn jobs_in_flight_when_the_process_is_killed_finish_exactly_once_after_res
 
     service.kill(); // SIGKILL: no chance to ack, drain or flush anything
     let mut db = env.db().await;
-    let unfinished: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('queued', 'processing')")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert!(unfinished > 0, "the kill should land while jobs are still in flight");
-    let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'processing'").fetch_one(&mut db).await.unwrap();
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status IN ('queued', 'processing')")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(
+        unfinished > 0,
+        "the kill should land while jobs are still in flight"
+    );
+    let processing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'processing'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     eprintln!("killed with {unfinished} jobs unfinished, {processing} of them processing");
 
     let service = env.start().await;
     assert_all_once(&env, &service, &ids).await;
     // The jobs that were mid-flight were attempted again, and none stayed `processing`.
-    let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE attempts > 1").fetch_one(&mut db).await.unwrap();
-    assert!(retried >= processing.min(1), "in-flight jobs are picked up again after the restart");
+    let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE attempts > 1")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        retried >= processing.min(1),
+        "in-flight jobs are picked up again after the restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,13 +117,29 @@ async fn sigterm_finishes_in_flight_jobs_exits_cleanly_and_leaves_the_rest_queue
     wait_for_progress(&service, 2).await;
 
     let code = service.terminate(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "graceful shutdown exits 0; log:\n{}", service.log());
-    assert!(service.log().contains("worker stopped"), "{}", service.log());
+    assert_eq!(
+        code,
+        Some(0),
+        "graceful shutdown exits 0; log:\n{}",
+        service.log()
+    );
+    assert!(
+        service.log().contains("worker stopped"),
+        "{}",
+        service.log()
+    );
     // After a drain nothing is left half-done: jobs are finished or still waiting in the queue.
     let mut db = env.db().await;
-    let processing: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'processing'").fetch_one(&mut db).await.unwrap();
+    let processing: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'processing'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
     assert_eq!(processing, 0, "drained jobs are finished, not abandoned");
-    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued'").fetch_one(&mut db).await.unwrap();
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'queued'")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
     assert!(queued > 0, "the stop should land mid-batch");
 
     let service = env.start().await;

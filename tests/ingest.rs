@@ -38,7 +38,11 @@ async fn url_and_upload_jobs_become_categorised_items_with_the_models_vectors() 
     }
 
     let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(read(&reference_dir().join("sneakers_01__1.png"))).file_name("sneakers.png"))
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(read(&reference_dir().join("sneakers_01__1.png")))
+                .file_name("sneakers.png"),
+        )
         .text("external_id", "upload-1");
     let (status, body) = service.post_multipart("/v1/images", form).await;
     assert_eq!(status, 202, "{body}");
@@ -47,7 +51,9 @@ async fn url_and_upload_jobs_become_categorised_items_with_the_models_vectors() 
 
     // The labelled item: everything the submitter said, plus what the worker measured.
     let item_id = done[0]["item_id"].as_str().unwrap();
-    let (status, item) = service.get(&format!("/v1/items/{item_id}?vector=true")).await;
+    let (status, item) = service
+        .get(&format!("/v1/items/{item_id}?vector=true"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(item["external_id"], "sku-1");
     assert_eq!(item["category"], "shoes");
@@ -56,26 +62,48 @@ async fn url_and_upload_jobs_become_categorised_items_with_the_models_vectors() 
     assert_eq!(item["model_id"], "clip-vit-b16-int8");
     assert_eq!(item["format"], "jpeg");
     assert_eq!(item["content_sha256"].as_str().unwrap().len(), 64);
-    assert_eq!(item["byte_size"].as_i64().unwrap() as usize, read(&reference_dir().join("allstar-sneakers.jpg")).len());
+    assert_eq!(
+        item["byte_size"].as_i64().unwrap() as usize,
+        read(&reference_dir().join("allstar-sneakers.jpg")).len()
+    );
     // The stored vector is the model's embedding of this image (same as the reference pipeline).
     let vector = floats(&item["vector"]);
     assert_eq!(vector.len(), 512);
     let parity = cosine(&vector, &expected_clip("allstar-sneakers.jpg"));
-    assert!(parity >= 0.99, "stored vector vs reference: cosine {parity}");
+    assert!(
+        parity >= 0.99,
+        "stored vector vs reference: cosine {parity}"
+    );
 
     // The uploaded shoe had no category: its labelled neighbours voted "shoes".
-    let (_, upload_item) = service.get(&format!("/v1/items/{}?vector=true", upload_job["item_id"].as_str().unwrap())).await;
+    let (_, upload_item) = service
+        .get(&format!(
+            "/v1/items/{}?vector=true",
+            upload_job["item_id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(upload_item["source"]["kind"], "upload");
     assert_eq!(upload_item["source"]["file_name"], "sneakers.png");
     assert_eq!(upload_item["category"], "shoes", "{upload_item}");
     assert_eq!(upload_item["category_source"], "predicted");
     let confidence = upload_item["category_confidence"].as_f64().unwrap();
     assert!(confidence > 0.5 && confidence <= 1.0, "{confidence}");
-    let parity = cosine(&floats(&upload_item["vector"]), &expected_clip("sneakers_01__1.png"));
-    assert!(parity >= 0.99, "uploaded image vector vs reference: cosine {parity}");
+    let parity = cosine(
+        &floats(&upload_item["vector"]),
+        &expected_clip("sneakers_01__1.png"),
+    );
+    assert!(
+        parity >= 0.99,
+        "uploaded image vector vs reference: cosine {parity}"
+    );
 
     // The thumbnail is a small JPEG made at ingest.
-    let thumb = service.client.get(service.url(&format!("/v1/items/{item_id}/thumbnail"))).send().await.unwrap();
+    let thumb = service
+        .client
+        .get(service.url(&format!("/v1/items/{item_id}/thumbnail")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(thumb.headers()["content-type"], "image/jpeg");
     let thumb = thumb.bytes().await.unwrap();
     assert_eq!(&thumb[..2], &[0xFF, 0xD8]);
@@ -91,10 +119,14 @@ async fn a_first_image_without_labelled_neighbours_is_stored_uncategorised() {
     let env = TestEnv::new().await;
     let images = ImageServer::start(reference_dir()).await;
     let service = env.start().await;
-    let ids = service.submit_urls(json!([{"url": images.url("/files/skimage_chelsea.png")}])).await;
+    let ids = service
+        .submit_urls(json!([{"url": images.url("/files/skimage_chelsea.png")}]))
+        .await;
     let job = service.wait_job(&ids[0], JOB_LIMIT).await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let (_, item) = service.get(&format!("/v1/items/{}", job["item_id"].as_str().unwrap())).await;
+    let (_, item) = service
+        .get(&format!("/v1/items/{}", job["item_id"].as_str().unwrap()))
+        .await;
     assert_eq!(item["category"], Value::Null);
     assert_eq!(item["category_source"], "none");
 }
@@ -108,7 +140,11 @@ async fn bad_sources_fail_with_precise_codes_and_oversized_bodies_are_cut_at_the
     std::fs::create_dir_all(&dir).unwrap();
     let jpeg = read(&reference_dir().join("allstar-sneakers.jpg"));
     std::fs::write(dir.join("half.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
-    std::fs::write(dir.join("page.jpg"), b"<!doctype html><html><body>not an image</body></html>").unwrap();
+    std::fs::write(
+        dir.join("page.jpg"),
+        b"<!doctype html><html><body>not an image</body></html>",
+    )
+    .unwrap();
     std::fs::write(dir.join("empty.jpg"), b"").unwrap();
     let images = ImageServer::start(dir).await;
     let service = env.start().await;
@@ -121,7 +157,10 @@ async fn bad_sources_fail_with_precise_codes_and_oversized_bodies_are_cut_at_the
         ("/endless.jpg", "fetch_too_large"),
         ("/declared-huge.jpg", "fetch_too_large"),
     ];
-    let items: Vec<Value> = cases.iter().map(|(path, _)| json!({"url": images.url(path)})).collect();
+    let items: Vec<Value> = cases
+        .iter()
+        .map(|(path, _)| json!({"url": images.url(path)}))
+        .collect();
     let ids = service.submit_urls(Value::Array(items)).await;
     for ((path, code), id) in cases.iter().zip(&ids) {
         let job = service.wait_job(id, JOB_LIMIT).await;
@@ -133,7 +172,10 @@ async fn bad_sources_fail_with_precise_codes_and_oversized_bodies_are_cut_at_the
     }
     // The endless body was not read much past the cap (socket buffers hold a few MB at most).
     let sent = images.endless_sent.load(Ordering::Relaxed);
-    assert!(sent < cap + 16 * 1024 * 1024, "server handed over {sent} bytes for a {cap}-byte cap");
+    assert!(
+        sent < cap + 16 * 1024 * 1024,
+        "server handed over {sent} bytes for a {cap}-byte cap"
+    );
     let (_, status) = service.get("/v1/status").await;
     assert_eq!(status["items"], 0);
     assert_eq!(status["index"]["points"], 0);
@@ -142,7 +184,8 @@ async fn bad_sources_fail_with_precise_codes_and_oversized_bodies_are_cut_at_the
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
     let mut env = TestEnv::new().await;
-    env.set("HTTP__MAX_UPLOAD_BYTES", 1000).set("HTTP__MAX_ITEMS_PER_REQUEST", 3);
+    env.set("HTTP__MAX_UPLOAD_BYTES", 1000)
+        .set("HTTP__MAX_ITEMS_PER_REQUEST", 3);
     let service = env.start().await;
     let post = |body: Value| {
         let service = &service;
@@ -151,33 +194,92 @@ async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
     let expect = |(status, body): (u16, Value), want_status: u16, code: &str| {
         assert_eq!(status, want_status, "{body}");
         assert_eq!(body["error"]["code"], code, "{body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     };
     expect(post(json!({"items": []})).await, 422, "no_items");
-    expect(post(json!({"items": [{"url": "ftp://x/y.jpg"}]})).await, 422, "invalid_url");
-    expect(post(json!({"items": [{"url": "http://x/y.jpg", "category": "<b>"}]})).await, 422, "invalid_category");
-    expect(post(json!({"items": [{"url": "http://x/y.jpg", "metadata": [1]}]})).await, 422, "invalid_metadata");
+    expect(
+        post(json!({"items": [{"url": "ftp://x/y.jpg"}]})).await,
+        422,
+        "invalid_url",
+    );
+    expect(
+        post(json!({"items": [{"url": "http://x/y.jpg", "category": "<b>"}]})).await,
+        422,
+        "invalid_category",
+    );
+    expect(
+        post(json!({"items": [{"url": "http://x/y.jpg", "metadata": [1]}]})).await,
+        422,
+        "invalid_metadata",
+    );
     expect(post(json!({"items": [{"url": "http://x/a.jpg", "external_id": "a"}, {"url": "http://x/b.jpg", "external_id": "a"}]})).await, 422, "duplicate_external_id");
     expect(post(json!({"items": [{"url": "http://x/1"}, {"url": "http://x/2"}, {"url": "http://x/3"}, {"url": "http://x/4"}]})).await, 413, "too_many_items");
     expect(post(json!({"pictures": []})).await, 400, "invalid_json");
 
-    let r = service.client.post(service.url("/v1/images")).body("hello").header("content-type", "text/plain").send().await.unwrap();
+    let r = service
+        .client
+        .post(service.url("/v1/images"))
+        .body("hello")
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "unsupported_media_type");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "unsupported_media_type"
+    );
 
-    let big = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(vec![0xFF; 5000]).file_name("a.jpg"));
-    expect(service.post_multipart("/v1/images", big).await, 413, "upload_too_large");
-    let text = reqwest::multipart::Form::new().part("file", reqwest::multipart::Part::bytes(b"just text".to_vec()).file_name("a.jpg"));
-    expect(service.post_multipart("/v1/images", text).await, 415, "unsupported_image_type");
+    let big = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![0xFF; 5000]).file_name("a.jpg"),
+    );
+    expect(
+        service.post_multipart("/v1/images", big).await,
+        413,
+        "upload_too_large",
+    );
+    let text = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"just text".to_vec()).file_name("a.jpg"),
+    );
+    expect(
+        service.post_multipart("/v1/images", text).await,
+        415,
+        "unsupported_image_type",
+    );
 
     expect(service.get("/v1/jobs/not-a-uuid").await, 400, "invalid_id");
-    expect(service.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4())).await, 404, "job_not_found");
-    expect(service.get(&format!("/v1/items/{}", uuid::Uuid::new_v4())).await, 404, "item_not_found");
-    expect(service.get("/v1/nothing-here").await, 404, "route_not_found");
+    expect(
+        service
+            .get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4()))
+            .await,
+        404,
+        "job_not_found",
+    );
+    expect(
+        service
+            .get(&format!("/v1/items/{}", uuid::Uuid::new_v4()))
+            .await,
+        404,
+        "item_not_found",
+    );
+    expect(
+        service.get("/v1/nothing-here").await,
+        404,
+        "route_not_found",
+    );
 
     // Nothing reached the database.
     let (_, status) = service.get("/v1/status").await;
-    let total: i64 = ["queued", "processing", "succeeded", "failed"].iter().map(|s| status["jobs"][s].as_i64().unwrap()).sum();
+    let total: i64 = ["queued", "processing", "succeeded", "failed"]
+        .iter()
+        .map(|s| status["jobs"][s].as_i64().unwrap())
+        .sum();
     assert_eq!(total, 0, "{status}");
 }
 

@@ -15,7 +15,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -42,7 +46,9 @@ impl IntoResponse for ApiError {
         let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }
         response
     }
@@ -50,7 +56,10 @@ impl IntoResponse for ApiError {
 
 impl From<lookalike_store::StoreError> for ApiError {
     fn from(e: lookalike_store::StoreError) -> Self {
-        ApiError::unavailable("database_unavailable", format!("the database is not reachable: {e}"))
+        ApiError::unavailable(
+            "database_unavailable",
+            format!("the database is not reachable: {e}"),
+        )
     }
 }
 
@@ -64,5 +73,8 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Answers unknown paths in the same JSON shape as every other error.
 pub async fn not_found_fallback() -> ApiError {
-    ApiError::not_found("route_not_found", "no such endpoint; see README.md for the API")
+    ApiError::not_found(
+        "route_not_found",
+        "no such endpoint; see README.md for the API",
+    )
 }

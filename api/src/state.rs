@@ -6,6 +6,7 @@ use lookalike_core::Config;
 use lookalike_index::VectorIndex;
 use lookalike_queue::Publisher;
 use lookalike_store::Store;
+use lookalike_worker::Pipeline;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,4 +14,6 @@ pub struct AppState {
     pub store: Store,
     pub publisher: Arc<Publisher>,
     pub index: Arc<dyn VectorIndex>,
+    /// The image pipeline, for queries that analyse an image on the spot (`POST /v1/search`).
+    pub pipeline: Arc<Pipeline>,
 }

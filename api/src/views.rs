@@ -62,3 +62,15 @@ pub fn item(item: &Item) -> Value {
         "updated_at": item.updated_at,
     })
 }
+
+/// One similarity result.
+pub fn result(item: &Item, score: f32) -> Value {
+    json!({
+        "item_id": item.id,
+        "external_id": item.external_id,
+        "category": item.category,
+        "score": score,
+        "thumbnail_url": thumbnail_link(item.id),
+        "metadata": item.metadata,
+    })
+}

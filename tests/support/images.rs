@@ -32,7 +32,11 @@ impl ImageServer {
     /// Serves `root/<name>` at `/files/<name>` (any query string is ignored, so one file can stand in
     /// for many distinct URLs).
     pub async fn start(root: PathBuf) -> Self {
-        let ctx = Ctx { root, endless_sent: Arc::default(), requests: Arc::default() };
+        let ctx = Ctx {
+            root,
+            endless_sent: Arc::default(),
+            requests: Arc::default(),
+        };
         let app = Router::new()
             .route("/files/{name}", get(file))
             .route("/missing.jpg", get(|| async { StatusCode::NOT_FOUND }))
@@ -42,7 +46,11 @@ impl ImageServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        ImageServer { addr, endless_sent: ctx.endless_sent, requests: ctx.requests }
+        ImageServer {
+            addr,
+            endless_sent: ctx.endless_sent,
+            requests: ctx.requests,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -61,17 +69,11 @@ async fn file(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
 /// A body that never ends (no Content-Length): the fetcher must stop at its byte cap.
 async fn endless(State(ctx): State<Ctx>) -> Response {
     ctx.requests.fetch_add(1, Ordering::Relaxed);
-    let sent = ctx.endless_sent.clone();
-    let chunk = bytes::Bytes::from(vec![0xFFu8; 64 * 1024]);
-    let stream = futures::stream::unfold((), move |()| {
-        let chunk = chunk.clone();
-        let sent = sent.clone();
-        async move {
-            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            Some((Ok::<_, std::io::Error>(chunk), ()))
-        }
-    });
-    ([(header::CONTENT_TYPE, "image/jpeg")], Body::from_stream(stream)).into_response()
+    (
+        [(header::CONTENT_TYPE, "image/jpeg")],
+        endless_body(ctx.endless_sent.clone()),
+    )
+        .into_response()
 }
 
 /// Declares a 10 GB body up front: refused from the headers alone.
@@ -80,6 +82,18 @@ async fn declared_huge(State(ctx): State<Ctx>) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "image/jpeg")
         .header(header::CONTENT_LENGTH, "10000000000")
-        .body(Body::from_stream(futures::stream::empty::<Result<bytes::Bytes, std::io::Error>>()))
+        .body(endless_body(Arc::default()))
         .unwrap()
+}
+
+fn endless_body(sent: Arc<AtomicU64>) -> Body {
+    let chunk = bytes::Bytes::from(vec![0xFFu8; 64 * 1024]);
+    Body::from_stream(futures::stream::unfold((), move |()| {
+        let chunk = chunk.clone();
+        let sent = sent.clone();
+        async move {
+            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            Some((Ok::<_, std::io::Error>(chunk), ()))
+        }
+    }))
 }

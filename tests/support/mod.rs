@@ -28,9 +28,15 @@ pub fn reference_dir() -> PathBuf {
 }
 
 fn asset(rel: &str) -> PathBuf {
-    let assets = std::env::var_os("LOOKALIKE_ASSETS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".lookalike"));
+    let assets = std::env::var_os("LOOKALIKE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".lookalike"));
     let path = assets.join(rel);
-    assert!(path.exists(), "{} is missing: run scripts/setup.sh first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh first",
+        path.display()
+    );
     path
 }
 
@@ -48,8 +54,13 @@ impl TestEnv {
     pub async fn new() -> Self {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let db_name = format!("lookalike_test_{id}");
-        let mut admin = PgConnection::connect(PG_ADMIN_URL).await.expect("Postgres at 127.0.0.1:5432");
-        admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}"))).await.unwrap();
+        let mut admin = PgConnection::connect(PG_ADMIN_URL)
+            .await
+            .expect("Postgres at 127.0.0.1:5432");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+            .await
+            .unwrap();
         TestEnv {
             db_url: format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
             db_name,
@@ -62,7 +73,8 @@ impl TestEnv {
 
     /// Overrides one setting for the service, e.g. `("FETCH__MAX_BODY_BYTES", "1000")`.
     pub fn set(&mut self, key: &str, value: impl ToString) -> &mut Self {
-        self.extra_env.push((format!("LOOKALIKE_{key}"), value.to_string()));
+        self.extra_env
+            .push((format!("LOOKALIKE_{key}"), value.to_string()));
         self
     }
 
@@ -76,7 +88,10 @@ impl TestEnv {
 
     /// Starts `lookalike serve` and waits until it answers /readyz.
     pub async fn start(&self) -> Service {
-        let log_path = self.dir.path().join(format!("service-{}.log", Uuid::new_v4().simple()));
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("service-{}.log", Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookalike"));
         cmd.arg("serve")
@@ -88,15 +103,26 @@ impl TestEnv {
             .env("LOOKALIKE_QUEUE__URL", AMQP_URL)
             .env("LOOKALIKE_QUEUE__PREFIX", &self.queue_prefix)
             .env("LOOKALIKE_INDEX__DATA_DIR", self.dir.path().join("index"))
-            .env("LOOKALIKE_MODEL__ORT_LIBRARY", asset("lib/libonnxruntime.so.1.31.1"))
-            .env("LOOKALIKE_MODEL__PATH", asset("models/clip_vitb16_visual_int8.onnx"))
+            .env(
+                "LOOKALIKE_MODEL__ORT_LIBRARY",
+                asset("lib/libonnxruntime.so.1.31.1"),
+            )
+            .env(
+                "LOOKALIKE_MODEL__PATH",
+                asset("models/clip_vitb16_visual_int8.onnx"),
+            )
             .env("LOOKALIKE_QUEUE__RETRY_BASE_MS", "200")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = cmd.spawn().expect("starting lookalike serve");
-        let service = Service { child, base: self.base_url(), log_path, client: reqwest::Client::new() };
+        let service = Service {
+            child,
+            base: self.base_url(),
+            log_path,
+            client: reqwest::Client::new(),
+        };
         service.wait_ready(Duration::from_secs(60)).await;
         service
     }
@@ -108,10 +134,17 @@ impl Drop for TestEnv {
         let db_name = self.db_name.clone();
         let prefix = self.queue_prefix.clone();
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(PG_ADMIN_URL).await {
-                    let _ = admin.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))).await;
+                    let _ = admin
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"
+                        )))
+                        .await;
                 }
                 if let Ok(conn) = lookalike_queue::connect(AMQP_URL, "test-cleanup").await
                     && let Ok(ch) = conn.create_channel().await
@@ -125,7 +158,11 @@ impl Drop for TestEnv {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `lookalike serve` process.
@@ -140,12 +177,20 @@ impl Service {
     async fn wait_ready(&self, limit: Duration) {
         let start = Instant::now();
         loop {
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
                 && r.status().is_success()
             {
                 return;
             }
-            assert!(start.elapsed() < limit, "service not ready within {limit:?}; log:\n{}", self.log());
+            assert!(
+                start.elapsed() < limit,
+                "service not ready within {limit:?}; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -165,20 +210,34 @@ impl Service {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).json(body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).multipart(form).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Submits URL items and returns the job ids.
     pub async fn submit_urls(&self, items: Value) -> Vec<String> {
-        let (status, body) = self.post_json("/v1/images", &serde_json::json!({"items": items})).await;
+        let (status, body) = self
+            .post_json("/v1/images", &serde_json::json!({"items": items}))
+            .await;
         assert_eq!(status, 202, "{body}");
         job_ids(&body)
     }
@@ -192,7 +251,11 @@ impl Service {
             if matches!(job["status"].as_str(), Some("succeeded" | "failed")) {
                 return job;
             }
-            assert!(start.elapsed() < limit, "job {id} not finished within {limit:?}: {job}\nlog:\n{}", self.log());
+            assert!(
+                start.elapsed() < limit,
+                "job {id} not finished within {limit:?}: {job}\nlog:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -235,7 +298,12 @@ impl Drop for Service {
 }
 
 pub fn job_ids(body: &Value) -> Vec<String> {
-    body["jobs"].as_array().unwrap().iter().map(|j| j["job_id"].as_str().unwrap().to_string()).collect()
+    body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -246,7 +314,11 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 pub fn read(path: &Path) -> Vec<u8> {

@@ -38,12 +38,21 @@ impl Batcher {
     /// Embeds one preprocessed image, sharing a model run with whatever else is waiting.
     pub async fn embed(&self, tensor: Array3<f32>) -> Result<Output, String> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send((tensor, reply)).map_err(|_| "inference thread stopped".to_string())?;
-        answer.await.map_err(|_| "inference thread stopped".to_string())?
+        self.tx
+            .send((tensor, reply))
+            .map_err(|_| "inference thread stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "inference thread stopped".to_string())?
     }
 }
 
-fn run(model: &Embedder, rx: mpsc::Receiver<(Array3<f32>, Reply)>, max_batch: usize, wait: Duration) {
+fn run(
+    model: &Embedder,
+    rx: mpsc::Receiver<(Array3<f32>, Reply)>,
+    max_batch: usize,
+    wait: Duration,
+) {
     // Ends when every Batcher (every sender) is dropped.
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -59,7 +68,11 @@ fn run(model: &Embedder, rx: mpsc::Receiver<(Array3<f32>, Reply)>, max_batch: us
         let started = Instant::now();
         match model.embed_batch(&tensors) {
             Ok(outputs) => {
-                tracing::debug!(batch = tensors.len(), ms = started.elapsed().as_millis() as u64, "inference batch");
+                tracing::debug!(
+                    batch = tensors.len(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "inference batch"
+                );
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     let _ = reply.send(Ok(output));
                 }

@@ -1,5 +1,10 @@
-//! Category prediction from labelled neighbours: the items whose category a submitter provided vote,
-//! each with the weight of its similarity to the new image.
+//! Category prediction from labelled items (those whose category a submitter provided).
+//!
+//! Two views of the same labels, fused (Alibaba 2018 does the same with a classifier and a vote):
+//! - **neighbours**: the nearest labelled items vote, each weighted by its similarity;
+//! - **prototypes**: the image is compared with each category's mean direction.
+//! The neighbours are sharp where the catalogue is dense; the prototypes are steadier where a category
+//! has few or scattered examples. `lookalike eval` measures both and the fusion.
 
 use std::collections::HashMap;
 
@@ -28,11 +33,99 @@ pub fn vote(neighbours: &[(f32, String)], temperature: f32) -> Option<Prediction
         *weights.entry(category.as_str()).or_default() += ((score - max) / temperature).exp();
     }
     let total: f32 = weights.values().sum();
-    let mut ranking: Vec<(String, f32)> =
-        weights.into_iter().map(|(c, w)| (c.to_string(), w / total)).collect();
+    rank(
+        weights
+            .into_iter()
+            .map(|(c, w)| (c.to_string(), w / total))
+            .collect(),
+    )
+}
+
+/// Softmax over the cosine similarity to each category's prototype (the normalised sum of its labelled
+/// embeddings), with the same temperature idea as [`vote`].
+pub fn prototype_scores(
+    query: &[f32],
+    prototypes: &[(String, Vec<f32>)],
+    temperature: f32,
+) -> Option<Prediction> {
+    if prototypes.is_empty() {
+        return None;
+    }
+    let sims: Vec<(String, f32)> = prototypes
+        .iter()
+        .filter_map(|(c, sum)| {
+            let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt();
+            (norm > 0.0).then(|| {
+                (
+                    c.clone(),
+                    query.iter().zip(sum).map(|(a, b)| a * b).sum::<f32>() / norm,
+                )
+            })
+        })
+        .collect();
+    let max = sims.iter().map(|(_, s)| *s).fold(f32::MIN, f32::max);
+    let exps: Vec<(String, f32)> = sims
+        .into_iter()
+        .map(|(c, s)| (c, ((s - max) / temperature).exp()))
+        .collect();
+    let total: f32 = exps.iter().map(|(_, e)| e).sum();
+    rank(exps.into_iter().map(|(c, e)| (c, e / total)).collect())
+}
+
+/// `weight * prototypes + (1 - weight) * neighbours`; either alone when the other has nothing to say.
+pub fn fuse(
+    neighbours: Option<Prediction>,
+    prototypes: Option<Prediction>,
+    weight: f32,
+) -> Option<Prediction> {
+    match (neighbours, prototypes) {
+        (None, None) => None,
+        (Some(p), None) | (None, Some(p)) => Some(p),
+        (Some(n), Some(p)) => {
+            let mut mixed: HashMap<String, f32> = HashMap::new();
+            for (c, w) in n.ranking {
+                *mixed.entry(c).or_default() += (1.0 - weight) * w;
+            }
+            for (c, w) in p.ranking {
+                *mixed.entry(c).or_default() += weight * w;
+            }
+            rank(mixed.into_iter().collect())
+        }
+    }
+}
+
+fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
     ranking.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let (category, confidence) = ranking[0].clone();
-    Some(Prediction { category, confidence, ranking })
+    let (category, confidence) = ranking.first()?.clone();
+    Some(Prediction {
+        category,
+        confidence,
+        ranking,
+    })
+}
+
+/// The categories to search for a prediction: the top one when the classifier is confident, else the
+/// best few until they cover `cover` of the probability (eBay 2017), at most `max`. The flag says
+/// whether the search was widened.
+pub fn categories_to_search(
+    p: &Prediction,
+    min_confidence: f32,
+    cover: f32,
+    max: usize,
+) -> (Vec<String>, bool) {
+    if p.confidence >= min_confidence {
+        return (vec![p.category.clone()], false);
+    }
+    let mut picked = Vec::new();
+    let mut covered = 0.0;
+    for (c, w) in &p.ranking {
+        if picked.len() >= max.max(1) || covered >= cover {
+            break;
+        }
+        picked.push(c.clone());
+        covered += w;
+    }
+    (picked, true)
 }
 
 /// Keeps the neighbours that have a provided category, in the order of `hits`.
@@ -66,7 +159,16 @@ mod tests {
 
     #[test]
     fn a_much_closer_neighbour_outweighs_several_far_ones() {
-        let p = vote(&[n(0.95, "bags"), n(0.70, "coat"), n(0.70, "coat"), n(0.69, "coat")], 0.05).unwrap();
+        let p = vote(
+            &[
+                n(0.95, "bags"),
+                n(0.70, "coat"),
+                n(0.70, "coat"),
+                n(0.69, "coat"),
+            ],
+            0.05,
+        )
+        .unwrap();
         assert_eq!(p.category, "bags");
     }
 
@@ -75,6 +177,59 @@ mod tests {
         let p = vote(&[n(0.8, "a"), n(0.8, "b"), n(0.79, "c")], 0.05).unwrap();
         let sum: f32 = p.ranking.iter().map(|(_, w)| w).sum();
         assert!((sum - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn prototypes_pick_the_closest_category_direction() {
+        let protos = vec![
+            ("a".to_string(), vec![2.0, 0.0]),
+            ("b".to_string(), vec![0.0, 5.0]),
+        ];
+        let p = prototype_scores(&[0.9, 0.1], &protos, 0.05).unwrap();
+        assert_eq!(p.category, "a");
+        assert!(p.confidence > 0.99);
+    }
+
+    #[test]
+    fn fusion_mixes_both_views_and_falls_back_to_either() {
+        let n = vote(&[n(0.9, "a")], 0.05);
+        let p = prototype_scores(&[0.0, 1.0], &[("b".into(), vec![0.0, 1.0])], 0.05);
+        let both = fuse(n.clone(), p.clone(), 0.3).unwrap();
+        assert_eq!(both.category, "a");
+        assert!((both.confidence - 0.7).abs() < 1e-5);
+        assert_eq!(fuse(n.clone(), None, 0.3), n);
+        assert_eq!(fuse(None, None, 0.3), None);
+    }
+
+    #[test]
+    fn low_confidence_widens_the_search_to_the_top_categories() {
+        let sure = Prediction {
+            category: "a".into(),
+            confidence: 0.9,
+            ranking: vec![("a".into(), 0.9), ("b".into(), 0.1)],
+        };
+        assert_eq!(
+            categories_to_search(&sure, 0.6, 0.9, 3),
+            (vec!["a".to_string()], false)
+        );
+        let unsure = Prediction {
+            category: "a".into(),
+            confidence: 0.4,
+            ranking: vec![
+                ("a".into(), 0.4),
+                ("b".into(), 0.35),
+                ("c".into(), 0.2),
+                ("d".into(), 0.05),
+            ],
+        };
+        assert_eq!(
+            categories_to_search(&unsure, 0.6, 0.9, 3),
+            (vec!["a".into(), "b".into(), "c".into()], true)
+        );
+        assert_eq!(
+            categories_to_search(&unsure, 0.6, 0.7, 3),
+            (vec!["a".into(), "b".into()], true)
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ impl Consumer {
             let tag = format!("lookalike-worker-{}", std::process::id());
             let connected = async {
                 let conn = lookalike_queue::connect(&self.amqp_url, &tag).await?;
-                let (channel, consumer) = lookalike_queue::consume(&conn, &self.topology, self.prefetch, &tag).await?;
+                let (channel, consumer) =
+                    lookalike_queue::consume(&conn, &self.topology, self.prefetch, &tag).await?;
                 Ok::<_, lookalike_queue::lapin::Error>((conn, channel, consumer))
             }
             .await;
@@ -78,7 +79,11 @@ impl Consumer {
             }
             if shutdown.is_cancelled() {
                 self.drain(&mut in_flight).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "shutdown".into())).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    conn.close(200, "shutdown".into()),
+                )
+                .await;
                 break 'connect;
             }
         }
@@ -96,7 +101,10 @@ impl Consumer {
         })
         .await;
         if finished.is_err() {
-            tracing::warn!(jobs = in_flight.len(), "drain deadline passed; unfinished jobs go back to the queue");
+            tracing::warn!(
+                jobs = in_flight.len(),
+                "drain deadline passed; unfinished jobs go back to the queue"
+            );
             in_flight.abort_all();
         }
     }
@@ -135,11 +143,22 @@ impl Consumer {
         .await
     }
 
-    async fn retry(&self, delivery: &Delivery, message: JobMessage, error: crate::JobError, attempt: u32) {
+    async fn retry(
+        &self,
+        delivery: &Delivery,
+        message: JobMessage,
+        error: crate::JobError,
+        attempt: u32,
+    ) {
         let store = &self.pipeline.store;
         let id = message.job_id;
         let attempt = if attempt == 0 {
-            store.get_job(id).await.ok().flatten().map_or(1, |j| j.attempts.max(1) as u32)
+            store
+                .get_job(id)
+                .await
+                .ok()
+                .flatten()
+                .map_or(1, |j| j.attempts.max(1) as u32)
         } else {
             attempt
         };
@@ -147,7 +166,13 @@ impl Consumer {
             let text = format!("{} (gave up after {attempt} attempts)", error.message);
             if let Err(e) = store.fail_job(id, error.code, &text).await {
                 tracing::warn!(error = %e, "cannot record failure; message returned to the queue");
-                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
                 return;
             }
             if let Err(e) = self.publisher.publish_dead(id).await {
@@ -166,7 +191,13 @@ impl Consumer {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot schedule the retry; message returned to the queue");
-                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await;
             }
         }
     }
@@ -198,9 +229,18 @@ mod tests {
     fn backoff_doubles_and_is_capped_with_jitter() {
         let base = Duration::from_millis(1000);
         let max = Duration::from_millis(8000);
-        for (attempt, nominal) in [(1, 1000.0), (2, 2000.0), (3, 4000.0), (4, 8000.0), (9, 8000.0)] {
+        for (attempt, nominal) in [
+            (1, 1000.0),
+            (2, 2000.0),
+            (3, 4000.0),
+            (4, 8000.0),
+            (9, 8000.0),
+        ] {
             let d = backoff(base, max, attempt).as_millis() as f64;
-            assert!(d >= nominal * 0.8 - 1.0 && d <= nominal * 1.2 + 1.0, "attempt {attempt}: {d}");
+            assert!(
+                d >= nominal * 0.8 - 1.0 && d <= nominal * 1.2 + 1.0,
+                "attempt {attempt}: {d}"
+            );
         }
     }
 }

@@ -14,10 +14,18 @@ pub struct JobError {
 
 impl JobError {
     pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
-        JobError { code, message: message.into(), transient: false }
+        JobError {
+            code,
+            message: message.into(),
+            transient: false,
+        }
     }
     pub fn transient(code: &'static str, message: impl Into<String>) -> Self {
-        JobError { code, message: message.into(), transient: true }
+        JobError {
+            code,
+            message: message.into(),
+            transient: true,
+        }
     }
 }
 

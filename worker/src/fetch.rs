@@ -24,7 +24,10 @@ impl Fetcher {
             // Proxy variables in the environment must not redirect our fetches somewhere else.
             .no_proxy()
             .build()?;
-        Ok(Fetcher { client, max_body_bytes: cfg.max_body_bytes })
+        Ok(Fetcher {
+            client,
+            max_body_bytes: cfg.max_body_bytes,
+        })
     }
 
     /// Downloads the body, stopping as soon as it passes the size cap.
@@ -34,26 +37,41 @@ impl Fetcher {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(JobError::permanent(
                 code::URL_INVALID,
-                format!("scheme `{}` is not allowed (http and https only)", parsed.scheme()),
+                format!(
+                    "scheme `{}` is not allowed (http and https only)",
+                    parsed.scheme()
+                ),
             ));
         }
-        let response = self.client.get(parsed).send().await.map_err(request_error)?;
+        let response = self
+            .client
+            .get(parsed)
+            .send()
+            .await
+            .map_err(request_error)?;
         let status = response.status();
         if !status.is_success() {
             let message = format!("the image URL answered HTTP {}", status.as_u16());
             // 5xx, 408 and 429 may pass; other 4xx (404, 403, 410) will not.
-            return Err(if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                JobError::transient(code::FETCH_HTTP_STATUS, message)
-            } else {
-                JobError::permanent(code::FETCH_HTTP_STATUS, message)
-            });
+            return Err(
+                if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+                    JobError::transient(code::FETCH_HTTP_STATUS, message)
+                } else {
+                    JobError::permanent(code::FETCH_HTTP_STATUS, message)
+                },
+            );
         }
         if let Some(len) = response.content_length()
             && len > self.max_body_bytes
         {
             return Err(too_large(self.max_body_bytes, Some(len)));
         }
-        let mut body = Vec::with_capacity(response.content_length().unwrap_or(64 * 1024).min(self.max_body_bytes) as usize);
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .unwrap_or(64 * 1024)
+                .min(self.max_body_bytes) as usize,
+        );
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(request_error)?;
@@ -78,7 +96,10 @@ fn request_error(e: reqwest::Error) -> JobError {
     if e.is_timeout() {
         JobError::transient(code::FETCH_TIMEOUT, format!("download timed out: {e}"))
     } else if e.is_redirect() {
-        JobError::permanent(code::FETCH_TOO_MANY_REDIRECTS, format!("too many redirects: {e}"))
+        JobError::permanent(
+            code::FETCH_TOO_MANY_REDIRECTS,
+            format!("too many redirects: {e}"),
+        )
     } else if e.is_connect() {
         JobError::transient(code::FETCH_CONNECT, format!("could not connect: {e}"))
     } else {

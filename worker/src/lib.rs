@@ -9,4 +9,4 @@ pub mod pipeline;
 
 pub use consumer::Consumer;
 pub use error::JobError;
-pub use pipeline::{Analysis, Outcome, Pipeline};
+pub use pipeline::{Analysis, CategoryDecision, Exclude, Outcome, Pipeline};

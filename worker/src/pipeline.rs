@@ -30,8 +30,24 @@ pub struct Pipeline {
     /// Bounds CPU-heavy decode and resize work so it never starves inference or the runtime.
     pub decode_permits: Arc<Semaphore>,
     pub thumbnail_size: u32,
-    pub neighbours: usize,
+    pub classify: lookalike_core::config::Classify,
     pub max_attempts: u32,
+}
+
+/// How an item got its category.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CategoryDecision {
+    Provided(String),
+    Predicted(classify::Prediction),
+    None,
+}
+
+/// An item to leave out of a classification (leave-one-out evaluation, or re-classifying the item itself).
+#[derive(Debug, Clone)]
+pub struct Exclude {
+    pub id: Uuid,
+    /// Its provided category and vector, to take it back out of that category's prototype.
+    pub labelled: Option<(String, Vec<f32>)>,
 }
 
 /// What the consumer should do with the message after a job ran.
@@ -70,9 +86,17 @@ impl Pipeline {
         let attempt = job.attempts.max(1) as u32;
         if attempt > self.max_attempts {
             // Reached through crash loops: each delivery counts, even one that never finished.
-            let last = job.error_message.clone().unwrap_or_else(|| "the worker stopped while processing it".into());
-            let message = format!("gave up after {} attempts; last error: {last}", self.max_attempts);
-            self.store.fail_job(job.id, code::ATTEMPTS_EXHAUSTED, &message).await?;
+            let last = job
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "the worker stopped while processing it".into());
+            let message = format!(
+                "gave up after {} attempts; last error: {last}",
+                self.max_attempts
+            );
+            self.store
+                .fail_job(job.id, code::ATTEMPTS_EXHAUSTED, &message)
+                .await?;
             tracing::warn!(attempts = job.attempts, "job failed: attempts exhausted");
             return Ok(Outcome::Done);
         }
@@ -81,7 +105,9 @@ impl Pipeline {
             Ok(()) => Ok(Outcome::Done),
             Err(error) if error.transient => Ok(Outcome::Retry { error, attempt }),
             Err(error) => {
-                self.store.fail_job(job.id, error.code, &error.message).await?;
+                self.store
+                    .fail_job(job.id, error.code, &error.message)
+                    .await?;
                 tracing::warn!(code = error.code, error = %error.message, "job failed");
                 Ok(Outcome::Done)
             }
@@ -94,33 +120,25 @@ impl Pipeline {
         let downloaded = started.elapsed();
         let (content_sha256, byte_size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
         let analysis = self.analyse(bytes).await?;
-        let (category, source, confidence) = match &job.category {
-            Some(c) => (Some(c.clone()), "provided", None),
-            None => match self.predict(&analysis.embedding, job.id).await? {
-                Some(p) => (Some(p.category), "predicted", Some(p.confidence)),
-                None => (None, "none", None),
+        let decision = match &job.category {
+            Some(c) => CategoryDecision::Provided(c.clone()),
+            None => match self
+                .classify(
+                    &analysis.embedding,
+                    Some(&Exclude {
+                        id: job.id,
+                        labelled: None,
+                    }),
+                )
+                .await?
+            {
+                Some(p) => CategoryDecision::Predicted(p),
+                None => CategoryDecision::None,
             },
         };
-        let point = Point {
-            id: job.id,
-            vector: analysis.embedding,
-            category: category.clone(),
-            model_id: self.model_id().to_string(),
-        };
-        self.index.upsert(vec![point]).await?;
-        let item = NewItem {
-            content_sha256,
-            byte_size: byte_size as i64,
-            format: analysis.image.format.to_string(),
-            width: analysis.image.width as i32,
-            height: analysis.image.height as i32,
-            category: category.clone(),
-            category_source: source,
-            category_confidence: confidence,
-            model_id: self.model_id().to_string(),
-            thumbnail_jpeg: analysis.thumbnail_jpeg,
-        };
-        self.store.complete_job(job.id, &item).await?;
+        self.commit(job.id, analysis, &decision, content_sha256, byte_size)
+            .await?;
+        let (category, source) = decision.parts();
         tracing::info!(
             category = category.as_deref().unwrap_or("-"),
             category_source = source,
@@ -132,18 +150,66 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Stores an analysed image as the job's item: vector first, then the item and job state in one
+    /// transaction (so a crash in between leaves a vector that the redelivery overwrites, never an item
+    /// without its vector).
+    pub async fn commit(
+        &self,
+        job_id: Uuid,
+        analysis: Analysis,
+        decision: &CategoryDecision,
+        content_sha256: String,
+        byte_size: usize,
+    ) -> Result<(), JobError> {
+        let (category, source) = decision.parts();
+        let confidence = match decision {
+            CategoryDecision::Predicted(p) => Some(p.confidence),
+            _ => None,
+        };
+        let point = Point {
+            id: job_id,
+            vector: analysis.embedding.clone(),
+            category: category.clone(),
+            model_id: self.model_id().to_string(),
+        };
+        self.index.upsert(vec![point]).await?;
+        let item = NewItem {
+            content_sha256,
+            byte_size: byte_size as i64,
+            format: analysis.image.format.to_string(),
+            width: analysis.image.width as i32,
+            height: analysis.image.height as i32,
+            category,
+            category_source: source,
+            category_confidence: confidence,
+            model_id: self.model_id().to_string(),
+            thumbnail_jpeg: analysis.thumbnail_jpeg,
+            vector: analysis.embedding,
+        };
+        self.store.complete_job(job_id, &item).await?;
+        Ok(())
+    }
+
     async fn source_bytes(&self, job: &Job) -> Result<Vec<u8>, JobError> {
         match job.source_url.as_deref() {
             Some(url) => self.fetcher.fetch(url).await,
             None => self.store.upload_bytes(job.id).await?.ok_or_else(|| {
-                JobError::permanent(code::UPLOAD_MISSING, "the uploaded bytes of this job are gone")
+                JobError::permanent(
+                    code::UPLOAD_MISSING,
+                    "the uploaded bytes of this job are gone",
+                )
             }),
         }
     }
 
     /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries.
     pub async fn analyse(&self, bytes: Vec<u8>) -> Result<Analysis, JobError> {
-        let permit = self.decode_permits.clone().acquire_owned().await.expect("semaphore never closed");
+        let permit = self
+            .decode_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let limits = self.limits.clone();
         let spec = self.batcher.embedder().spec().clone();
         let thumb = self.thumbnail_size;
@@ -155,25 +221,38 @@ impl Pipeline {
             Ok::<_, JobError>((image, tensor, thumbnail))
         })
         .await
-        .map_err(|e| JobError::permanent(code::INFERENCE_FAILED, format!("image worker crashed: {e}")))??;
+        .map_err(|e| {
+            JobError::permanent(code::INFERENCE_FAILED, format!("image worker crashed: {e}"))
+        })??;
         let output = self
             .batcher
             .embed(tensor)
             .await
             .map_err(|e| JobError::transient(code::INFERENCE_FAILED, e))?;
-        Ok(Analysis { image, embedding: output.embedding, thumbnail_jpeg })
+        Ok(Analysis {
+            image,
+            embedding: output.embedding,
+            thumbnail_jpeg,
+        })
     }
 
-    /// Nearest labelled neighbours vote on the category (see [`classify::vote`]).
-    pub async fn predict(&self, embedding: &[f32], exclude: Uuid) -> Result<Option<classify::Prediction>, JobError> {
+    /// Predicts a category from the labelled items: neighbours' vote fused with category prototypes
+    /// (see [`classify`]). `None` when nothing is labelled yet.
+    pub async fn classify(
+        &self,
+        embedding: &[f32],
+        exclude: Option<&Exclude>,
+    ) -> Result<Option<classify::Prediction>, JobError> {
+        let c = &self.classify;
+        // Ask for more than needed: neighbours with predicted categories do not vote.
         let hits = self
             .index
             .search(SearchRequest {
                 vector: embedding.to_vec(),
                 filter: CategoryFilter::Any,
-                limit: self.neighbours,
+                limit: c.neighbours * 3,
                 offset: 0,
-                exclude: Some(exclude),
+                exclude: exclude.map(|e| e.id),
                 min_score: None,
                 model_id: Some(self.model_id().to_string()),
             })
@@ -181,6 +260,37 @@ impl Pipeline {
         let hit_scores: Vec<(Uuid, f32)> = hits.iter().map(|h| (h.id, h.score)).collect();
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
         let provided = self.store.provided_categories(&ids).await?;
-        Ok(classify::vote(&classify::labelled(&hit_scores, &provided), 0.05))
+        let mut voters = classify::labelled(&hit_scores, &provided);
+        voters.truncate(c.neighbours);
+        let neighbours = classify::vote(&voters, c.neighbour_temperature);
+
+        let mut prototypes: Vec<(String, Vec<f32>)> = Vec::new();
+        for p in self.store.prototypes(self.model_id()).await? {
+            let mut sum = p.vector_sum;
+            let mut items = p.items;
+            if let Some((category, vector)) = exclude.and_then(|e| e.labelled.as_ref())
+                && *category == p.category
+            {
+                sum.iter_mut().zip(vector).for_each(|(s, v)| *s -= v);
+                items -= 1;
+            }
+            if items > 0 {
+                prototypes.push((p.category, sum));
+            }
+        }
+        let prototypes =
+            classify::prototype_scores(embedding, &prototypes, c.prototype_temperature);
+        Ok(classify::fuse(neighbours, prototypes, c.prototype_weight))
+    }
+}
+
+impl CategoryDecision {
+    /// The stored category and its source (`provided`, `predicted`, `none`).
+    pub fn parts(&self) -> (Option<String>, &'static str) {
+        match self {
+            CategoryDecision::Provided(c) => (Some(c.clone()), "provided"),
+            CategoryDecision::Predicted(p) => (Some(p.category.clone()), "predicted"),
+            CategoryDecision::None => (None, "none"),
+        }
     }
 }

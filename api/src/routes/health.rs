@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use crate::AppState;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
 }
 
 async fn healthz() -> Json<Value> {
@@ -26,7 +28,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         tokio::time::timeout(limit, state.publisher.ensure_connected()),
         tokio::time::timeout(limit, state.index.ping()),
     );
-    fn verdict<E: std::fmt::Display>(r: Result<Result<(), E>, tokio::time::error::Elapsed>) -> String {
+    fn verdict<E: std::fmt::Display>(
+        r: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    ) -> String {
         match r {
             Ok(Ok(())) => "ok".into(),
             Ok(Err(e)) => format!("error: {e}"),
@@ -35,6 +39,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
     let checks = json!({"database": verdict(db), "queue": verdict(queue), "index": verdict(index)});
     let ready = checks.as_object().unwrap().values().all(|v| v == "ok");
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
+    )
 }

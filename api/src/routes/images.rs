@@ -44,7 +44,10 @@ struct UrlBatch {
     items: Vec<UrlItem>,
 }
 
-async fn submit(State(state): State<AppState>, request: Request) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn submit(
+    State(state): State<AppState>,
+    request: Request,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -72,9 +75,18 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
     let limit = state.config.http.max_body_bytes;
     let body = axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|_| ApiError::too_large("payload_too_large", format!("the request body is over {limit} bytes")))?;
-    let batch: UrlBatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not a valid submission: {e}")))?;
+        .map_err(|_| {
+            ApiError::too_large(
+                "payload_too_large",
+                format!("the request body is over {limit} bytes"),
+            )
+        })?;
+    let batch: UrlBatch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a valid submission: {e}"),
+        )
+    })?;
     check_count(state, batch.items.len())?;
     let mut seen = HashSet::new();
     batch
@@ -82,7 +94,10 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let at = |e: ApiError| ApiError { message: format!("items[{i}]: {}", e.message), ..e };
+            let at = |e: ApiError| ApiError {
+                message: format!("items[{i}]: {}", e.message),
+                ..e
+            };
             let url = valid_url(&item.url).map_err(at)?;
             let external_id = valid_external_id(item.external_id, &mut seen).map_err(at)?;
             Ok(NewJob {
@@ -117,13 +132,18 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
             other => {
                 return Err(ApiError::unprocessable(
                     "unknown_field",
-                    format!("unknown form field `{other}` (expected file, external_id, category, metadata)"),
+                    format!(
+                        "unknown form field `{other}` (expected file, external_id, category, metadata)"
+                    ),
                 ));
             }
         }
     }
     if files.is_empty() {
-        return Err(ApiError::unprocessable("no_items", "the form holds no `file` part"));
+        return Err(ApiError::unprocessable(
+            "no_items",
+            "the form holds no `file` part",
+        ));
     }
     check_count(state, files.len())?;
     let n = files.len();
@@ -139,14 +159,23 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
         }
     };
     if n > 1 && external_ids.len() == 1 {
-        return Err(ApiError::unprocessable("duplicate_external_id", "one external_id cannot name several files"));
+        return Err(ApiError::unprocessable(
+            "duplicate_external_id",
+            "one external_id cannot name several files",
+        ));
     }
     let mut seen = HashSet::new();
     let mut jobs = Vec::with_capacity(n);
     for (i, (file_name, content_type, bytes)) in files.into_iter().enumerate() {
-        let at = |e: ApiError| ApiError { message: format!("file {i}: {}", e.message), ..e };
+        let at = |e: ApiError| ApiError {
+            message: format!("file {i}: {}", e.message),
+            ..e
+        };
         if bytes.is_empty() {
-            return Err(at(ApiError::unprocessable("empty_file", "the uploaded file is empty")));
+            return Err(at(ApiError::unprocessable(
+                "empty_file",
+                "the uploaded file is empty",
+            )));
         }
         if image::guess_format(&bytes).is_err() {
             return Err(at(ApiError::new(
@@ -157,35 +186,52 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
         }
         let metadata = match pick(&metadatas, "metadata", i)? {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
-                at(ApiError::unprocessable("invalid_metadata", format!("metadata is not JSON: {e}")))
+                at(ApiError::unprocessable(
+                    "invalid_metadata",
+                    format!("metadata is not JSON: {e}"),
+                ))
             })?),
             None => None,
         };
         jobs.push(NewJob {
             id: Uuid::now_v7(),
-            external_id: valid_external_id(pick(&external_ids, "external_id", i)?, &mut seen).map_err(at)?,
+            external_id: valid_external_id(pick(&external_ids, "external_id", i)?, &mut seen)
+                .map_err(at)?,
             category: valid_category(pick(&categories, "category", i)?).map_err(at)?,
             metadata: valid_metadata(metadata).map_err(at)?,
-            source: Source::Upload { file_name, content_type, bytes },
+            source: Source::Upload {
+                file_name,
+                content_type,
+                bytes,
+            },
         });
     }
     Ok(jobs)
 }
 
-async fn read_capped(mut field: axum::extract::multipart::Field<'_>, cap: usize) -> ApiResult<Vec<u8>> {
+async fn read_capped(
+    mut field: axum::extract::multipart::Field<'_>,
+    cap: usize,
+) -> ApiResult<Vec<u8>> {
     let mut bytes = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if bytes.len() + chunk.len() > cap {
-            return Err(ApiError::too_large("upload_too_large", format!("an uploaded file is over {cap} bytes")));
+            return Err(ApiError::too_large(
+                "upload_too_large",
+                format!("an uploaded file is over {cap} bytes"),
+            ));
         }
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("payload_too_large", "the request body is over the size limit")
+        ApiError::too_large(
+            "payload_too_large",
+            "the request body is over the size limit",
+        )
     } else {
         ApiError::bad_request("invalid_multipart", e.body_text())
     }
@@ -197,7 +243,10 @@ fn check_count(state: &AppState, n: usize) -> ApiResult<()> {
         return Err(ApiError::unprocessable("no_items", "`items` is empty"));
     }
     if n > max {
-        return Err(ApiError::too_large("too_many_items", format!("{n} items; at most {max} per request")));
+        return Err(ApiError::too_large(
+            "too_many_items",
+            format!("{n} items; at most {max} per request"),
+        ));
     }
     Ok(())
 }
@@ -205,24 +254,39 @@ fn check_count(state: &AppState, n: usize) -> ApiResult<()> {
 fn valid_url(raw: &str) -> ApiResult<String> {
     let raw = raw.trim();
     if raw.len() > MAX_URL_LEN {
-        return Err(ApiError::unprocessable("invalid_url", format!("the URL is over {MAX_URL_LEN} characters")));
+        return Err(ApiError::unprocessable(
+            "invalid_url",
+            format!("the URL is over {MAX_URL_LEN} characters"),
+        ));
     }
-    let parsed = url::Url::parse(raw).map_err(|e| ApiError::unprocessable("invalid_url", format!("`{raw}` is not a URL: {e}")))?;
+    let parsed = url::Url::parse(raw).map_err(|e| {
+        ApiError::unprocessable("invalid_url", format!("`{raw}` is not a URL: {e}"))
+    })?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(ApiError::unprocessable("invalid_url", format!("scheme `{}` is not allowed (http, https)", parsed.scheme())));
+        return Err(ApiError::unprocessable(
+            "invalid_url",
+            format!("scheme `{}` is not allowed (http, https)", parsed.scheme()),
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::unprocessable("invalid_url", "the URL has no host"));
+        return Err(ApiError::unprocessable(
+            "invalid_url",
+            "the URL has no host",
+        ));
     }
     Ok(parsed.to_string())
 }
 
 fn valid_category(category: Option<String>) -> ApiResult<Option<String>> {
-    let Some(c) = category.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()) else {
+    let Some(c) = category
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+    else {
         return Ok(None);
     };
     let ok = c.len() <= MAX_CATEGORY_LEN
-        && c.chars().all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '-' | ' ' | '.' | '&' | '/'));
+        && c.chars()
+            .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '-' | ' ' | '.' | '&' | '/'));
     if !ok {
         return Err(ApiError::unprocessable(
             "invalid_category",
@@ -237,10 +301,16 @@ fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResul
         return Ok(None);
     };
     if id.len() > MAX_EXTERNAL_ID_LEN {
-        return Err(ApiError::unprocessable("invalid_external_id", format!("external_id is over {MAX_EXTERNAL_ID_LEN} characters")));
+        return Err(ApiError::unprocessable(
+            "invalid_external_id",
+            format!("external_id is over {MAX_EXTERNAL_ID_LEN} characters"),
+        ));
     }
     if !seen.insert(id.clone()) {
-        return Err(ApiError::unprocessable("duplicate_external_id", format!("external_id `{id}` appears twice")));
+        return Err(ApiError::unprocessable(
+            "duplicate_external_id",
+            format!("external_id `{id}` appears twice"),
+        ));
     }
     Ok(Some(id))
 }
@@ -249,13 +319,21 @@ fn valid_metadata(metadata: Option<Value>) -> ApiResult<Value> {
     match metadata {
         None | Some(Value::Null) => Ok(json!({})),
         Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&map)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
-                return Err(ApiError::unprocessable("invalid_metadata", format!("metadata is over {MAX_METADATA_BYTES} bytes")));
+                return Err(ApiError::unprocessable(
+                    "invalid_metadata",
+                    format!("metadata is over {MAX_METADATA_BYTES} bytes"),
+                ));
             }
             Ok(Value::Object(map))
         }
-        Some(_) => Err(ApiError::unprocessable("invalid_metadata", "metadata must be a JSON object")),
+        Some(_) => Err(ApiError::unprocessable(
+            "invalid_metadata",
+            "metadata must be a JSON object",
+        )),
     }
 }
 
@@ -265,7 +343,11 @@ async fn enqueue(state: &AppState, jobs: Vec<NewJob>) -> ApiResult<(StatusCode, 
     if let Err(e) = state.publisher.publish_jobs(&ids).await {
         let message = format!("the job queue is not available: {e}");
         // Best effort: the jobs were never enqueued, so they must not look queued.
-        let _ = tokio::time::timeout(Duration::from_secs(2), state.store.fail_jobs(&ids, "queue_unavailable", &message)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            state.store.fail_jobs(&ids, "queue_unavailable", &message),
+        )
+        .await;
         return Err(ApiError::unavailable("queue_unavailable", message));
     }
     tracing::info!(jobs = ids.len(), "jobs enqueued");
@@ -283,31 +365,57 @@ mod tests {
     #[test]
     fn urls_must_be_http_or_https_with_a_host() {
         assert!(valid_url("https://example.com/a.jpg").is_ok());
-        assert_eq!(valid_url("ftp://example.com/a.jpg").unwrap_err().code, "invalid_url");
+        assert_eq!(
+            valid_url("ftp://example.com/a.jpg").unwrap_err().code,
+            "invalid_url"
+        );
         assert_eq!(valid_url("not a url").unwrap_err().code, "invalid_url");
-        assert_eq!(valid_url("file:///etc/passwd").unwrap_err().code, "invalid_url");
+        assert_eq!(
+            valid_url("file:///etc/passwd").unwrap_err().code,
+            "invalid_url"
+        );
     }
 
     #[test]
     fn categories_are_trimmed_and_checked() {
-        assert_eq!(valid_category(Some(" coat ".into())).unwrap(), Some("coat".into()));
+        assert_eq!(
+            valid_category(Some(" coat ".into())).unwrap(),
+            Some("coat".into())
+        );
         assert_eq!(valid_category(Some("".into())).unwrap(), None);
-        assert_eq!(valid_category(Some("<script>".into())).unwrap_err().code, "invalid_category");
-        assert_eq!(valid_category(Some("x".repeat(65))).unwrap_err().code, "invalid_category");
+        assert_eq!(
+            valid_category(Some("<script>".into())).unwrap_err().code,
+            "invalid_category"
+        );
+        assert_eq!(
+            valid_category(Some("x".repeat(65))).unwrap_err().code,
+            "invalid_category"
+        );
     }
 
     #[test]
     fn metadata_must_be_a_small_object() {
         assert_eq!(valid_metadata(None).unwrap(), json!({}));
-        assert_eq!(valid_metadata(Some(json!([1]))).unwrap_err().code, "invalid_metadata");
+        assert_eq!(
+            valid_metadata(Some(json!([1]))).unwrap_err().code,
+            "invalid_metadata"
+        );
         let big = json!({"k": "x".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(valid_metadata(Some(big)).unwrap_err().code, "invalid_metadata");
+        assert_eq!(
+            valid_metadata(Some(big)).unwrap_err().code,
+            "invalid_metadata"
+        );
     }
 
     #[test]
     fn external_ids_must_be_unique_within_a_request() {
         let mut seen = HashSet::new();
         assert!(valid_external_id(Some("a".into()), &mut seen).is_ok());
-        assert_eq!(valid_external_id(Some("a".into()), &mut seen).unwrap_err().code, "duplicate_external_id");
+        assert_eq!(
+            valid_external_id(Some("a".into()), &mut seen)
+                .unwrap_err()
+                .code,
+            "duplicate_external_id"
+        );
     }
 }

@@ -12,7 +12,12 @@ use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/items/{id}", get(show)).route("/v1/items/{id}/thumbnail", get(thumbnail))
+    Router::new()
+        .route(
+            "/v1/items/{id}",
+            get(show).delete(crate::routes::catalogue::delete),
+        )
+        .route("/v1/items/{id}/thumbnail", get(thumbnail))
 }
 
 #[derive(Deserialize)]
@@ -28,17 +33,35 @@ async fn show(
     Query(q): Query<ShowQuery>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
-    let item = state.store.get_item(id).await?.ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let item = state
+        .store
+        .get_item(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
     let mut body = views::item(&item);
     if q.vector {
-        body["vector"] = serde_json::to_value(state.index.get_vector(id).await?).unwrap_or_default();
+        body["vector"] =
+            serde_json::to_value(state.index.get_vector(id).await?).unwrap_or_default();
     }
     Ok(Json(body))
 }
 
-async fn thumbnail(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+async fn thumbnail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id, "item")?;
-    let jpeg = state.store.thumbnail(id).await?.ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let jpeg = state
+        .store
+        .thumbnail(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
     // Thumbnails never change for an item id, so caches may keep them.
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "public, max-age=86400, immutable")], jpeg))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+        ],
+        jpeg,
+    ))
 }

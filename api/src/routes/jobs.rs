@@ -11,16 +11,24 @@ use uuid::Uuid;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/jobs", get(list)).route("/v1/jobs/{id}", get(show))
+    Router::new()
+        .route("/v1/jobs", get(list))
+        .route("/v1/jobs/{id}", get(show))
 }
 
 pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id")))
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id"))
+    })
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "job")?;
-    let job = state.store.get_job(id).await?.ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    let job = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
     Ok(Json(views::job(&job)))
 }
 
@@ -46,5 +54,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
     };
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let jobs = state.store.list_jobs(status, limit).await?;
-    Ok(Json(json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()}),
+    ))
 }

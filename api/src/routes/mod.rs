@@ -1,5 +1,8 @@
+pub mod catalogue;
 pub mod health;
 pub mod images;
 pub mod items;
 pub mod jobs;
+pub mod search;
 pub mod status;
+pub mod web;

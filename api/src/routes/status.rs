@@ -18,7 +18,14 @@ async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         jobs.insert(s.into(), json!(0));
     }
     for (status, n) in state.store.job_counts().await? {
-        jobs.insert(serde_json::to_value(status).unwrap().as_str().unwrap().to_string(), json!(n));
+        jobs.insert(
+            serde_json::to_value(status)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string(),
+            json!(n),
+        );
     }
     let items = state.store.item_count().await?;
     let points = state.index.count(CategoryFilter::Any).await?;

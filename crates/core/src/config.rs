@@ -128,7 +128,12 @@ pub struct Index {
 #[serde(deny_unknown_fields)]
 pub struct Classify {
     pub neighbours: usize,
+    pub neighbour_temperature: f32,
+    pub prototype_temperature: f32,
+    pub prototype_weight: f32,
     pub min_confidence: f32,
+    pub cover: f32,
+    pub max_categories: usize,
 }
 
 // Connection strings may carry passwords: never print them.
@@ -186,8 +191,12 @@ impl Config {
             merge(&mut table, overlay);
         }
         for (key, value) in env {
-            let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
-            let Some((section, field)) = rest.split_once("__") else { continue };
+            let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, field)) = rest.split_once("__") else {
+                continue;
+            };
             let (section, field) = (section.to_ascii_lowercase(), field.to_ascii_lowercase());
             let Some(Value::Table(sec)) = table.get_mut(&section) else {
                 bail!("{key}: unknown section `{section}` (see config/default.toml)");
@@ -223,7 +232,12 @@ impl Config {
         if self.model.resize_shorter < self.model.input_size {
             bail!("model.resize_shorter must be at least model.input_size (the crop)");
         }
-        if !self.queue.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if !self
+            .queue
+            .prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
             bail!("queue.prefix may hold only letters, digits, '.', '_' and '-'");
         }
         Ok(())
@@ -251,7 +265,9 @@ impl Config {
 fn parse_env_value(raw: &str) -> Value {
     // `key = <raw>` parses for numbers, booleans and arrays; anything else is a plain string.
     match format!("v = {raw}").parse::<Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| Value::String(raw.to_string())),
         Err(_) => Value::String(raw.to_string()),
     }
 }
@@ -272,7 +288,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

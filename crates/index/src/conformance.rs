@@ -127,7 +127,11 @@ pub async fn nearest_first(index: &dyn VectorIndex, dim: usize) {
         let hits = search(index, s.query(&target.vector, 5)).await;
         assert_eq!(hits.len(), 5);
         assert_eq!(hits[0].id, target.id, "identical vector must rank first");
-        assert!((hits[0].score - 1.0).abs() < 1e-3, "score {}", hits[0].score);
+        assert!(
+            (hits[0].score - 1.0).abs() < 1e-3,
+            "score {}",
+            hits[0].score
+        );
         assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
         assert!(hits.iter().all(|h| h.category.as_deref() == Some(&cat)));
     }
@@ -153,7 +157,12 @@ pub async fn category_filter(index: &dyn VectorIndex, dim: usize) {
 pub async fn any_of_filter(index: &dyn VectorIndex, dim: usize) {
     let mut s = Scope::new(dim);
     let (a, b, c) = (s.cat("a"), s.cat("b"), s.cat("c"));
-    let points = [s.points(3, Some(&a)), s.points(4, Some(&b)), s.points(5, Some(&c))].concat();
+    let points = [
+        s.points(3, Some(&a)),
+        s.points(4, Some(&b)),
+        s.points(5, Some(&c)),
+    ]
+    .concat();
     upsert(index, &points).await;
     let wanted = vec![a.clone(), b.clone()];
     let req = SearchRequest {
@@ -162,13 +171,19 @@ pub async fn any_of_filter(index: &dyn VectorIndex, dim: usize) {
     };
     let hits = search(index, req).await;
     assert_eq!(hits.len(), 7);
-    assert!(hits.iter().all(|h| h.category == Some(a.clone()) || h.category == Some(b.clone())));
+    assert!(
+        hits.iter()
+            .all(|h| h.category == Some(a.clone()) || h.category == Some(b.clone()))
+    );
     assert_eq!(count(index, CategoryFilter::AnyOf(wanted)).await, 7);
     let none = SearchRequest {
         filter: CategoryFilter::AnyOf(Vec::new()),
         ..s.query(&points[0].vector, 20)
     };
-    assert!(search(index, none).await.is_empty(), "empty AnyOf matches nothing");
+    assert!(
+        search(index, none).await.is_empty(),
+        "empty AnyOf matches nothing"
+    );
     assert_eq!(count(index, CategoryFilter::AnyOf(Vec::new())).await, 0);
 }
 
@@ -178,7 +193,10 @@ pub async fn uncategorised_filter(index: &dyn VectorIndex, dim: usize) {
     let bare = s.points(3, None);
     let tagged = s.points(3, Some(&s.cat("tagged")));
     upsert(index, &[bare.clone(), tagged].concat()).await;
-    assert_eq!(count(index, CategoryFilter::Uncategorised).await, before + 3);
+    assert_eq!(
+        count(index, CategoryFilter::Uncategorised).await,
+        before + 3
+    );
     let req = SearchRequest {
         filter: CategoryFilter::Uncategorised,
         ..s.query(&bare[0].vector, 10)
@@ -245,9 +263,15 @@ pub async fn min_score(index: &dyn VectorIndex, dim: usize) {
         for p in &points {
             let sim = cosine(&query, &p.vector);
             if sim > threshold + 1e-3 {
-                assert!(got.contains(&p.id), "similarity {sim} >= {threshold} missing");
+                assert!(
+                    got.contains(&p.id),
+                    "similarity {sim} >= {threshold} missing"
+                );
             } else if sim < threshold - 1e-3 {
-                assert!(!got.contains(&p.id), "similarity {sim} < {threshold} returned");
+                assert!(
+                    !got.contains(&p.id),
+                    "similarity {sim} < {threshold} returned"
+                );
             }
         }
     }
@@ -274,7 +298,11 @@ pub async fn model_filter(index: &dyn VectorIndex, dim: usize) {
         filter: CategoryFilter::One(cat.clone()),
         ..SearchRequest::new(mine[0].vector.clone(), 10)
     };
-    assert_eq!(search(index, any_model).await.len(), 8, "no model filter: both");
+    assert_eq!(
+        search(index, any_model).await.len(),
+        8,
+        "no model filter: both"
+    );
     assert_eq!(count(index, CategoryFilter::One(cat)).await, 8);
 }
 
@@ -305,7 +333,10 @@ pub async fn delete(index: &dyn VectorIndex, dim: usize) {
     let hits = search(index, s.query(&points[0].vector, 10)).await;
     assert!(!ids(&hits).contains(&points[0].id));
     assert_eq!(hits.len(), 2);
-    index.delete(&[Uuid::new_v4()]).await.expect("unknown ids are ignored");
+    index
+        .delete(&[Uuid::new_v4()])
+        .await
+        .expect("unknown ids are ignored");
     index.delete(&[]).await.expect("empty delete");
 }
 
@@ -339,7 +370,10 @@ pub async fn set_category(index: &dyn VectorIndex, dim: usize) {
     assert_eq!(hits[0].category, None);
 
     let missing = index.set_category(Uuid::new_v4(), Some(a)).await;
-    assert!(matches!(missing, Err(IndexError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(IndexError::NotFound(_))),
+        "{missing:?}"
+    );
 }
 
 /// The stored vector points the same way as the upserted one; cosine backends may return it
@@ -349,7 +383,11 @@ pub async fn get_vector_roundtrip(index: &dyn VectorIndex, dim: usize) {
     let mut point = s.point(Some(&s.cat("vec")));
     point.vector.iter_mut().for_each(|x| *x *= 3.0);
     upsert(index, std::slice::from_ref(&point)).await;
-    let stored = index.get_vector(point.id).await.expect("get").expect("present");
+    let stored = index
+        .get_vector(point.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(stored.len(), dim);
     assert!(cosine(&stored, &point.vector) > 0.9999);
     let norm = stored.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -366,9 +404,18 @@ pub async fn invalid_dimension(index: &dyn VectorIndex, dim: usize) {
     let mut s = Scope::new(dim);
     let mut point = s.point(None);
     point.vector.push(0.5);
-    let err = index.upsert(vec![point.clone()]).await.expect_err("dim + 1");
-    assert!(matches!(err, IndexError::Invalid(_)) && !err.is_transient(), "{err:?}");
-    let err = index.search(s.query(&point.vector, 3)).await.expect_err("dim + 1");
+    let err = index
+        .upsert(vec![point.clone()])
+        .await
+        .expect_err("dim + 1");
+    assert!(
+        matches!(err, IndexError::Invalid(_)) && !err.is_transient(),
+        "{err:?}"
+    );
+    let err = index
+        .search(s.query(&point.vector, 3))
+        .await
+        .expect_err("dim + 1");
     assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
     assert_eq!(index.get_vector(point.id).await.expect("get"), None);
 }

@@ -1,12 +1,13 @@
-//! [`VectorIndex`] on embedded Qdrant (qdrant-edge 0.7.2): the whole index lives in one data
-//! directory of this process, no server needed.
+//! [`VectorIndex`](crate::VectorIndex) on embedded Qdrant (qdrant-edge 0.7.2): the whole
+//! index lives in one data directory of this process, no server needed.
 //!
 //! What the engine does and does not guarantee, read from its 0.7.2 source, drives the design:
 //!
 //! * **Durability.** `EdgeShard::update` appends the operation to a WAL held in a memory map
 //!   without syncing it, and 0.7.2 never replays or truncates that WAL on load (replay arrived
 //!   in later versions, which need Rust 1.97). Only `flush()` (segment flush with fsync) makes
-//!   a write durable. So every write here is followed by `flush()` before it returns.
+//!   a write durable. So every write here returns only after a `flush()` that covers it;
+//!   concurrent writes share flushes (group commit, see `EdgeIndex::write`).
 //! * **Flush panics on contention.** `flush()` `try_lock`s the WAL mutex and `try_read`s the
 //!   segment holder and panics when either is taken. Updates take the WAL mutex and the
 //!   optimizer write-locks the holder briefly when it swaps segments. One writer lock here
@@ -25,19 +26,18 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, Distance, EdgeConfig,
-    EdgeConfigBuilder, EdgeOptimizersConfig, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadOps,
-    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum,
-    QueryRequest, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
-    VectorStructInternal, WalOptions, WithPayloadInterface, WithVector,
+    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, EdgeConfig, EdgeShard,
+    FieldIndexOperations, NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
+    PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest,
+    ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
+    VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -45,7 +45,9 @@ use uuid::Uuid;
 use crate::{CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest};
 
 mod convert;
+mod storage;
 use convert::{build_filter, engine_error, json_path};
+use storage::{edge_config, has_segments, trim_wal};
 
 /// Tuning of the embedded index. `Default` suits the service; tests shrink the thresholds.
 #[derive(Debug, Clone)]
@@ -60,6 +62,11 @@ pub struct EdgeOptions {
     /// Number of segments the merge optimizer aims for. `None` keeps the engine default
     /// (CPUs / 2, at least 2). More segments mean fewer full re-indexes when merging.
     pub target_segments: Option<usize>,
+    /// A segment (or the filtered part of it) with less vector data than this (KB) is
+    /// searched exactly instead of through its graph. `None` keeps the engine default of
+    /// 10 000 KB, i.e. about 5 000 vectors of 512-d. Changing it on an existing index makes
+    /// the next optimize rebuild every graph.
+    pub full_scan_threshold_kb: Option<usize>,
     /// HNSW beam width at query time (raised to `offset + limit` when smaller).
     /// `None` uses the engine default (ef_construct, 100).
     pub search_ef: Option<usize>,
@@ -73,6 +80,7 @@ impl Default for EdgeOptions {
             optimize_after_points: 5_000,
             indexing_threshold_kb: None,
             target_segments: None,
+            full_scan_threshold_kb: None,
             search_ef: Some(128),
             wal_segment_bytes: None,
         }
@@ -96,6 +104,10 @@ struct Inner {
     /// Points upserted since the last optimize started.
     since_optimize: AtomicUsize,
     optimizing: AtomicBool,
+    /// Group commit: number of updates applied, and how many of them a flush has covered.
+    /// Both only change under the writer lock.
+    applied: AtomicU64,
+    flushed: AtomicU64,
 }
 
 /// The embedded backend. Blocking engine calls run on tokio's blocking pool.
@@ -107,8 +119,6 @@ pub struct EdgeIndex {
     background: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-const EDGE_CONFIG_FILE: &str = "edge_config.json";
-
 impl EdgeIndex {
     /// Create the shard in `dir` (created if missing) or load the one already there.
     /// Fails if an existing shard has another dimension, or if another `EdgeIndex` (in this or
@@ -119,7 +129,7 @@ impl EdgeIndex {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating index directory {}", dir.display()))?;
         let config = edge_config(dim, &opts);
-        let existing = dir.join(EDGE_CONFIG_FILE).exists() || has_segments(dir)?;
+        let existing = dir.join(storage::EDGE_CONFIG_FILE).exists() || has_segments(dir)?;
         let shard = if existing {
             if let Some(Ok(old)) = EdgeConfig::load(dir) {
                 let old_dim = old.vectors.get(DEFAULT_VECTOR_NAME).map(|v| v.size);
@@ -161,6 +171,8 @@ impl EdgeIndex {
                 opts,
                 since_optimize: AtomicUsize::new(0),
                 optimizing: AtomicBool::new(false),
+                applied: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
             }),
             writer: Arc::new(Mutex::new(())),
             background: std::sync::Mutex::new(None),
@@ -225,21 +237,39 @@ impl EdgeIndex {
             .map_err(join_error)?
     }
 
-    /// Apply one engine update and flush it before returning (see module docs).
+    /// Apply one engine update and return once a flush has covered it (see module docs).
+    ///
+    /// A flush costs tens of milliseconds (it fsyncs every segment), so concurrent writers
+    /// share one: each applies its update under the writer lock, then queues for the lock
+    /// again; the first to get it flushes everything applied so far, and the others find
+    /// their update already covered. Sequential callers still pay one flush per call.
     async fn write(&self, op: UpdateOperation) -> Result<(), IndexError> {
         let guard = self.writer.clone().lock_owned().await;
         let inner = self.inner.clone();
         // The guard moves into the blocking task: if the caller is cancelled, the task still
-        // finishes, flushes, and only then lets the next writer in.
-        tokio::task::spawn_blocking(move || {
+        // finishes before the next writer (or a flush) gets the lock.
+        let seq = tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            let result = inner.shard.update(op).map_err(engine_error);
-            // Flush even after a failed update: a partially applied batch must not linger.
-            inner.shard.flush();
-            result
+            inner.shard.update(op).map_err(engine_error)?;
+            Ok::<_, IndexError>(inner.applied.fetch_add(1, Ordering::AcqRel) + 1)
         })
         .await
-        .map_err(join_error)?
+        .map_err(join_error)??;
+
+        if self.inner.flushed.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let guard = self.writer.clone().lock_owned().await;
+        if self.inner.flushed.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            flush(&inner);
+        })
+        .await
+        .map_err(join_error)
     }
 
     fn check_vector(&self, vector: &[f32]) -> Result<(), IndexError> {
@@ -283,7 +313,7 @@ async fn run_optimize(inner: Arc<Inner>, writer: Arc<Mutex<()>>) -> Result<bool,
         let pending = inner.since_optimize.swap(0, Ordering::AcqRel);
         let started = Instant::now();
         let changed = inner.shard.optimize().map_err(engine_error);
-        inner.shard.flush();
+        flush(&inner);
         let info = inner.shard.info();
         tracing::info!(
             changed = ?changed.as_ref().ok(),
@@ -334,7 +364,11 @@ impl crate::VectorIndex for EdgeIndex {
         if req.limit == 0 {
             return Ok(Vec::new());
         }
-        let ef = self.inner.opts.search_ef.map(|ef| ef.max(req.offset + req.limit));
+        let ef = self
+            .inner
+            .opts
+            .search_ef
+            .map(|ef| ef.max(req.offset + req.limit));
         let request = QueryRequest {
             prefetches: Vec::new(),
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
@@ -342,8 +376,10 @@ impl crate::VectorIndex for EdgeIndex {
             ))),
             filter,
             score_threshold: req.min_score.map(OrderedFloat),
-            limit: req.limit,
-            offset: req.offset,
+            // 0.7.2's query() fetches offset + limit hits but never drops the first `offset`
+            // (the server does that a layer above the shard), so page here instead.
+            limit: req.offset + req.limit,
+            offset: 0,
             params: ef.map(|ef| SearchParams {
                 hnsw_ef: Some(ef),
                 ..SearchParams::default()
@@ -356,6 +392,7 @@ impl crate::VectorIndex for EdgeIndex {
             .await?;
         points
             .into_iter()
+            .skip(req.offset)
             .map(|p| {
                 Ok(Hit {
                     id: uuid_of(p.id)?,
@@ -457,59 +494,12 @@ impl crate::VectorIndex for EdgeIndex {
     }
 }
 
-fn edge_config(dim: usize, opts: &EdgeOptions) -> EdgeConfig {
-    let mut builder = EdgeConfigBuilder::new();
-    if let Some(bytes) = opts.wal_segment_bytes {
-        builder = builder.wal_options(WalOptions {
-            segment_capacity: bytes,
-            ..WalOptions::default()
-        });
-    }
-    builder
-        // Payload is two short strings per point: RAM is cheaper than mmap page faults.
-        .on_disk_payload(false)
-        .vector(
-            DEFAULT_VECTOR_NAME,
-            EdgeVectorParamsBuilder::new(dim, Distance::Cosine).build(),
-        )
-        .optimizers(EdgeOptimizersConfig {
-            indexing_threshold: opts.indexing_threshold_kb,
-            default_segment_number: opts.target_segments,
-            ..EdgeOptimizersConfig::default()
-        })
-        .build()
-}
-
-fn has_segments(dir: &Path) -> anyhow::Result<bool> {
-    match std::fs::read_dir(dir.join("segments")) {
-        Ok(mut entries) => Ok(entries.next().is_some()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).context("reading segments directory"),
-    }
-}
-
-/// Remove closed WAL files except the newest (see module docs). Safe only because qdrant-edge
-/// 0.7.2 never reads WAL entries back; re-check this when upgrading the engine.
-fn trim_wal(dir: &Path) -> anyhow::Result<()> {
-    let wal = dir.join("wal");
-    let Ok(entries) = std::fs::read_dir(&wal) else {
-        return Ok(());
-    };
-    let mut closed: Vec<(u64, std::path::PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.context("reading wal directory")?;
-        let name = entry.file_name();
-        let start = name.to_str().and_then(|n| n.strip_prefix("closed-"));
-        if let Some(start) = start.and_then(|s| s.parse().ok()) {
-            closed.push((start, entry.path()));
-        }
-    }
-    closed.sort();
-    closed.pop(); // keep the newest closed file: it carries the operation numbering
-    for (_, path) in closed {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    Ok(())
+/// Flush everything applied so far. Call only under the writer lock: `EdgeShard::flush`
+/// panics if an update (or an optimizer segment swap) holds the engine's locks.
+fn flush(inner: &Inner) {
+    let upto = inner.applied.load(Ordering::Acquire);
+    inner.shard.flush();
+    inner.flushed.store(upto, Ordering::Release);
 }
 
 fn join_error(e: tokio::task::JoinError) -> IndexError {
@@ -528,10 +518,4 @@ fn uuid_of(id: PointId) -> Result<Uuid, IndexError> {
 
 fn category_of(payload: Option<&Payload>) -> Option<String> {
     payload?.0.get(CATEGORY_KEY)?.as_str().map(str::to_owned)
-}
-
-impl From<OperationError> for IndexError {
-    fn from(e: OperationError) -> Self {
-        engine_error(e)
-    }
 }

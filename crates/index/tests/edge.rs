@@ -14,11 +14,13 @@ use uuid::Uuid;
 
 const DIM: usize = 64;
 
-/// Options that keep tests quick: no automatic optimize, HNSW even for small segments.
+/// Options that keep tests quick and small: no automatic optimize; HNSW graphs built and
+/// walked even for small segments (the defaults brute-force anything under ~10 MB).
 fn test_opts() -> EdgeOptions {
     EdgeOptions {
         optimize_after_points: 0,
-        indexing_threshold_kb: Some(64),
+        indexing_threshold_kb: Some(32),
+        full_scan_threshold_kb: Some(32),
         ..EdgeOptions::default()
     }
 }
@@ -110,16 +112,27 @@ async fn data_persists_across_reopen() {
         assert!(index.optimize_now().await.unwrap());
         index.upsert(points[200..].to_vec()).await.unwrap();
         index.delete(&[points[0].id]).await.unwrap();
-        index.set_category(points[1].id, Some("z".into())).await.unwrap();
+        index
+            .set_category(points[1].id, Some("z".into()))
+            .await
+            .unwrap();
         // Plain drop, no close(): the shard must still be durable.
     }
     let index = EdgeIndex::open(dir.path(), DIM, test_opts()).unwrap();
     assert_eq!(index.count(CategoryFilter::Any).await.unwrap(), 299);
-    assert_eq!(index.count(CategoryFilter::One("z".into())).await.unwrap(), 1);
+    assert_eq!(
+        index.count(CategoryFilter::One("z".into())).await.unwrap(),
+        1
+    );
     assert_eq!(index.get_vector(points[0].id).await.unwrap(), None);
     let stored = index.get_vector(points[250].id).await.unwrap().unwrap();
     let expected = normalised(&points[250].vector);
-    assert!(stored.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-5));
+    assert!(
+        stored
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| (a - b).abs() < 1e-5)
+    );
     let hits = index
         .search(SearchRequest::new(points[42].vector.clone(), 3))
         .await
@@ -127,13 +140,77 @@ async fn data_persists_across_reopen() {
     assert_eq!(hits[0].id, points[42].id);
     assert_eq!(hits[0].category.as_deref(), Some("a"));
     // Writes after reopen still apply (operation numbers kept growing).
-    index.set_category(points[42].id, Some("moved".into())).await.unwrap();
+    index
+        .set_category(points[42].id, Some("moved".into()))
+        .await
+        .unwrap();
     let moved = index.count(CategoryFilter::One("moved".into())).await;
     assert_eq!(moved.unwrap(), 1);
     index.close().await.unwrap();
     let index = EdgeIndex::open(dir.path(), DIM, test_opts()).unwrap();
     let moved = index.count(CategoryFilter::One("moved".into())).await;
     assert_eq!(moved.unwrap(), 1);
+}
+
+/// The queue acks once upsert returns, so a crash right after must not lose the points.
+/// A child process (this test binary, running `crash_child`) upserts and aborts without any
+/// drop or close; the parent then opens the directory.
+#[test]
+fn upsert_survives_process_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+        .env(CRASH_DIR_ENV, dir.path())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts on purpose");
+    assert!(
+        dir.path().join("aborted").exists(),
+        "child reached the abort"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let index = EdgeIndex::open(dir.path(), DIM, test_opts()).unwrap();
+        assert_eq!(index.count(CategoryFilter::Any).await.unwrap(), 100);
+        assert_eq!(
+            index
+                .count(CategoryFilter::One("moved".into()))
+                .await
+                .unwrap(),
+            1
+        );
+    });
+}
+
+const CRASH_DIR_ENV: &str = "LOOKALIKE_INDEX_CRASH_DIR";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper process of upsert_survives_process_abort"]
+async fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_ENV) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let index = Arc::new(EdgeIndex::open(dir, DIM, test_opts()).unwrap());
+    let points = Rng(9).points(100, DIM, &["a"]);
+    index.upsert(points[..60].to_vec()).await.unwrap();
+    // Concurrent single-point writes share flushes: each must still be durable on return.
+    let writers: Vec<_> = points[60..]
+        .iter()
+        .map(|p| {
+            let (index, p) = (index.clone(), p.clone());
+            tokio::spawn(async move { index.upsert(vec![p]).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    index
+        .set_category(points[0].id, Some("moved".into()))
+        .await
+        .unwrap();
+    std::fs::write(dir.join("aborted"), b"").unwrap();
+    std::process::abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,7 +220,9 @@ async fn open_rejects_other_dimension_and_second_opener() {
     let second = EdgeIndex::open(dir.path(), DIM, test_opts());
     assert!(second.is_err(), "the engine locks its directory");
     index.close().await.unwrap();
-    let err = EdgeIndex::open(dir.path(), DIM * 2, test_opts()).err().expect("dim mismatch");
+    let err = EdgeIndex::open(dir.path(), DIM * 2, test_opts())
+        .err()
+        .expect("dim mismatch");
     assert!(err.to_string().contains("dimension"), "{err:#}");
     EdgeIndex::open(dir.path(), DIM, test_opts()).expect("reopens after close");
 }
@@ -163,21 +242,38 @@ async fn wal_is_trimmed_on_open_and_updates_still_apply() {
     for batch in points.chunks(50) {
         index.upsert(batch.to_vec()).await.unwrap();
     }
-    index.set_category(points[3].id, Some("b".into())).await.unwrap();
+    index
+        .set_category(points[3].id, Some("b".into()))
+        .await
+        .unwrap();
     index.close().await.unwrap();
     assert!(closed_wal_files(dir.path()) > 1, "test must roll the WAL");
 
     let index = EdgeIndex::open(dir.path(), DIM, opts).unwrap();
     assert_eq!(closed_wal_files(dir.path()), 1);
-    assert_eq!(index.count(CategoryFilter::One("b".into())).await.unwrap(), 1);
-    index.set_category(points[3].id, Some("c".into())).await.unwrap();
+    assert_eq!(
+        index.count(CategoryFilter::One("b".into())).await.unwrap(),
+        1
+    );
+    index
+        .set_category(points[3].id, Some("c".into()))
+        .await
+        .unwrap();
     let mut replaced = points[5].clone();
     replaced.vector = rng.vector(DIM);
     index.upsert(vec![replaced.clone()]).await.unwrap();
-    assert_eq!(index.count(CategoryFilter::One("c".into())).await.unwrap(), 1);
+    assert_eq!(
+        index.count(CategoryFilter::One("c".into())).await.unwrap(),
+        1
+    );
     let stored = index.get_vector(replaced.id).await.unwrap().unwrap();
     let expected = normalised(&replaced.vector);
-    assert!(stored.iter().zip(&expected).all(|(a, b)| (a - b).abs() < 1e-5));
+    assert!(
+        stored
+            .iter()
+            .zip(&expected)
+            .all(|(a, b)| (a - b).abs() < 1e-5)
+    );
     assert_eq!(index.count(CategoryFilter::Any).await.unwrap(), 600);
 }
 
@@ -196,7 +292,10 @@ async fn searches_run_while_many_points_are_upserted() {
     let (_dir, index) = fresh(test_opts());
     let index = Arc::new(index);
     let mut rng = Rng(3);
-    index.upsert(rng.points(200, DIM, &["a", "b"])).await.unwrap();
+    index
+        .upsert(rng.points(200, DIM, &["a", "b"]))
+        .await
+        .unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for reader in 0..3u64 {
@@ -236,9 +335,27 @@ async fn recall_after_optimize() {
     for batch in points.chunks(1000) {
         index.upsert(batch.to_vec()).await.unwrap();
     }
+    // Searches keep being answered while the HNSW graph is built.
+    let index = Arc::new(index);
     let started = Instant::now();
-    assert!(index.optimize_now().await.unwrap());
-    eprintln!("optimize 5000 x {DIM}: {:?}", started.elapsed());
+    let optimize = tokio::spawn({
+        let index = index.clone();
+        async move { index.optimize_now().await }
+    });
+    let (mut during, mut slowest) = (0, Duration::ZERO);
+    while !optimize.is_finished() {
+        let t = Instant::now();
+        let hits = index.search(SearchRequest::new(rng.vector(DIM), 10)).await;
+        assert_eq!(hits.unwrap().len(), 10);
+        slowest = slowest.max(t.elapsed());
+        during += 1;
+    }
+    assert!(optimize.await.unwrap().unwrap());
+    eprintln!(
+        "optimize 5000 x {DIM}: {:?}; {during} searches meanwhile, slowest {slowest:?}",
+        started.elapsed()
+    );
+    assert!(during > 0, "searches must not wait for the optimize");
     let stats = index.stats().await.unwrap();
     assert!(stats.indexed_vectors >= 5000, "HNSW built: {stats:?}");
 
@@ -290,7 +407,9 @@ async fn background_optimize_after_threshold() {
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let hits = index.search(SearchRequest::new(points[9].vector.clone(), 1)).await;
+        let hits = index
+            .search(SearchRequest::new(points[9].vector.clone(), 1))
+            .await;
         assert_eq!(hits.unwrap()[0].id, points[9].id);
         if index.stats().await.unwrap().indexed_vectors > 0 {
             break;
@@ -320,25 +439,70 @@ async fn timing_10k_x_512() {
     let cats: Vec<String> = (0..20).map(|i| format!("cat{i}")).collect();
     let cats: Vec<&str> = cats.iter().map(String::as_str).collect();
     let points = rng.points(10_000, DIM, &cats);
+    let mut times = Vec::new();
+    for point in rng.points(50, DIM, &cats) {
+        let started = Instant::now();
+        index.upsert(vec![point]).await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "single-point upsert, small index: p50 {:?} max {:?}",
+        times[25], times[49]
+    );
     for size in [100, 1000] {
         let started = Instant::now();
         for batch in points.chunks(size).take(1000 / size) {
             index.upsert(batch.to_vec()).await.unwrap();
         }
         eprintln!("upsert 1000 in batches of {size}: {:?}", started.elapsed());
-        index.delete(&points[..1000].iter().map(|p| p.id).collect::<Vec<_>>()).await.unwrap();
+        index
+            .delete(&points[..1000].iter().map(|p| p.id).collect::<Vec<_>>())
+            .await
+            .unwrap();
     }
     let started = Instant::now();
     for batch in points.chunks(500) {
         index.upsert(batch.to_vec()).await.unwrap();
     }
-    eprintln!("upsert 10k x {DIM} in batches of 500: {:?}", started.elapsed());
+    eprintln!(
+        "upsert 10k x {DIM} in batches of 500: {:?}",
+        started.elapsed()
+    );
     latency(&index, &mut rng, DIM, "before optimize").await;
     let started = Instant::now();
     index.optimize_now().await.unwrap();
     let stats = index.stats().await.unwrap();
     eprintln!("optimize: {:?} {stats:?}", started.elapsed());
     latency(&index, &mut rng, DIM, "after optimize").await;
+    let mut times = Vec::new();
+    for point in rng.points(50, DIM, &cats) {
+        let started = Instant::now();
+        index.upsert(vec![point]).await.unwrap();
+        times.push(started.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "single-point upsert (write + flush): p50 {:?} max {:?}",
+        times[25], times[49]
+    );
+    let index = Arc::new(index);
+    let started = Instant::now();
+    let writers: Vec<_> = rng
+        .points(50, DIM, &cats)
+        .into_iter()
+        .map(|p| {
+            let index = index.clone();
+            tokio::spawn(async move { index.upsert(vec![p]).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    eprintln!(
+        "50 concurrent single-point upserts: {:?}",
+        started.elapsed()
+    );
 }
 
 async fn latency(index: &EdgeIndex, rng: &mut Rng, dim: usize, label: &str) {

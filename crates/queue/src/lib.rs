@@ -55,27 +55,46 @@ impl Topology {
 
     /// Declares all three queues (idempotent; safe on every connect).
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
-        channel.queue_declare(self.jobs.as_str().into(), durable, quorum_args(None)).await?;
-        channel.queue_declare(self.dead.as_str().into(), durable, quorum_args(None)).await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(self.jobs.as_str().into(), durable, quorum_args(None))
+            .await?;
+        channel
+            .queue_declare(self.dead.as_str().into(), durable, quorum_args(None))
+            .await?;
         // Expired retry messages go back to the work queue; at-least-once so none is dropped on the way.
         channel
-            .queue_declare(self.retry.as_str().into(), durable, quorum_args(Some(&self.jobs)))
+            .queue_declare(
+                self.retry.as_str().into(),
+                durable,
+                quorum_args(Some(&self.jobs)),
+            )
             .await?;
         Ok(())
     }
 
     /// Number of messages ready in the work queue (for status and metrics).
     pub async fn depth(&self, channel: &Channel) -> lapin::Result<(u32, u32)> {
-        let passive = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-        let q = channel.queue_declare(self.jobs.as_str().into(), passive, FieldTable::default()).await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        };
+        let q = channel
+            .queue_declare(self.jobs.as_str().into(), passive, FieldTable::default())
+            .await?;
         Ok((q.message_count(), q.consumer_count()))
     }
 
     /// Deletes the queues (used by tests to clean up after themselves).
     pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
         for q in [&self.jobs, &self.retry, &self.dead] {
-            channel.queue_delete(q.as_str().into(), Default::default()).await?;
+            channel
+                .queue_delete(q.as_str().into(), Default::default())
+                .await?;
         }
         Ok(())
     }
@@ -111,7 +130,9 @@ pub async fn consume(
 ) -> lapin::Result<(Channel, lapin::Consumer)> {
     let channel = connection.create_channel().await?;
     topology.declare(&channel).await?;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
     let consumer = channel
         .basic_consume(
             ShortString::from(topology.jobs.as_str()),

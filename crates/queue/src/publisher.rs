@@ -31,7 +31,12 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(url: &str, topology: Topology, timeout: Duration) -> Self {
-        Publisher { url: url.to_string(), topology, timeout, state: Mutex::new(None) }
+        Publisher {
+            url: url.to_string(),
+            topology,
+            timeout,
+            state: Mutex::new(None),
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -59,7 +64,9 @@ impl Publisher {
     /// True when a channel is open (for readiness); does not connect.
     pub async fn is_connected(&self) -> bool {
         let state = self.state.lock().await;
-        state.as_ref().is_some_and(|(conn, ch)| conn.status().connected() && ch.status().connected())
+        state
+            .as_ref()
+            .is_some_and(|(conn, ch)| conn.status().connected() && ch.status().connected())
     }
 
     /// Connects if needed (for readiness checks and at startup).
@@ -70,8 +77,14 @@ impl Publisher {
             .map(|_| ())
     }
 
-    async fn publish(&self, queue: &str, ids: &[Uuid], delay: Option<Duration>) -> Result<(), PublishError> {
-        let result = tokio::time::timeout(self.timeout, self.publish_inner(queue, ids, delay)).await;
+    async fn publish(
+        &self,
+        queue: &str,
+        ids: &[Uuid],
+        delay: Option<Duration>,
+    ) -> Result<(), PublishError> {
+        let result =
+            tokio::time::timeout(self.timeout, self.publish_inner(queue, ids, delay)).await;
         let result = result.unwrap_or(Err(PublishError::Timeout(self.timeout)));
         if result.is_err() {
             // Whatever went wrong, start from a fresh connection next time.
@@ -80,7 +93,12 @@ impl Publisher {
         result
     }
 
-    async fn publish_inner(&self, queue: &str, ids: &[Uuid], delay: Option<Duration>) -> Result<(), PublishError> {
+    async fn publish_inner(
+        &self,
+        queue: &str,
+        ids: &[Uuid],
+        delay: Option<Duration>,
+    ) -> Result<(), PublishError> {
         let channel = self.channel().await?;
         let mut confirms = Vec::with_capacity(ids.len());
         for id in ids {
@@ -96,7 +114,10 @@ impl Publisher {
                 .basic_publish(
                     "".into(),
                     queue.into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &payload,
                     props,
                 )
@@ -132,7 +153,11 @@ impl Publisher {
     async fn reset(&self) {
         if let Some((conn, _)) = self.state.lock().await.take() {
             // The broker may be gone: do not wait long for a polite close.
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close(200, "reconnecting".into())).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                conn.close(200, "reconnecting".into()),
+            )
+            .await;
         }
     }
 }

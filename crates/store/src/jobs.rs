@@ -47,7 +47,11 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub enum Source {
     Url(String),
-    Upload { file_name: Option<String>, content_type: Option<String>, bytes: Vec<u8> },
+    Upload {
+        file_name: Option<String>,
+        content_type: Option<String>,
+        bytes: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -100,13 +104,20 @@ impl Store {
             .bind(&job.metadata)
             .execute(&mut *tx)
             .await?;
-            if let Source::Upload { content_type, bytes, .. } = &job.source {
-                sqlx::query("INSERT INTO uploads (job_id, content_type, bytes) VALUES ($1, $2, $3)")
-                    .bind(job.id)
-                    .bind(content_type)
-                    .bind(bytes)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Source::Upload {
+                content_type,
+                bytes,
+                ..
+            } = &job.source
+            {
+                sqlx::query(
+                    "INSERT INTO uploads (job_id, content_type, bytes) VALUES ($1, $2, $3)",
+                )
+                .bind(job.id)
+                .bind(content_type)
+                .bind(bytes)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         tx.commit().await?;
@@ -115,7 +126,10 @@ impl Store {
 
     pub async fn get_job(&self, id: Uuid) -> Result<Option<Job>> {
         let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1");
-        Ok(sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Most recent jobs first, optionally only those in one status.
@@ -140,7 +154,11 @@ impl Store {
              updated_at = now() WHERE id = $1 AND status IN ('queued', 'processing') RETURNING ",
             job_columns!()
         );
-        if let Some(job) = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await? {
+        if let Some(job) = sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
             return Ok(Claim::Run(job));
         }
         Ok(match self.get_job(id).await? {
@@ -150,10 +168,12 @@ impl Store {
     }
 
     pub async fn upload_bytes(&self, job_id: Uuid) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query_scalar("SELECT bytes FROM uploads WHERE job_id = $1")
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT bytes FROM uploads WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Terminal failure with a stable code and a human message. Never overwrites a success.
@@ -202,8 +222,10 @@ impl Store {
 
     /// Counts of jobs by status, for status pages and tests.
     pub async fn job_counts(&self) -> Result<Vec<(JobStatus, i64)>> {
-        Ok(sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 }

@@ -8,10 +8,10 @@ mod jobs;
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use items::{Item, NewItem};
+pub use items::{CategoryCount, Item, NewItem, Prototype};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
 
 /// Migrations compiled into the binary, applied at startup and by the tests.
@@ -62,7 +62,11 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 impl Store {
     /// Connects lazily: the pool opens connections on first use, so a service can start (and report
     /// not-ready) while Postgres is still coming up.
-    pub fn connect_lazy(url: &str, max_connections: u32, acquire_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let options: PgConnectOptions = url.parse()?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

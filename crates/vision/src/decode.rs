@@ -14,7 +14,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::Deserialize;
 
-use crate::sniff;
+use crate::{jpeg, sniff};
 
 /// Caps checked against what a file declares, before its pixels are decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -105,8 +105,7 @@ pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeEr
     let frames = sniff::frame_count(format, bytes, limits.max_frames);
     if frames > limits.max_frames {
         return Err(DecodeError::TooLarge(format!(
-            "more than {} animation frames (limit {})",
-            frames - 1,
+            "animation has more than {} frames",
             limits.max_frames
         )));
     }
@@ -114,7 +113,12 @@ pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeEr
     // rejected image, not a dead worker thread.
     let rgb = catch_unwind(AssertUnwindSafe(|| decode_rgb(bytes, format, limits)))
         .map_err(|_| DecodeError::Corrupt(format!("the {} decoder panicked", name(format))))??;
-    Ok(CleanImage { width: rgb.width(), height: rgb.height(), rgb, format: name(format) })
+    Ok(CleanImage {
+        width: rgb.width(),
+        height: rgb.height(),
+        rgb,
+        format: name(format),
+    })
 }
 
 /// Formats we decode. Everything else the `image` crate could read (EXR, HDR, DDS,
@@ -132,8 +136,12 @@ fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
     use ImageFormat as F;
     match format {
         F::Jpeg | F::Png | F::Gif | F::WebP | F::Bmp | F::Tiff | F::Ico | F::Pnm => Ok(format),
-        F::Avif => Err(DecodeError::UnsupportedFormat("AVIF decoding is not built in".into())),
-        other => Err(DecodeError::UnsupportedFormat(format!("{other:?} images are not accepted"))),
+        F::Avif => Err(DecodeError::UnsupportedFormat(
+            "AVIF decoding is not built in".into(),
+        )),
+        other => Err(DecodeError::UnsupportedFormat(format!(
+            "{other:?} images are not accepted"
+        ))),
     }
 }
 
@@ -152,14 +160,27 @@ fn name(format: ImageFormat) -> &'static str {
     }
 }
 
-fn decode_rgb(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+fn decode_rgb(
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> Result<RgbImage, DecodeError> {
+    if format == ImageFormat::Jpeg {
+        let check = |w, h| check_dimensions(w, h, u64::from(w) * u64::from(h) * 3, limits);
+        let (rgb, orientation) = jpeg::decode(bytes, check)?;
+        let mut img = DynamicImage::ImageRgb8(rgb);
+        img.apply_orientation(orientation);
+        return Ok(flatten_to_rgb8(img));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Dimension caps are checked by us (with the real numbers in the message); the
     // decoder still gets the allocation cap as a second line of defence.
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc_bytes);
     reader.limits(image_limits);
-    let mut decoder = reader.into_decoder().map_err(|e| map_image_error(e, limits))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, limits))?;
 
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, decoder.total_bytes(), limits)?;
@@ -174,9 +195,16 @@ fn decode_rgb(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Resul
     Ok(flatten_to_rgb8(img))
 }
 
-fn check_dimensions(w: u32, h: u32, buffer_bytes: u64, limits: &DecodeLimits) -> Result<(), DecodeError> {
+fn check_dimensions(
+    w: u32,
+    h: u32,
+    buffer_bytes: u64,
+    limits: &DecodeLimits,
+) -> Result<(), DecodeError> {
     if w == 0 || h == 0 {
-        return Err(DecodeError::Corrupt(format!("declared size {w}x{h} has no pixels")));
+        return Err(DecodeError::Corrupt(format!(
+            "declared size {w}x{h} has no pixels"
+        )));
     }
     let pixels = u64::from(w) * u64::from(h);
     if w > limits.max_width || h > limits.max_height || pixels > limits.max_pixels {
@@ -253,9 +281,17 @@ fn is_truncation(e: &ImageError) -> bool {
         source = err.source();
     }
     let msg = e.to_string().to_ascii_lowercase();
-    ["eof", "end of file", "unexpected end", "truncated", "no more data", "not enough data", "ended early"]
-        .iter()
-        .any(|needle| msg.contains(needle))
+    [
+        "eof",
+        "end of file",
+        "unexpected end",
+        "truncated",
+        "no more data",
+        "not enough data",
+        "ended early",
+    ]
+    .iter()
+    .any(|needle| msg.contains(needle))
 }
 
 #[cfg(test)]
@@ -264,7 +300,11 @@ mod tests {
 
     #[test]
     fn half_transparent_red_over_white_is_pink() {
-        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(1, 1, image::Rgba([255, 0, 0, 128])));
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            1,
+            1,
+            image::Rgba([255, 0, 0, 128]),
+        ));
         let rgb = flatten_to_rgb8(img);
         assert_eq!(rgb.get_pixel(0, 0).0, [255, 127, 127]);
     }
@@ -283,7 +323,13 @@ mod tests {
         .collect();
         assert_eq!(
             codes,
-            ["image_empty", "image_unsupported_format", "image_too_large", "image_truncated", "image_corrupt"]
+            [
+                "image_empty",
+                "image_unsupported_format",
+                "image_too_large",
+                "image_truncated",
+                "image_corrupt"
+            ]
         );
     }
 }

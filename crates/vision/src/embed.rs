@@ -107,7 +107,10 @@ impl Embedder {
         }
         let options = RunOptions::new()?.with_outputs(selector);
         tracing::info!(model = %spec.id, ms = started.elapsed().as_millis() as u64, "model loaded");
-        Ok(Self { spec, runner: Mutex::new(Runner { session, options }) })
+        Ok(Self {
+            spec,
+            runner: Mutex::new(Runner { session, options }),
+        })
     }
 
     pub fn spec(&self) -> &ModelSpec {
@@ -132,7 +135,11 @@ impl Embedder {
         let mut data = Vec::with_capacity(n * 3 * size * size);
         for (i, t) in batch.iter().enumerate() {
             if t.shape() != [3, size, size] {
-                bail!("batch item {i} has shape {:?}, model {} needs [3, {size}, {size}]", t.shape(), self.spec.id);
+                bail!(
+                    "batch item {i} has shape {:?}, model {} needs [3, {size}, {size}]",
+                    t.shape(),
+                    self.spec.id
+                );
             }
             match t.as_slice() {
                 Some(s) => data.extend_from_slice(s),
@@ -144,7 +151,10 @@ impl Embedder {
         let mut guard = self.runner.lock().unwrap_or_else(PoisonError::into_inner);
         let Runner { session, options } = &mut *guard;
         let outputs = session
-            .run_with_options(ort::inputs![self.spec.input_name.as_str() => input], options)
+            .run_with_options(
+                ort::inputs![self.spec.input_name.as_str() => input],
+                options,
+            )
             .with_context(|| format!("running model {}", self.spec.id))?;
 
         let embeddings = rows(&outputs, &self.spec.output_name, n, Some(self.spec.dim))?;
@@ -156,7 +166,10 @@ impl Embedder {
             .into_iter()
             .map(|mut embedding| {
                 l2_normalize(&mut embedding);
-                Output { embedding, logits: logits.as_mut().and_then(Iterator::next) }
+                Output {
+                    embedding,
+                    logits: logits.as_mut().and_then(Iterator::next),
+                }
             })
             .collect())
     }
@@ -169,14 +182,24 @@ fn rows(
     n: usize,
     want_k: Option<usize>,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let value = outputs.get(name).with_context(|| format!("model produced no output {name:?}"))?;
-    let (shape, data) = value.try_extract_tensor::<f32>().with_context(|| format!("output {name:?}"))?;
+    let value = outputs
+        .get(name)
+        .with_context(|| format!("model produced no output {name:?}"))?;
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .with_context(|| format!("output {name:?}"))?;
     let k = match **shape {
         [rows, k] if rows == n as i64 && k > 0 => k as usize,
-        _ => bail!("output {name:?} has shape {:?}, expected [{n}, k]", &**shape),
+        _ => bail!(
+            "output {name:?} has shape {:?}, expected [{n}, k]",
+            &**shape
+        ),
     };
     if want_k.is_some_and(|want| want != k) {
-        bail!("output {name:?} has {k} values per image, the spec says {}", want_k.unwrap_or(0));
+        bail!(
+            "output {name:?} has {k} values per image, the spec says {}",
+            want_k.unwrap_or(0)
+        );
     }
     Ok(data.chunks_exact(k).map(<[f32]>::to_vec).collect())
 }
@@ -186,11 +209,18 @@ fn check_signature(session: &Session, spec: &ModelSpec) -> anyhow::Result<()> {
     let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
     let outputs: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
     if !inputs.contains(&spec.input_name.as_str()) {
-        bail!("model {} has no input {:?} (inputs: {inputs:?})", spec.id, spec.input_name);
+        bail!(
+            "model {} has no input {:?} (inputs: {inputs:?})",
+            spec.id,
+            spec.input_name
+        );
     }
     for name in std::iter::once(&spec.output_name).chain(&spec.logits_output) {
         if !outputs.contains(&name.as_str()) {
-            bail!("model {} has no output {name:?} (outputs: {outputs:?})", spec.id);
+            bail!(
+                "model {} has no output {name:?} (outputs: {outputs:?})",
+                spec.id
+            );
         }
     }
     Ok(())

@@ -7,6 +7,7 @@
 
 pub mod decode;
 pub mod embed;
+mod jpeg;
 pub mod model;
 pub mod preprocess;
 mod sniff;
@@ -24,7 +25,11 @@ pub use thumbnail::thumbnail_jpeg;
 /// would poison every cosine it takes part in, whereas a zero vector simply matches nothing.
 pub fn l2_normalize(v: &mut [f32]) {
     // Accumulate in f64: 1280 squared f32 terms lose digits otherwise.
-    let norm = v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
     if norm.is_finite() && norm > 0.0 {
         let inv = (1.0 / norm) as f32;
         v.iter_mut().for_each(|x| *x *= inv);

@@ -34,6 +34,8 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     /// OpenAI CLIP ViT-B/16 image tower, int8 dynamic quantisation (values from MODELS.md).
+    // Digits exactly as published, so they can be checked against the source by eye.
+    #[allow(clippy::excessive_precision)]
     pub fn clip_vitb16(path: impl Into<PathBuf>) -> Self {
         Self {
             id: "clip-vit-b16-int8".into(),
@@ -77,7 +79,10 @@ impl ModelSpec {
             return Err(format!("model {}: dim must be > 0", self.id));
         }
         if !(1..=4096).contains(&self.input_size) {
-            return Err(format!("model {}: input_size {} is outside 1..=4096", self.id, self.input_size));
+            return Err(format!(
+                "model {}: input_size {} is outside 1..=4096",
+                self.id, self.input_size
+            ));
         }
         if self.resize_shorter == 0 || self.resize_shorter > 16_384 {
             return Err(format!(
@@ -85,8 +90,13 @@ impl ModelSpec {
                 self.id, self.resize_shorter
             ));
         }
-        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0) || self.mean.iter().any(|m| !m.is_finite()) {
-            return Err(format!("model {}: mean must be finite and std finite and > 0", self.id));
+        if self.std.iter().any(|s| !s.is_finite() || *s <= 0.0)
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(format!(
+                "model {}: mean must be finite and std finite and > 0",
+                self.id
+            ));
         }
         Ok(())
     }
@@ -98,7 +108,10 @@ mod tests {
 
     #[test]
     fn builtin_specs_are_valid_and_round_trip_through_json() {
-        for spec in [ModelSpec::clip_vitb16("a.onnx"), ModelSpec::efficientnet_lite0("b.onnx")] {
+        for spec in [
+            ModelSpec::clip_vitb16("a.onnx"),
+            ModelSpec::efficientnet_lite0("b.onnx"),
+        ] {
             spec.validate().unwrap();
             let json = serde_json::to_string(&spec).unwrap();
             let back: ModelSpec = serde_json::from_str(&json).unwrap();

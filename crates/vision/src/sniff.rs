@@ -6,8 +6,9 @@
 
 /// Does a JPEG byte stream reach its end-of-image marker?
 ///
-/// The JPEG decoder runs in lenient mode and silently fills a cut-off image with
-/// grey; an embedding of half a photo is worse than a clear rejection. Walking the
+/// JPEG decoders (libjpeg included) are lenient: at the end of the data they
+/// pretend an end marker was there and fill the missing part with grey, with at
+/// most a warning. An embedding of half a photo is worse than a clear rejection. Walking the
 /// markers (instead of searching for `FF D9` anywhere) skips EXIF thumbnails,
 /// which carry their own complete JPEG inside APP1.
 pub(crate) fn jpeg_reaches_eoi(b: &[u8]) -> bool {
@@ -23,7 +24,9 @@ pub(crate) fn jpeg_reaches_eoi(b: &[u8]) -> bool {
         while i < n && b[i] == 0xFF {
             i += 1;
         }
-        let Some(&marker) = b.get(i) else { return false };
+        let Some(&marker) = b.get(i) else {
+            return false;
+        };
         i += 1;
         match marker {
             0xD9 => return true,
@@ -31,7 +34,10 @@ pub(crate) fn jpeg_reaches_eoi(b: &[u8]) -> bool {
             0x00 | 0x01 | 0xD0..=0xD8 => continue,
             _ => {}
         }
-        let Some(len) = b.get(i..i + 2).map(|s| usize::from(u16::from_be_bytes([s[0], s[1]]))) else {
+        let Some(len) = b
+            .get(i..i + 2)
+            .map(|s| usize::from(u16::from_be_bytes([s[0], s[1]])))
+        else {
             return false;
         };
         if len < 2 {
@@ -102,7 +108,11 @@ fn gif_frames(b: &[u8], cap: u32) -> u32 {
 }
 
 fn colour_table_len(packed: u8) -> usize {
-    if packed & 0x80 != 0 { 3 << ((packed & 0x07) + 1) } else { 0 }
+    if packed & 0x80 != 0 {
+        3 << ((packed & 0x07) + 1)
+    } else {
+        0
+    }
 }
 
 fn skip_sub_blocks(b: &[u8], mut i: usize) -> usize {
@@ -146,7 +156,10 @@ fn webp_frames(b: &[u8], cap: u32) -> u32 {
             }
         }
         let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        i = i.saturating_add(8).saturating_add(len).saturating_add(len & 1);
+        i = i
+            .saturating_add(8)
+            .saturating_add(len)
+            .saturating_add(len & 1);
     }
     frames.max(1)
 }
@@ -156,9 +169,9 @@ fn webp_frames(b: &[u8], cap: u32) -> u32 {
 pub(crate) fn looks_like_text(b: &[u8]) -> bool {
     let head = &b[..b.len().min(512)];
     !head.is_empty()
-        && head
-            .iter()
-            .all(|&c| c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7F).contains(&c) || c >= 0x80)
+        && head.iter().all(|&c| {
+            c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7F).contains(&c) || c >= 0x80
+        })
 }
 
 #[cfg(test)]
@@ -169,8 +182,8 @@ mod tests {
     fn jpeg_walk_accepts_complete_stream_and_rejects_cut_stream() {
         // SOI, APP0 (len 4), SOS (len 3), entropy data with a stuffed 0xFF00 and RST0, EOI.
         let full = [
-            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xDA, 0x00, 0x03, 0, 9, 0xFF, 0x00, 8, 0xFF, 0xD0, 7,
-            0xFF, 0xD9,
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 1, 2, 0xFF, 0xDA, 0x00, 0x03, 0, 9, 0xFF, 0x00, 8,
+            0xFF, 0xD0, 7, 0xFF, 0xD9,
         ];
         assert!(jpeg_reaches_eoi(&full));
         for cut in 0..full.len() - 1 {
@@ -181,7 +194,9 @@ mod tests {
     #[test]
     fn jpeg_walk_skips_an_eoi_hidden_inside_a_segment() {
         // An APP1 segment whose payload contains FF D9 (like an EXIF thumbnail) must not count.
-        let data = [0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD9, 0xFF, 0xDA];
+        let data = [
+            0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD9, 0xFF, 0xDA,
+        ];
         assert!(!jpeg_reaches_eoi(&data));
     }
 

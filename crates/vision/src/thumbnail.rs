@@ -50,7 +50,11 @@ fn fit(w: u32, h: u32, max_side: u32) -> (u32, u32) {
         let v = (u64::from(short) * u64::from(max_side) + u64::from(long) / 2) / u64::from(long);
         (v as u32).clamp(1, max_side)
     };
-    if w >= h { (max_side, scale(h, w)) } else { (scale(w, h), max_side) }
+    if w >= h {
+        (max_side, scale(h, w))
+    } else {
+        (scale(w, h), max_side)
+    }
 }
 
 #[cfg(test)]
@@ -58,7 +62,9 @@ mod tests {
     use super::*;
 
     fn decoded(bytes: &[u8]) -> RgbImage {
-        image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).unwrap().to_rgb8()
+        image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)
+            .unwrap()
+            .to_rgb8()
     }
 
     #[test]
@@ -76,8 +82,17 @@ mod tests {
 
     #[test]
     fn extreme_aspect_and_empty_images_still_give_a_jpeg() {
-        assert_eq!(decoded(&thumbnail_jpeg(&RgbImage::new(5000, 1), 100)).dimensions(), (100, 1));
-        assert_eq!(decoded(&thumbnail_jpeg(&RgbImage::new(0, 0), 100)).dimensions(), (1, 1));
-        assert_eq!(decoded(&thumbnail_jpeg(&RgbImage::new(10, 10), 0)).dimensions(), (1, 1));
+        assert_eq!(
+            decoded(&thumbnail_jpeg(&RgbImage::new(5000, 1), 100)).dimensions(),
+            (100, 1)
+        );
+        assert_eq!(
+            decoded(&thumbnail_jpeg(&RgbImage::new(0, 0), 100)).dimensions(),
+            (1, 1)
+        );
+        assert_eq!(
+            decoded(&thumbnail_jpeg(&RgbImage::new(10, 10), 0)).dimensions(),
+            (1, 1)
+        );
     }
 }

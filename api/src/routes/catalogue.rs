@@ -1,0 +1,127 @@
+//! The catalogue: categories with counts, item pages, deletion and re-classification.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lookalike_worker::{CategoryDecision, Exclude};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::routes::jobs::parse_id;
+use crate::{ApiError, ApiResult, AppState, views};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/categories", get(categories))
+        .route("/v1/items", get(list))
+        .route("/v1/reclassify", post(reclassify))
+}
+
+async fn categories(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let counts = state.store.category_counts().await?;
+    let uncategorised = counts
+        .iter()
+        .filter(|c| c.name.is_none())
+        .map(|c| c.items)
+        .sum::<i64>();
+    let categories: Vec<Value> = counts
+        .iter()
+        .filter_map(|c| {
+            c.name
+                .as_ref()
+                .map(|n| json!({"name": n, "items": c.items, "labelled": c.labelled}))
+        })
+        .collect();
+    Ok(Json(
+        json!({"categories": categories, "uncategorised": uncategorised}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    category: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let limit = q.limit.unwrap_or(24).clamp(1, 200);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let category = q.category.as_deref().filter(|c| !c.is_empty());
+    let (items, total) = state.store.list_items(category, limit, offset).await?;
+    Ok(Json(json!({
+        "items": items.iter().map(views::item).collect::<Vec<_>>(),
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+    })))
+}
+
+/// Removes the item, its vector and its thumbnail. The vector goes first: an item row without a
+/// vector is invisible to search, while a vector without its row would show up as a ghost result.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id, "item")?;
+    if state.store.get_item(id).await?.is_none() {
+        return Err(ApiError::not_found(
+            "item_not_found",
+            format!("no item {id}"),
+        ));
+    }
+    let vector = state.index.get_vector(id).await?;
+    state.index.delete(&[id]).await?;
+    state.store.delete_item(id, vector.as_deref()).await?;
+    tracing::info!(item_id = %id, "item deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-predicts the category of every item whose category was predicted (or missing), from the labels
+/// as they are now. Provided categories are never touched. Runs on request, never by surprise.
+async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let ids = state
+        .store
+        .unlabelled_item_ids(&state.config.model.id)
+        .await?;
+    let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
+    for id in &ids {
+        let (Some(item), Some(vector)) = (
+            state.store.get_item(*id).await?,
+            state.index.get_vector(*id).await?,
+        ) else {
+            missing += 1;
+            continue;
+        };
+        let exclude = Exclude {
+            id: *id,
+            labelled: None,
+        };
+        let prediction = state
+            .pipeline
+            .classify(&vector, Some(&exclude))
+            .await
+            .map_err(|e| ApiError::unavailable(e.code, e.message))?;
+        let decision = prediction.map_or(CategoryDecision::None, CategoryDecision::Predicted);
+        let (category, _) = decision.parts();
+        let confidence = match &decision {
+            CategoryDecision::Predicted(p) => Some(p.confidence),
+            _ => None,
+        };
+        if category == item.category && confidence == item.category_confidence {
+            unchanged += 1;
+            continue;
+        }
+        state.index.set_category(*id, category.clone()).await?;
+        state
+            .store
+            .set_predicted_category(*id, category.as_deref(), confidence)
+            .await?;
+        changed += 1;
+    }
+    tracing::info!(checked = ids.len(), changed, "reclassified predicted items");
+    Ok(Json(
+        json!({"checked": ids.len(), "changed": changed, "unchanged": unchanged, "missing": missing}),
+    ))
+}

@@ -1,0 +1,409 @@
+//! Similarity queries, always within a category unless asked otherwise:
+//! - `GET /v1/items/{id}/similar`: neighbours of a stored item;
+//! - `POST /v1/search`: an uploaded image (or a URL) is cleaned, embedded and classified on the spot,
+//!   then searched within its predicted category (or the best few when the prediction is unsure).
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lookalike_index::{CategoryFilter, SearchRequest};
+use lookalike_store::{NewJob, Source};
+use lookalike_worker::classify::{Prediction, categories_to_search};
+use lookalike_worker::{CategoryDecision, Exclude, JobError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::routes::jobs::parse_id;
+use crate::{ApiError, ApiResult, AppState, views};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/items/{id}/similar", get(similar))
+        .route("/v1/search", post(search))
+}
+
+const MAX_K: usize = 100;
+
+#[derive(Debug, Deserialize, Default)]
+pub struct SimilarQuery {
+    k: Option<usize>,
+    /// `auto` (default), `any`, or a category name.
+    category: Option<String>,
+    min_score: Option<f32>,
+    offset: Option<usize>,
+}
+
+/// Which part of the catalogue a query searched, reported with every answer.
+struct Scope {
+    mode: &'static str,
+    filter: CategoryFilter,
+    categories: Option<Vec<String>>,
+    low_confidence: bool,
+}
+
+impl Scope {
+    fn any() -> Self {
+        Scope {
+            mode: "any",
+            filter: CategoryFilter::Any,
+            categories: None,
+            low_confidence: false,
+        }
+    }
+    fn one(mode: &'static str, c: String) -> Self {
+        Scope {
+            mode,
+            filter: CategoryFilter::One(c.clone()),
+            categories: Some(vec![c]),
+            low_confidence: false,
+        }
+    }
+    fn json(&self) -> Value {
+        json!({"mode": self.mode, "categories": self.categories, "low_confidence": self.low_confidence})
+    }
+}
+
+fn check_k(k: Option<usize>) -> ApiResult<usize> {
+    match k.unwrap_or(10) {
+        0 => Err(ApiError::unprocessable("invalid_k", "k must be at least 1")),
+        k if k > MAX_K => Err(ApiError::unprocessable(
+            "invalid_k",
+            format!("k must be at most {MAX_K}"),
+        )),
+        k => Ok(k),
+    }
+}
+
+async fn similar(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<SimilarQuery>,
+) -> ApiResult<Json<Value>> {
+    let id = parse_id(&id, "item")?;
+    let k = check_k(q.k)?;
+    let item = state
+        .store
+        .get_item(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let vector =
+        state.index.get_vector(id).await?.ok_or_else(|| {
+            ApiError::not_found("item_not_found", format!("item {id} has no vector"))
+        })?;
+    let scope = match q.category.as_deref().unwrap_or("auto") {
+        "auto" => match item.category.clone() {
+            Some(c) => Scope::one("auto", c),
+            None => Scope::any(),
+        },
+        "any" => Scope::any(),
+        name => Scope::one("category", name.to_string()),
+    };
+    let results = neighbours(
+        &state,
+        vector,
+        &scope,
+        k,
+        q.offset.unwrap_or(0),
+        q.min_score,
+        Some(id),
+    )
+    .await?;
+    Ok(Json(json!({
+        "query": {"item_id": id, "category": item.category},
+        "search": scope.json(),
+        "results": results,
+    })))
+}
+
+/// Runs the index query and joins each hit with its item.
+async fn neighbours(
+    state: &AppState,
+    vector: Vec<f32>,
+    scope: &Scope,
+    k: usize,
+    offset: usize,
+    min_score: Option<f32>,
+    exclude: Option<Uuid>,
+) -> ApiResult<Vec<Value>> {
+    let hits = state
+        .index
+        .search(SearchRequest {
+            vector,
+            filter: scope.filter.clone(),
+            limit: k,
+            offset,
+            exclude,
+            min_score,
+            model_id: Some(state.config.model.id.clone()),
+        })
+        .await?;
+    let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+    let items: HashMap<Uuid, lookalike_store::Item> = state
+        .store
+        .get_items(&ids)
+        .await?
+        .into_iter()
+        .map(|i| (i.id, i))
+        .collect();
+    // A hit whose item was deleted a moment ago is skipped rather than shown half-empty.
+    Ok(hits
+        .iter()
+        .filter_map(|h| items.get(&h.id).map(|item| views::result(item, h.score)))
+        .collect())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SearchParams {
+    url: Option<String>,
+    k: Option<usize>,
+    category: Option<String>,
+    min_score: Option<f32>,
+    #[serde(default)]
+    add: bool,
+    /// Leave this stored item out of the classification and the results (leave-one-out evaluation).
+    exclude: Option<Uuid>,
+}
+
+async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let (params, upload) = if content_type.starts_with("multipart/form-data") {
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        read_form(&state, multipart).await?
+    } else if content_type.starts_with("application/json") {
+        let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
+            .await
+            .map_err(|_| {
+                ApiError::too_large("payload_too_large", "the JSON body is over 64 KiB")
+            })?;
+        let params: SearchParams = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not a valid search: {e}"),
+            )
+        })?;
+        (params, None)
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send multipart/form-data with a `file`, or application/json with {\"url\": ...}",
+        ));
+    };
+    let k = check_k(params.k)?;
+    let (bytes, file_name) = match (upload, &params.url) {
+        (Some((bytes, name)), None) => (bytes, name),
+        (None, Some(url)) => (
+            state.pipeline.fetcher.fetch(url).await.map_err(job_error)?,
+            None,
+        ),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "ambiguous_query",
+                "give a file or a url, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::unprocessable(
+                "no_image",
+                "give a `file` part or a `url`",
+            ));
+        }
+    };
+    let (sha, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
+    let stored_bytes = params.add.then(|| bytes.clone());
+    let analysis = state.pipeline.analyse(bytes).await.map_err(job_error)?;
+
+    let exclude = match params.exclude {
+        Some(id) => Some(exclusion(&state, id).await?),
+        None => None,
+    };
+    let prediction = state
+        .pipeline
+        .classify(&analysis.embedding, exclude.as_ref())
+        .await
+        .map_err(job_error)?;
+    let c = &state.config.classify;
+    let scope = match params.category.as_deref().unwrap_or("auto") {
+        "auto" => match &prediction {
+            Some(p) => {
+                let (categories, widened) =
+                    categories_to_search(p, c.min_confidence, c.cover, c.max_categories);
+                let filter = if widened {
+                    CategoryFilter::AnyOf(categories.clone())
+                } else {
+                    CategoryFilter::One(categories[0].clone())
+                };
+                Scope {
+                    mode: "auto",
+                    filter,
+                    categories: Some(categories),
+                    low_confidence: widened,
+                }
+            }
+            None => Scope::any(),
+        },
+        "any" => Scope::any(),
+        name => Scope::one("category", name.to_string()),
+    };
+    let results = neighbours(
+        &state,
+        analysis.embedding.clone(),
+        &scope,
+        k,
+        0,
+        params.min_score,
+        params.exclude,
+    )
+    .await?;
+
+    let added = match (stored_bytes, &prediction) {
+        (Some(bytes), p) => {
+            Some(add_query_image(&state, bytes, file_name, analysis, p.clone(), sha, size).await?)
+        }
+        (None, _) => None,
+    };
+    Ok(Json(json!({
+        "prediction": prediction_json(prediction.as_ref()),
+        "search": scope.json(),
+        "results": results,
+        "added": added,
+    })))
+}
+
+fn prediction_json(p: Option<&Prediction>) -> Value {
+    match p {
+        None => json!({"category": null, "confidence": null, "top": [], "method": "none"}),
+        Some(p) => json!({
+            "category": p.category,
+            "confidence": p.confidence,
+            "top": p.ranking.iter().take(3).map(|(c, w)| json!({"category": c, "confidence": w})).collect::<Vec<_>>(),
+            "method": "neighbours+prototypes",
+        }),
+    }
+}
+
+async fn exclusion(state: &AppState, id: Uuid) -> ApiResult<Exclude> {
+    let item = state
+        .store
+        .get_item(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let labelled = match (item.category_source.as_str(), item.category) {
+        ("provided", Some(category)) => state.index.get_vector(id).await?.map(|v| (category, v)),
+        _ => None,
+    };
+    Ok(Exclude { id, labelled })
+}
+
+/// `add=true`: the query image joins the catalogue with its predicted category (queries grow it).
+async fn add_query_image(
+    state: &AppState,
+    bytes: Vec<u8>,
+    file_name: Option<String>,
+    analysis: lookalike_worker::Analysis,
+    prediction: Option<Prediction>,
+    sha: String,
+    size: usize,
+) -> ApiResult<Value> {
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        source: Source::Upload {
+            file_name,
+            content_type: None,
+            bytes,
+        },
+        external_id: None,
+        category: None,
+        metadata: json!({"added_by": "search"}),
+    };
+    state.store.create_jobs(std::slice::from_ref(&job)).await?;
+    let decision = prediction.map_or(CategoryDecision::None, CategoryDecision::Predicted);
+    state.store.claim_job(job.id).await?;
+    state
+        .pipeline
+        .commit(job.id, analysis, &decision, sha, size)
+        .await
+        .map_err(job_error)?;
+    Ok(json!({"item_id": job.id, "job_id": job.id, "item_url": views::item_link(job.id)}))
+}
+
+async fn read_form(
+    state: &AppState,
+    mut multipart: Multipart,
+) -> ApiResult<(SearchParams, Option<(Vec<u8>, Option<String>)>)> {
+    let mut params = SearchParams::default();
+    let mut upload = None;
+    let cap = state.config.http.max_upload_bytes;
+    while let Some(mut field) = multipart
+        .next_field()
+        .await
+        .map_err(crate::routes::images::multipart_error)?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        if matches!(name.as_str(), "file" | "image") {
+            let file_name = field.file_name().map(str::to_string);
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(crate::routes::images::multipart_error)?
+            {
+                if bytes.len() + chunk.len() > cap {
+                    return Err(ApiError::too_large(
+                        "upload_too_large",
+                        format!("the image is over {cap} bytes"),
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            upload = Some((bytes, file_name));
+            continue;
+        }
+        let text = field
+            .text()
+            .await
+            .map_err(crate::routes::images::multipart_error)?;
+        let bad = |what: &str| {
+            ApiError::unprocessable("invalid_parameter", format!("`{name}` must be {what}"))
+        };
+        match name.as_str() {
+            "url" => params.url = Some(text),
+            "k" => params.k = Some(text.trim().parse().map_err(|_| bad("a whole number"))?),
+            "category" => params.category = Some(text.trim().to_string()).filter(|c| !c.is_empty()),
+            "min_score" => {
+                params.min_score = Some(text.trim().parse().map_err(|_| bad("a number"))?)
+            }
+            "add" => params.add = matches!(text.trim(), "true" | "1" | "on" | "yes"),
+            "exclude" => params.exclude = Some(text.trim().parse().map_err(|_| bad("an item id"))?),
+            other => {
+                return Err(ApiError::unprocessable(
+                    "unknown_field",
+                    format!("unknown form field `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok((params, upload))
+}
+
+/// A query image that cannot be used is the caller's problem (422) unless the failure is ours (503).
+fn job_error(e: JobError) -> ApiError {
+    if e.transient {
+        ApiError::unavailable(e.code, e.message)
+    } else {
+        ApiError::unprocessable(e.code, e.message)
+    }
+}

@@ -1,0 +1,135 @@
+//! JPEG decoding with libjpeg-turbo (the mozjpeg build of it), the decoder Pillow uses.
+//!
+//! Why not the `image` crate's pure-Rust zune-jpeg: its IDCT and chroma upsampling
+//! differ from libjpeg-turbo by a level or two on some pixels, and the int8 CLIP
+//! model is so sensitive that this alone moves its embedding to cosine ~0.98 of the
+//! Pillow-based reference (±1 random noise gives ~0.96). With libjpeg-turbo our
+//! pixels, and therefore our vectors, match Python tooling exactly. libjpeg-turbo is
+//! also the most exercised JPEG decoder there is (browsers, Pillow, Android), and it
+//! reads arithmetic-coded files, which zune-jpeg does not.
+//!
+//! CMYK and YCCK files (print workflows) are read as CMYK and converted the way Pillow
+//! does it, so they match too.
+//!
+//! Memory: the caller's dimension check runs before any pixel buffer exists, but
+//! libjpeg's own working memory is not capped separately; for progressive files it
+//! holds all DCT coefficients (about 2 bytes per sample, so ~300 MB at the 50 MP
+//! default limit). The pixel cap is what bounds it.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::RgbImage;
+use image::metadata::Orientation;
+use mozjpeg::{ColorSpace, Decompress, Marker};
+
+use crate::decode::DecodeError;
+
+/// Decodes a JPEG to RGB. `check` sees the declared width and height before any
+/// pixel buffer is allocated and can veto the decode.
+pub(crate) fn decode(
+    bytes: &[u8],
+    check: impl FnOnce(u32, u32) -> Result<(), DecodeError>,
+) -> Result<(RgbImage, Orientation), DecodeError> {
+    // The mozjpeg crate turns libjpeg's fatal errors into unwinds out of the C code
+    // (without invoking the panic hook); catching them here makes them plain errors.
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, check))) {
+        Ok(result) => result,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "libjpeg failed".into());
+            let msg = msg.trim_start_matches("libjpeg fatal error: ").to_owned();
+            Err(if msg.contains("Unsupported") {
+                DecodeError::UnsupportedFormat(format!("JPEG: {msg}"))
+            } else {
+                DecodeError::Corrupt(format!("JPEG: {msg}"))
+            })
+        }
+    }
+}
+
+fn decode_inner(
+    bytes: &[u8],
+    check: impl FnOnce(u32, u32) -> Result<(), DecodeError>,
+) -> Result<(RgbImage, Orientation), DecodeError> {
+    let io_err = |e: std::io::Error| DecodeError::Corrupt(format!("JPEG: {e}"));
+    let dec = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
+        .from_mem(bytes)
+        .map_err(io_err)?;
+    let cmyk = matches!(
+        dec.color_space(),
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK
+    );
+    // Adobe applications write CMYK inverted and say so in an APP14 "Adobe" segment.
+    let inverted = cmyk && dec.markers().any(|m| m.data.starts_with(b"Adobe"));
+    let (w, h) = dec.size();
+    check(
+        u32::try_from(w).unwrap_or(u32::MAX),
+        u32::try_from(h).unwrap_or(u32::MAX),
+    )?;
+    let orientation = dec
+        .markers()
+        .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+        .find_map(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // Defaults are Pillow's: accurate integer IDCT, "fancy" (smooth) chroma upsampling.
+    let mut started = if cmyk {
+        dec.to_colorspace(ColorSpace::JCS_CMYK)
+    } else {
+        dec.rgb()
+    }
+    .map_err(io_err)?;
+    let pixels: Vec<u8> = started.read_scanlines().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            DecodeError::Truncated(format!("JPEG: {e}"))
+        } else {
+            io_err(e)
+        }
+    })?;
+    // Finishing reads up to the end-of-image marker; data after it is not our concern.
+    started.finish().map_err(io_err)?;
+    let pixels = if cmyk {
+        cmyk_to_rgb(&pixels, inverted)
+    } else {
+        pixels
+    };
+    let img = RgbImage::from_raw(w as u32, h as u32, pixels).ok_or_else(|| {
+        DecodeError::Corrupt("JPEG: decoder returned fewer pixels than declared".into())
+    })?;
+    Ok((img, orientation))
+}
+
+/// Pillow's naive CMYK -> RGB (no ICC profile): `r = (255 - c) * (255 - k) / 255`,
+/// with its exact integer rounding.
+fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cmyk.len() / 4 * 3);
+    for px in cmyk.chunks_exact(4) {
+        let px = if inverted {
+            [!px[0], !px[1], !px[2], !px[3]]
+        } else {
+            [px[0], px[1], px[2], px[3]]
+        };
+        let nk = 255 - u32::from(px[3]);
+        for &c in &px[..3] {
+            let t = u32::from(c) * nk + 128;
+            out.push((nk - (((t >> 8) + t) >> 8)) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmyk_conversion_matches_pillow_corner_cases() {
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 0], false), [255, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[255, 0, 0, 0], false), [0, 255, 255]);
+        assert_eq!(cmyk_to_rgb(&[0, 0, 0, 255], false), [0, 0, 0]);
+        // Adobe-inverted storage: 255 means "no ink".
+        assert_eq!(cmyk_to_rgb(&[255, 255, 255, 255], true), [255, 255, 255]);
+    }
+}
