@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+scripts/browser.sh >/dev/null   # Chromium + ChromeDriver for the web page test
 if [ -n "${LOOKALIKE_MODELS_FROM:-}" ]; then
   scripts/setup.sh --models-from "$LOOKALIKE_MODELS_FROM"
 else

@@ -62,7 +62,7 @@
     return el;
   }
 
-  const pct = (x) => (typeof x === 'number' ? `${Math.round(x * 100)}%` : '');
+  const pct = (x) => (typeof x !== 'number' ? '' : x > 0 && x < 0.005 ? '<1%' : `${Math.round(x * 100)}%`);
   const shortId = (id) => (id ? String(id).slice(0, 8) : '');
 
   function showError(context, e) {
@@ -321,6 +321,7 @@
         : 'No items in this category.';
       $('catalogue-prev').disabled = offset === 0;
       $('catalogue-next').disabled = offset + items.length >= total;
+      $('catalogue-pager').hidden = offset === 0 && total <= items.length;
       if (scroll) $('view-catalogue').scrollIntoView({ block: 'start' });
     } catch (e) {
       showError('Could not load the catalogue', e);
