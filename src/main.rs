@@ -1,6 +1,8 @@
 use clap::{Parser, Subcommand};
 use lookalike_core::Config;
 
+mod eval;
+
 /// lookalike: finds visually similar products of the same category.
 ///
 /// Settings come from config/default.toml, the file in $LOOKALIKE_CONFIG and LOOKALIKE_* variables.
@@ -19,6 +21,8 @@ enum Command {
     Migrate,
     /// Print the effective configuration (secrets redacted) and exit.
     Config,
+    /// Measure search quality on a labelled folder (FOLDER/<category>/<image>) against a running service.
+    Eval(eval::EvalArgs),
 }
 
 #[tokio::main]
@@ -40,5 +44,6 @@ async fn main() -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
+        Command::Eval(args) => eval::run(args).await,
     }
 }

@@ -295,3 +295,50 @@ async fn health_and_readiness_report_each_dependency() {
         assert_eq!(body["checks"][dep], "ok", "{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_jobs_are_listed_and_can_be_retried_once_the_cause_is_fixed() {
+    let env = TestEnv::new().await;
+    let dir = env.dir.path().join("later");
+    std::fs::create_dir_all(&dir).unwrap();
+    let images = ImageServer::start(dir.clone()).await;
+    let service = env.start().await;
+    let ids = service
+        .submit_urls(json!([{"url": images.url("/files/late.jpg")}]))
+        .await;
+    let job = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["error"]["code"].as_str()),
+        (Some("failed"), Some("fetch_http_status"))
+    );
+    let (_, failed) = service.get("/v1/jobs?status=failed").await;
+    assert_eq!(failed["jobs"][0]["id"], ids[0].as_str());
+
+    // The cause goes away (the image appears); the retry succeeds.
+    std::fs::copy(
+        reference_dir().join("allstar-sneakers.jpg"),
+        dir.join("late.jpg"),
+    )
+    .unwrap();
+    let r = service
+        .client
+        .post(service.url(&format!("/v1/jobs/{}/retry", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let job = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // Retrying a job that is not failed is refused.
+    let r = service
+        .client
+        .post(service.url(&format!("/v1/jobs/{}/retry", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "job_not_failed"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -42,6 +42,7 @@ impl ImageServer {
             .route("/missing.jpg", get(|| async { StatusCode::NOT_FOUND }))
             .route("/endless.jpg", get(endless))
             .route("/declared-huge.jpg", get(declared_huge))
+            .route("/redirect", get(redirect))
             .with_state(ctx.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -64,6 +65,15 @@ async fn file(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `/redirect?to=URL` answers 302 to URL.
+async fn redirect(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header(header::LOCATION, &q["to"])
+        .body(Body::empty())
+        .unwrap()
 }
 
 /// A body that never ends (no Content-Length): the fetcher must stop at its byte cap.

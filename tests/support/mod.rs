@@ -112,6 +112,8 @@ impl TestEnv {
                 asset("models/clip_vitb16_visual_int8.onnx"),
             )
             .env("LOOKALIKE_QUEUE__RETRY_BASE_MS", "200")
+            // The test image servers listen on loopback, which the fetch guard refuses by default.
+            .env("LOOKALIKE_FETCH__ALLOW_CIDRS", r#"["127.0.0.0/8"]"#)
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

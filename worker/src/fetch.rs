@@ -1,5 +1,6 @@
 //! Downloading images from URLs that strangers give us: bounded in time and in bytes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -7,25 +8,42 @@ use lookalike_core::codes::job as code;
 use lookalike_core::config;
 
 use crate::error::JobError;
+use crate::guard::{Guard, find_forbidden};
 
 #[derive(Clone)]
 pub struct Fetcher {
     client: reqwest::Client,
+    guard: Arc<Guard>,
     max_body_bytes: u64,
 }
 
 impl Fetcher {
     pub fn new(cfg: &config::Fetch) -> anyhow::Result<Self> {
+        let guard = Arc::new(Guard::from_config(cfg)?);
+        let max_redirects = cfg.max_redirects;
+        let redirect_guard = guard.clone();
+        // Every hop is checked again; host names are re-resolved (and checked) by the guarded resolver.
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > max_redirects {
+                attempt.error(TooManyRedirects(max_redirects))
+            } else if let Err(forbidden) = redirect_guard.check_url(attempt.url()) {
+                attempt.error(forbidden)
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(Duration::from_millis(cfg.total_timeout_ms))
-            .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
+            .redirect(redirects)
+            .dns_resolver(guard.resolver())
             .user_agent(cfg.user_agent.clone())
             // Proxy variables in the environment must not redirect our fetches somewhere else.
             .no_proxy()
             .build()?;
         Ok(Fetcher {
             client,
+            guard,
             max_body_bytes: cfg.max_body_bytes,
         })
     }
@@ -43,6 +61,9 @@ impl Fetcher {
                 ),
             ));
         }
+        self.guard
+            .check_url(&parsed)
+            .map_err(|f| JobError::permanent(code::URL_FORBIDDEN, f.0))?;
         let response = self
             .client
             .get(parsed)
@@ -92,8 +113,14 @@ fn too_large(cap: u64, declared: Option<u64>) -> JobError {
     JobError::permanent(code::FETCH_TOO_LARGE, message)
 }
 
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} redirects")]
+struct TooManyRedirects(usize);
+
 fn request_error(e: reqwest::Error) -> JobError {
-    if e.is_timeout() {
+    if let Some(forbidden) = find_forbidden(&e) {
+        JobError::permanent(code::URL_FORBIDDEN, forbidden.0)
+    } else if e.is_timeout() {
         JobError::transient(code::FETCH_TIMEOUT, format!("download timed out: {e}"))
     } else if e.is_redirect() {
         JobError::permanent(

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod consumer;
 pub mod error;
 pub mod fetch;
+pub mod guard;
 pub mod pipeline;
 
 pub use consumer::Consumer;

@@ -14,6 +14,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/retry", axum::routing::post(retry))
 }
 
 pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
@@ -57,4 +58,43 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
     Ok(Json(
         json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()}),
     ))
+}
+
+/// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with a fresh attempt budget.
+async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    let id = parse_id(&id, "job")?;
+    let job = state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    if !state.store.reset_failed_job(id).await? {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "job_not_failed",
+            format!(
+                "job {id} is {:?}; only failed jobs can be retried",
+                job.status
+            )
+            .to_lowercase(),
+        ));
+    }
+    if let Err(e) = state.publisher.publish_jobs(&[id]).await {
+        let message = format!("the job queue is not available: {e}");
+        let _ = state
+            .store
+            .fail_jobs(&[id], "queue_unavailable", &message)
+            .await;
+        return Err(ApiError::unavailable("queue_unavailable", message));
+    }
+    tracing::info!(job_id = %id, "failed job re-queued by request");
+    let job = state
+        .store
+        .get_job(id)
+        .await?
+        .expect("the job was just updated");
+    Ok((axum::http::StatusCode::ACCEPTED, Json(views::job(&job))))
 }

@@ -89,6 +89,8 @@ pub struct Fetch {
     pub max_body_bytes: u64,
     pub max_redirects: usize,
     pub user_agent: String,
+    pub allow_hosts: Vec<String>,
+    pub allow_cidrs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -390,9 +390,8 @@ impl crate::VectorIndex for EdgeIndex {
         let points = self
             .read(move |shard| shard.query(request).map_err(engine_error))
             .await?;
-        points
+        let mut hits = points
             .into_iter()
-            .skip(req.offset)
             .map(|p| {
                 Ok(Hit {
                     id: uuid_of(p.id)?,
@@ -400,7 +399,11 @@ impl crate::VectorIndex for EdgeIndex {
                     category: category_of(p.payload.as_ref()),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, IndexError>>()?;
+        // Equal scores (the same image stored twice) come back in engine order, which can differ
+        // between calls; order ties by id so that pages never overlap or skip.
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        Ok(hits.into_iter().skip(req.offset).collect())
     }
 
     async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError> {

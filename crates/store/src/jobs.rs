@@ -205,6 +205,20 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a failed job back to `queued` with a fresh attempt budget (a user asked to retry it).
+    /// Returns false when the job is not failed.
+    pub async fn reset_failed_job(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = 0, error_code = NULL, error_message = NULL,
+                    finished_at = NULL, updated_at = now()
+             WHERE id = $1 AND status = 'failed'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Jobs of one request that could not be enqueued are failed, never left queued forever.
     pub async fn fail_jobs(&self, ids: &[Uuid], code: &str, message: &str) -> Result<()> {
         sqlx::query(

@@ -1,0 +1,117 @@
+//! `lookalike eval` against the real service, on a tiny labelled folder made from the reference images.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+/// shoes: two sneaker pictures twice each; cups: the coffee cup x3; cats: Chelsea x3.
+fn labelled_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let copies: &[(&str, &str, &[&str])] = &[
+        (
+            "shoes",
+            "allstar-sneakers.jpg",
+            &["allstar-a.jpg", "allstar-b.jpg"],
+        ),
+        (
+            "shoes",
+            "sneakers_01__1.png",
+            &["sneaker-a.png", "sneaker-b.png"],
+        ),
+        (
+            "cups",
+            "skimage_coffee.png",
+            &["cup-a.png", "cup-b.png", "cup-c.png"],
+        ),
+        (
+            "cats",
+            "skimage_chelsea.png",
+            &["cat-a.png", "cat-b.png", "cat-c.png"],
+        ),
+    ];
+    for (category, source, names) in copies {
+        let folder = dir.path().join(category);
+        std::fs::create_dir_all(&folder).unwrap();
+        for name in *names {
+            std::fs::copy(reference_dir().join(source), folder.join(name)).unwrap();
+        }
+    }
+    // Not an image: skipped.
+    std::fs::write(dir.path().join("cups/notes.txt"), "not an image").unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eval_reports_perfect_accuracy_on_an_easy_labelled_folder() {
+    let env = TestEnv::new().await;
+    let service = env.start().await;
+    let folder = labelled_folder();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+        .arg("eval")
+        .arg(folder.path())
+        .args(["--api", &service.base, "--json", "--concurrency", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "eval failed: {stderr}\nservice log:\n{}",
+        service.log()
+    );
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert!(
+        stderr.contains("ingest: 10/10"),
+        "progress on stderr: {stderr}"
+    );
+
+    assert_eq!(report["items"], 10, "{report:#}");
+    assert_eq!(report["categories"]["shoes"], 4);
+    assert_eq!(report["ingest_failures"].as_array().unwrap().len(), 0);
+    assert_eq!(report["lookalike"]["searches"], 10);
+    assert_eq!(report["lookalike"]["accuracy_top1"], 1.0, "{report:#}");
+    assert_eq!(report["lookalike"]["accuracy_top3"], 1.0, "{report:#}");
+    assert_eq!(report["same_item_queries"], Value::Null, "no products.json");
+    for (side, metrics) in [
+        ("raw", vec!["p_at_1", "p_at_10", "knn5_accuracy"]),
+        (
+            "lookalike",
+            vec![
+                "accuracy_top1",
+                "accuracy_top3",
+                "p_at_1",
+                "p_at_10",
+                "widened",
+                "ece",
+            ],
+        ),
+    ] {
+        for m in metrics {
+            let v = report[side][m]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{side}.{m} missing: {report:#}"));
+            assert!((0.0..=1.0).contains(&v), "{side}.{m} = {v}");
+        }
+    }
+    // Each image has an identical copy in its own category: the nearest neighbour is always right.
+    assert_eq!(report["raw"]["p_at_1"], 1.0, "{report:#}");
+    assert_eq!(report["lookalike"]["p_at_1"], 1.0, "{report:#}");
+}
+
+#[test]
+fn eval_fails_clearly_when_the_api_is_unreachable() {
+    let folder = labelled_folder();
+    let out = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+        .arg("eval")
+        .arg(folder.path())
+        .args(["--api", &format!("http://127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unreachable"), "{stderr}");
+}
