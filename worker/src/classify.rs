@@ -3,6 +3,7 @@
 //! Two views of the same labels, fused (Alibaba 2018 does the same with a classifier and a vote):
 //! - **neighbours**: the nearest labelled items vote, each weighted by its similarity;
 //! - **prototypes**: the image is compared with each category's mean direction.
+//!
 //! The neighbours are sharp where the catalogue is dense; the prototypes are steadier where a category
 //! has few or scattered examples. `lookalike eval` measures both and the fusion.
 
