@@ -342,3 +342,61 @@ async fn failed_jobs_are_listed_and_can_be_retried_once_the_cause_is_fixed() {
         "job_not_failed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_failures_are_retried_with_backoff_and_give_up_after_the_attempt_limit() {
+    let mut env = TestEnv::new().await;
+    env.set("QUEUE__MAX_ATTEMPTS", 3);
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let ids = service
+        .submit_urls(json!([
+            {"url": images.url("/flaky/2/a/skimage_coffee.png")},   // down twice, then fine
+            {"url": images.url("/flaky/99/b/skimage_coffee.png")},  // never comes back
+        ]))
+        .await;
+    let recovered = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(recovered["status"], "succeeded", "{recovered}");
+    assert_eq!(
+        recovered["attempts"], 3,
+        "two failures, then success: {recovered}"
+    );
+    let started = chrono_secs(&recovered["created_at"]);
+    let finished = chrono_secs(&recovered["finished_at"]);
+    // Backoff 200 ms then 400 ms (+-20%): the retries waited in the delay queue.
+    assert!(
+        finished - started >= 0.45,
+        "retries came back after their delay: {recovered}"
+    );
+
+    let gave_up = service.wait_job(&ids[1], JOB_LIMIT).await;
+    assert_eq!(gave_up["status"], "failed", "{gave_up}");
+    assert_eq!(gave_up["attempts"], 3);
+    assert_eq!(gave_up["error"]["code"], "fetch_http_status");
+    assert!(
+        gave_up["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gave up after 3 attempts"),
+        "{gave_up}"
+    );
+
+    // The exhausted job's message went to the dead-letter queue.
+    let conn = lookalike_queue::connect(AMQP_URL, "test").await.unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let dead = channel
+        .basic_get(
+            format!("{}.dead", env.queue_prefix).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .expect("a message in the dead-letter queue");
+    let message = lookalike_queue::JobMessage::decode(&dead.data).unwrap();
+    assert_eq!(message.job_id.to_string(), ids[1]);
+}
+
+fn chrono_secs(v: &Value) -> f64 {
+    let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    t.timestamp_millis() as f64 / 1000.0
+}

@@ -24,6 +24,8 @@ pub struct ImageServer {
 #[derive(Clone)]
 struct Ctx {
     root: PathBuf,
+    /// Requests seen per flaky key.
+    flaky: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
     endless_sent: Arc<AtomicU64>,
     requests: Arc<AtomicU64>,
 }
@@ -34,6 +36,7 @@ impl ImageServer {
     pub async fn start(root: PathBuf) -> Self {
         let ctx = Ctx {
             root,
+            flaky: Arc::default(),
             endless_sent: Arc::default(),
             requests: Arc::default(),
         };
@@ -43,6 +46,7 @@ impl ImageServer {
             .route("/endless.jpg", get(endless))
             .route("/declared-huge.jpg", get(declared_huge))
             .route("/redirect", get(redirect))
+            .route("/flaky/{failures}/{key}/{name}", get(flaky))
             .with_state(ctx.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -65,6 +69,24 @@ async fn file(State(ctx): State<Ctx>, Path(name): Path<String>) -> Response {
         Ok(bytes) => ([(header::CONTENT_TYPE, "image/jpeg")], bytes).into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `/flaky/{failures}/{key}/{name}`: answers 503 to the first `failures` requests for `key`, then
+/// serves the file: a source that is down for a while.
+async fn flaky(
+    State(ctx): State<Ctx>,
+    Path((failures, key, name)): Path<(u32, String, String)>,
+) -> Response {
+    let seen = {
+        let mut map = ctx.flaky.lock().unwrap();
+        let n = map.entry(key).or_default();
+        *n += 1;
+        *n
+    };
+    if seen <= failures {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    file(State(ctx), Path(name)).await
 }
 
 /// `/redirect?to=URL` answers 302 to URL.
