@@ -400,3 +400,37 @@ fn chrono_secs(v: &Value) -> f64 {
     let t = chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
     t.timestamp_millis() as f64 / 1000.0
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_item_with_a_taken_external_id_fails_once_with_its_own_code() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let first = service
+        .submit_urls(
+            json!([{"url": images.url("/files/skimage_coffee.png"), "external_id": "sku-9"}]),
+        )
+        .await;
+    assert_eq!(
+        service.wait_job(&first[0], JOB_LIMIT).await["status"],
+        "succeeded"
+    );
+    let second = service
+        .submit_urls(
+            json!([{"url": images.url("/files/skimage_chelsea.png"), "external_id": "sku-9"}]),
+        )
+        .await;
+    let job = service.wait_job(&second[0], JOB_LIMIT).await;
+    assert_eq!(
+        (job["status"].as_str(), job["error"]["code"].as_str()),
+        (Some("failed"), Some("external_id_taken")),
+        "{job}"
+    );
+    assert_eq!(job["attempts"], 1);
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        (status["items"].as_i64(), status["index"]["points"].as_u64()),
+        (Some(1), Some(1)),
+        "{status}"
+    );
+}

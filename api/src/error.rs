@@ -56,10 +56,17 @@ impl IntoResponse for ApiError {
 
 impl From<lookalike_store::StoreError> for ApiError {
     fn from(e: lookalike_store::StoreError) -> Self {
-        ApiError::unavailable(
-            "database_unavailable",
-            format!("the database is not reachable: {e}"),
-        )
+        match e {
+            lookalike_store::StoreError::Conflict(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the change conflicts with stored data: {e}"),
+            ),
+            e => ApiError::unavailable(
+                "database_unavailable",
+                format!("the database is not reachable: {e}"),
+            ),
+        }
     }
 }
 

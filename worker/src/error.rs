@@ -37,8 +37,14 @@ impl std::fmt::Display for JobError {
 
 impl From<lookalike_store::StoreError> for JobError {
     fn from(e: lookalike_store::StoreError) -> Self {
-        // Even a non-connection database error is retried: it is ours, not the submitter's fault.
-        JobError::transient(code::DATABASE_UNAVAILABLE, e.to_string())
+        match e {
+            lookalike_store::StoreError::Conflict(_) => JobError::permanent(
+                code::EXTERNAL_ID_TAKEN,
+                "another item already has this external_id",
+            ),
+            // Any other database error is retried: it is ours, not the submitter's fault.
+            e => JobError::transient(code::DATABASE_UNAVAILABLE, e.to_string()),
+        }
     }
 }
 

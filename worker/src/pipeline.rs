@@ -186,7 +186,13 @@ impl Pipeline {
             thumbnail_jpeg: analysis.thumbnail_jpeg,
             vector: analysis.embedding,
         };
-        self.store.complete_job(job_id, &item).await?;
+        if let Err(e) = self.store.complete_job(job_id, &item).await {
+            if matches!(e, lookalike_store::StoreError::Conflict(_)) {
+                // The item will never be stored: do not leave its vector behind as a ghost result.
+                self.index.delete(&[job_id]).await?;
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@ pub mod job {
     pub const FETCH_CONNECT: &str = "fetch_connect";
     pub const FETCH_TOO_MANY_REDIRECTS: &str = "fetch_too_many_redirects";
     pub const UPLOAD_MISSING: &str = "upload_missing";
+    pub const EXTERNAL_ID_TAKEN: &str = "external_id_taken";
     pub const INFERENCE_FAILED: &str = "inference_failed";
     pub const INDEX_UNAVAILABLE: &str = "index_unavailable";
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// Connection refused, pool timeout, server restarting: worth retrying later.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// A unique constraint refused the write (for example an `external_id` already in use).
+    #[error("conflict: {0}")]
+    Conflict(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
 }
@@ -52,6 +55,7 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Unavailable(e)
             }
+            E::Database(db) if db.code().as_deref() == Some("23505") => StoreError::Conflict(e),
             _ => StoreError::Other(e),
         }
     }
