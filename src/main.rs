@@ -23,6 +23,13 @@ enum Command {
     Config,
     /// Measure search quality on a labelled folder (FOLDER/<category>/<image>) against a running service.
     Eval(eval::EvalArgs),
+    /// Re-predict the category of every item whose category was predicted, from today's labels
+    /// (calls POST /v1/reclassify on a running service; provided categories are never changed).
+    Reclassify {
+        /// Base URL of the running service.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        api: String,
+    },
 }
 
 #[tokio::main]
@@ -45,5 +52,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval(args) => eval::run(args).await,
+        Command::Reclassify { api } => {
+            let url = format!("{}/v1/reclassify", api.trim_end_matches('/'));
+            let response = reqwest::Client::new().post(&url).send().await?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        }
     }
 }
