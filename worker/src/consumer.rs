@@ -117,25 +117,27 @@ impl Consumer {
         };
         let span = tracing::info_span!("job", job_id = %message.job_id, redelivered = delivery.redelivered);
         async {
-            let outcome = match tokio::time::timeout(self.job_timeout, self.pipeline.run(message.job_id)).await {
-                Ok(result) => result,
-                Err(_) => Ok(Outcome::Retry {
-                    error: crate::JobError::transient(
-                        lookalike_core::codes::job::TIMEOUT,
-                        format!("the job took longer than {:?}", self.job_timeout),
-                    ),
-                    attempt: 0,
-                }),
-            };
+            let outcome =
+                match tokio::time::timeout(self.job_timeout, self.pipeline.run(message.job_id))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Ok(Outcome::Retry {
+                        error: crate::JobError::transient(
+                            lookalike_core::codes::job::TIMEOUT,
+                            format!("the job took longer than {:?}", self.job_timeout),
+                        ),
+                        attempt: 0,
+                    }),
+                };
             match outcome {
                 Ok(Outcome::Done) => self.ack(&delivery).await,
-                Ok(Outcome::Retry { error, attempt }) => self.retry(&delivery, message, error, attempt).await,
+                Ok(Outcome::Retry { error, attempt }) => {
+                    self.retry(&delivery, message, error, attempt).await
+                }
                 Err(e) => {
-                    // The job's state could not even be recorded (database down): hand the message back
-                    // after a pause so it is neither lost nor spun on.
-                    tracing::warn!(error = %e, "cannot record job state; message returned to the queue");
-                    tokio::time::sleep(jitter(self.retry_base)).await;
-                    let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                    self.hand_back(&delivery, "cannot record job state", &e)
+                        .await
                 }
             }
         }
@@ -165,13 +167,7 @@ impl Consumer {
         if attempt >= self.pipeline.max_attempts {
             let text = format!("{} (gave up after {attempt} attempts)", error.message);
             if let Err(e) = store.fail_job(id, error.code, &text).await {
-                tracing::warn!(error = %e, "cannot record failure; message returned to the queue");
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
+                self.hand_back(delivery, "cannot record the failure", &e)
                     .await;
                 return;
             }
@@ -190,16 +186,24 @@ impl Consumer {
                 self.ack(delivery).await;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot schedule the retry; message returned to the queue");
-                let _ = delivery
-                    .acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await;
+                self.hand_back(delivery, "cannot schedule the retry", &e)
+                    .await
             }
         }
+    }
+
+    /// Something on our side is down (database, broker): return the message to the queue after a pause,
+    /// so it is neither lost nor spun on.
+    async fn hand_back(&self, delivery: &Delivery, why: &str, error: &(dyn std::fmt::Display + Sync)) {
+        tracing::warn!(error = %error, "{why}; message returned to the queue");
+        tokio::time::sleep(jitter(self.retry_base)).await;
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
     }
 
     async fn ack(&self, delivery: &Delivery) {

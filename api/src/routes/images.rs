@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use lookalike_store::{NewJob, Source};
@@ -48,12 +48,7 @@ async fn submit(
     State(state): State<AppState>,
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = crate::routes::content_type(&request);
     let jobs = if content_type.starts_with("application/json") {
         from_json(&state, request).await?
     } else if content_type.starts_with("multipart/form-data") {

@@ -33,11 +33,7 @@ async fn show(
     Query(q): Query<ShowQuery>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
-    let item = state
-        .store
-        .get_item(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let item = crate::routes::load_item(&state, id).await?;
     let mut body = views::item(&item);
     if q.vector {
         body["vector"] =

@@ -25,11 +25,7 @@ pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "job")?;
-    let job = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    let job = crate::routes::load_job(&state, id).await?;
     Ok(Json(views::job(&job)))
 }
 
@@ -66,11 +62,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     let id = parse_id(&id, "job")?;
-    let job = state
-        .store
-        .get_job(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))?;
+    let job = crate::routes::load_job(&state, id).await?;
     if !state.store.reset_failed_job(id).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,

@@ -6,3 +6,37 @@ pub mod jobs;
 pub mod search;
 pub mod status;
 pub mod web;
+
+use axum::extract::Request;
+use axum::http::header;
+use uuid::Uuid;
+
+use crate::{ApiError, ApiResult, AppState};
+
+/// The request's media type, lower-cased (empty when absent).
+pub(crate) fn content_type(request: &Request) -> String {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// The stored item, or 404 `item_not_found`.
+pub(crate) async fn load_item(state: &AppState, id: Uuid) -> ApiResult<lookalike_store::Item> {
+    state
+        .store
+        .get_item(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))
+}
+
+/// The job, or 404 `job_not_found`.
+pub(crate) async fn load_job(state: &AppState, id: Uuid) -> ApiResult<lookalike_store::Job> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))
+}

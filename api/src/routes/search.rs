@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lookalike_index::{CategoryFilter, SearchRequest};
@@ -86,11 +86,7 @@ async fn similar(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
     let k = check_k(q.k)?;
-    let item = state
-        .store
-        .get_item(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let item = crate::routes::load_item(&state, id).await?;
     let vector =
         state.index.get_vector(id).await?.ok_or_else(|| {
             ApiError::not_found("item_not_found", format!("item {id} has no vector"))
@@ -171,12 +167,7 @@ struct SearchParams {
 }
 
 async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = crate::routes::content_type(&request);
     let (params, upload) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
@@ -296,11 +287,7 @@ fn prediction_json(p: Option<&Prediction>) -> Value {
 }
 
 async fn exclusion(state: &AppState, id: Uuid) -> ApiResult<Exclude> {
-    let item = state
-        .store
-        .get_item(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let item = crate::routes::load_item(&state, id).await?;
     let labelled = match (item.category_source.as_str(), item.category) {
         ("provided", Some(category)) => state.index.get_vector(id).await?.map(|v| (category, v)),
         _ => None,
