@@ -194,7 +194,12 @@ impl Consumer {
 
     /// Something on our side is down (database, broker): return the message to the queue after a pause,
     /// so it is neither lost nor spun on.
-    async fn hand_back(&self, delivery: &Delivery, why: &str, error: &(dyn std::fmt::Display + Sync)) {
+    async fn hand_back(
+        &self,
+        delivery: &Delivery,
+        why: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) {
         tracing::warn!(error = %error, "{why}; message returned to the queue");
         tokio::time::sleep(jitter(self.retry_base)).await;
         let _ = delivery
