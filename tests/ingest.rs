@@ -434,3 +434,57 @@ async fn a_second_item_with_a_taken_external_id_fails_once_with_its_own_code() {
         "{status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_submission_with_the_same_idempotency_key_returns_the_original_jobs() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let body = json!({"items": [{"url": images.url("/files/skimage_coffee.png")}, {"url": images.url("/files/skimage_chelsea.png")}]});
+    let post = |key: &'static str| {
+        let request = service
+            .client
+            .post(service.url("/v1/images"))
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = post("order-42").await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = post("order-42").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["replayed"], true);
+    assert_eq!(
+        job_ids(&again),
+        job_ids(&first),
+        "the same jobs, in the same order"
+    );
+    let (status, other) = post("order-43").await;
+    assert_eq!(status, 202);
+    assert_ne!(job_ids(&other), job_ids(&first));
+    service
+        .wait_jobs(&[job_ids(&first), job_ids(&other)].concat(), JOB_LIMIT)
+        .await;
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        status["jobs"]["succeeded"], 4,
+        "two requests' worth of jobs, not three: {status}"
+    );
+
+    let r = service
+        .client
+        .post(service.url("/v1/images"))
+        .header("idempotency-key", "")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_idempotency_key"
+    );
+}

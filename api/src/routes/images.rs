@@ -49,6 +49,12 @@ async fn submit(
     request: Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let content_type = crate::routes::content_type(&request);
+    let key = idempotency_key(&request)?;
+    if let Some(key) = &key
+        && let Some(replay) = replay(&state, key).await?
+    {
+        return Ok(replay);
+    }
     let jobs = if content_type.starts_with("application/json") {
         from_json(&state, request).await?
     } else if content_type.starts_with("multipart/form-data") {
@@ -63,7 +69,39 @@ async fn submit(
             "send application/json with {\"items\": [...]} or multipart/form-data with image files",
         ));
     };
-    enqueue(&state, jobs).await
+    enqueue(&state, jobs, key.as_deref()).await
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(request: &Request) -> ApiResult<Option<String>> {
+    let Some(value) = request.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// The answer to a repeated request: the first request's jobs, as they are now.
+async fn replay(state: &AppState, key: &str) -> ApiResult<Option<(StatusCode, Json<Value>)>> {
+    let jobs = state.store.jobs_for_key(key).await?;
+    if jobs.is_empty() {
+        return Ok(None);
+    }
+    let body: Vec<Value> = jobs
+        .iter()
+        .map(|j| json!({"job_id": j.id, "status": j.status, "external_id": j.external_id, "status_url": job_link(j.id)}))
+        .collect();
+    Ok(Some((
+        StatusCode::OK,
+        Json(json!({"jobs": body, "replayed": true})),
+    )))
 }
 
 async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>> {
@@ -332,8 +370,26 @@ fn valid_metadata(metadata: Option<Value>) -> ApiResult<Value> {
     }
 }
 
-async fn enqueue(state: &AppState, jobs: Vec<NewJob>) -> ApiResult<(StatusCode, Json<Value>)> {
-    state.store.create_jobs(&jobs).await?;
+async fn enqueue(
+    state: &AppState,
+    jobs: Vec<NewJob>,
+    key: Option<&str>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    match state.store.create_jobs(&jobs, key).await {
+        Ok(()) => {}
+        // The same key raced us and won: answer with its jobs.
+        Err(lookalike_store::StoreError::Conflict(_)) if key.is_some() => {
+            if let Some(replay) = replay(state, key.unwrap_or_default()).await? {
+                return Ok(replay);
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "a concurrent request with this Idempotency-Key",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     if let Err(e) = state.publisher.publish_jobs(&ids).await {
         let message = format!("the job queue is not available: {e}");

@@ -316,7 +316,10 @@ async fn add_query_image(
         category: None,
         metadata: json!({"added_by": "search"}),
     };
-    state.store.create_jobs(std::slice::from_ref(&job)).await?;
+    state
+        .store
+        .create_jobs(std::slice::from_ref(&job), None)
+        .await?;
     let decision = prediction.map_or(CategoryDecision::None, CategoryDecision::Predicted);
     state.store.claim_job(job.id).await?;
     state

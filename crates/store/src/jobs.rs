@@ -84,16 +84,19 @@ macro_rules! job_columns {
 
 impl Store {
     /// Inserts jobs (and upload bytes) in one transaction: either every job of a request exists or none.
-    pub async fn create_jobs(&self, jobs: &[NewJob]) -> Result<()> {
+    /// With an idempotency key, a second request with the same key fails with
+    /// [`crate::StoreError::Conflict`]; [`Store::jobs_for_key`] then finds the first request's jobs.
+    pub async fn create_jobs(&self, jobs: &[NewJob], idempotency_key: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for job in jobs {
+        for (position, job) in jobs.iter().enumerate() {
             let (kind, url, file_name) = match &job.source {
                 Source::Url(u) => ("url", Some(u.as_str()), None),
                 Source::Upload { file_name, .. } => ("upload", None, file_name.as_deref()),
             };
             sqlx::query(
-                "INSERT INTO jobs (id, source_kind, source_url, file_name, external_id, category, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO jobs (id, source_kind, source_url, file_name, external_id, category, metadata,
+                                   idempotency_key, request_position)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(job.id)
             .bind(kind)
@@ -102,6 +105,8 @@ impl Store {
             .bind(&job.external_id)
             .bind(&job.category)
             .bind(&job.metadata)
+            .bind(idempotency_key)
+            .bind(idempotency_key.map(|_| position as i32))
             .execute(&mut *tx)
             .await?;
             if let Source::Upload {
@@ -122,6 +127,16 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The jobs a request with this idempotency key created, in request order.
+    pub async fn jobs_for_key(&self, key: &str) -> Result<Vec<Job>> {
+        let sql = concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE idempotency_key = $1 ORDER BY request_position"
+        );
+        Ok(sqlx::query_as(sql).bind(key).fetch_all(&self.pool).await?)
     }
 
     pub async fn get_job(&self, id: Uuid) -> Result<Option<Job>> {
