@@ -131,6 +131,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         limits: decode_limits(&config),
         decode_permits: Arc::new(Semaphore::new(w.decode_threads.max(1))),
         thumbnail_size: w.thumbnail_size,
+        reuse_identical: w.reuse_identical_images,
         classify: config.classify.clone(),
         max_attempts: config.queue.max_attempts,
     });

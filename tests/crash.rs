@@ -70,7 +70,9 @@ async fn assert_all_once(env: &TestEnv, service: &Service, ids: &[String]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_in_flight_when_the_process_is_killed_finish_exactly_once_after_restart() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // Every job runs the model (no shortcut for repeated images), so the kill lands mid-batch.
+    env.set("WORKER__REUSE_IDENTICAL_IMAGES", false);
     let images = ImageServer::start(reference_dir()).await;
     let mut service = env.start().await;
     let ids = submit_batch(&service, &images, 40).await;
@@ -110,7 +112,8 @@ async fn jobs_in_flight_when_the_process_is_killed_finish_exactly_once_after_res
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_jobs_exits_cleanly_and_leaves_the_rest_queued() {
     let mut env = TestEnv::new().await;
-    env.set("WORKER__CONCURRENCY", 4);
+    env.set("WORKER__CONCURRENCY", 4)
+        .set("WORKER__REUSE_IDENTICAL_IMAGES", false);
     let images = ImageServer::start(reference_dir()).await;
     let mut service = env.start().await;
     let ids = submit_batch(&service, &images, 24).await;

@@ -488,3 +488,45 @@ async fn a_repeated_submission_with_the_same_idempotency_key_returns_the_origina
         "invalid_idempotency_key"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_bytes_reuse_the_stored_embedding_instead_of_running_the_model_again() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let first = service
+        .submit_urls(json!([{"url": images.url("/files/allstar-sneakers.jpg?a=1")}]))
+        .await;
+    let first = service.wait_job(&first[0], JOB_LIMIT).await;
+    let second = service
+        .submit_urls(
+            json!([{"url": images.url("/files/allstar-sneakers.jpg?b=2"), "category": "shoes"}]),
+        )
+        .await;
+    let second = service.wait_job(&second[0], JOB_LIMIT).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let (_, a) = service
+        .get(&format!(
+            "/v1/items/{}?vector=true",
+            first["item_id"].as_str().unwrap()
+        ))
+        .await;
+    let (_, b) = service
+        .get(&format!(
+            "/v1/items/{}?vector=true",
+            second["item_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_ne!(a["id"], b["id"], "a second item, with its own category");
+    assert_eq!(b["category"], "shoes");
+    assert_eq!(a["content_sha256"], b["content_sha256"]);
+    assert_eq!(
+        (a["width"].clone(), a["format"].clone()),
+        (b["width"].clone(), b["format"].clone())
+    );
+    assert_eq!(a["vector"], b["vector"], "the very same embedding");
+    assert!(
+        service.log().contains("embedding reused"),
+        "the worker says it skipped the model"
+    );
+}

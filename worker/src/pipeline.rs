@@ -10,7 +10,7 @@ use std::time::Instant;
 use lookalike_core::codes::job as code;
 use lookalike_index::{CategoryFilter, Point, SearchRequest, VectorIndex};
 use lookalike_store::{Claim, Job, NewItem, Store};
-use lookalike_vision::{CleanImage, DecodeLimits};
+use lookalike_vision::DecodeLimits;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -30,6 +30,8 @@ pub struct Pipeline {
     /// Bounds CPU-heavy decode and resize work so it never starves inference or the runtime.
     pub decode_permits: Arc<Semaphore>,
     pub thumbnail_size: u32,
+    /// Reuse the analysis of byte-identical images already stored.
+    pub reuse_identical: bool,
     pub classify: lookalike_core::config::Classify,
     pub max_attempts: u32,
 }
@@ -61,7 +63,9 @@ pub enum Outcome {
 
 /// The result of analysing one image: what both ingest and search need.
 pub struct Analysis {
-    pub image: CleanImage,
+    pub format: String,
+    pub width: u32,
+    pub height: u32,
     pub embedding: Vec<f32>,
     pub thumbnail_jpeg: Vec<u8>,
 }
@@ -119,7 +123,10 @@ impl Pipeline {
         let bytes = self.source_bytes(job).await?;
         let downloaded = started.elapsed();
         let (content_sha256, byte_size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
-        let analysis = self.analyse(bytes).await?;
+        let analysis = match self.reuse(&content_sha256, job.id).await? {
+            Some(stored) => stored,
+            None => self.analyse(bytes).await?,
+        };
         let decision = match &job.category {
             Some(c) => CategoryDecision::Provided(c.clone()),
             None => match self
@@ -176,9 +183,9 @@ impl Pipeline {
         let item = NewItem {
             content_sha256,
             byte_size: byte_size as i64,
-            format: analysis.image.format.to_string(),
-            width: analysis.image.width as i32,
-            height: analysis.image.height as i32,
+            format: analysis.format,
+            width: analysis.width as i32,
+            height: analysis.height as i32,
             category,
             category_source: source,
             category_confidence: confidence,
@@ -206,6 +213,36 @@ impl Pipeline {
                 )
             }),
         }
+    }
+
+    /// The analysis of identical bytes stored earlier with the same model, if any: catalogues repeat
+    /// images a lot (eBay found a third of listing images were duplicates), and the model run is the
+    /// expensive part. Content hashes are SHA-256, so equal hashes mean equal bytes.
+    async fn reuse(&self, sha256: &str, job_id: Uuid) -> Result<Option<Analysis>, JobError> {
+        if !self.reuse_identical {
+            return Ok(None);
+        }
+        let Some(item) = self
+            .store
+            .item_with_content(sha256, self.model_id(), job_id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (Some(embedding), Some(thumbnail_jpeg)) = (
+            self.index.get_vector(item.id).await?,
+            self.store.thumbnail(item.id).await?,
+        ) else {
+            return Ok(None);
+        };
+        tracing::info!(from_item = %item.id, "same bytes as a stored item: embedding reused");
+        Ok(Some(Analysis {
+            format: item.format,
+            width: item.width as u32,
+            height: item.height as u32,
+            embedding,
+            thumbnail_jpeg,
+        }))
     }
 
     /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries.
@@ -236,7 +273,9 @@ impl Pipeline {
             .await
             .map_err(|e| JobError::transient(code::INFERENCE_FAILED, e))?;
         Ok(Analysis {
-            image,
+            format: image.format.to_string(),
+            width: image.width,
+            height: image.height,
             embedding: output.embedding,
             thumbnail_jpeg,
         })

@@ -78,6 +78,7 @@ pub struct Worker {
     pub batch_size: usize,
     pub batch_wait_ms: u64,
     pub job_timeout_ms: u64,
+    pub reuse_identical_images: bool,
     pub thumbnail_size: u32,
 }
 

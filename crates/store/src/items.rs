@@ -122,6 +122,26 @@ impl Store {
             .await?)
     }
 
+    /// Another item with exactly these bytes, embedded by this model.
+    pub async fn item_with_content(
+        &self,
+        sha256: &str,
+        model_id: &str,
+        not: Uuid,
+    ) -> Result<Option<Item>> {
+        let sql = concat!(
+            "SELECT ",
+            item_columns!(),
+            " FROM items WHERE content_sha256 = $1 AND model_id = $2 AND id <> $3 ORDER BY created_at LIMIT 1"
+        );
+        Ok(sqlx::query_as(sql)
+            .bind(sha256)
+            .bind(model_id)
+            .bind(not)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     pub async fn get_items(&self, ids: &[Uuid]) -> Result<Vec<Item>> {
         let sql = concat!("SELECT ", item_columns!(), " FROM items WHERE id = ANY($1)");
         Ok(sqlx::query_as(sql).bind(ids).fetch_all(&self.pool).await?)
