@@ -58,11 +58,15 @@ pub fn decode_limits(config: &Config) -> DecodeLimits {
 }
 
 /// Applies migrations, waiting (with backoff, up to a minute) for Postgres to come up.
-pub async fn migrate(store: &Store) -> anyhow::Result<()> {
+pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(250);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match store.migrate().await {
+        let attempt = async {
+            Store::ensure_database(url).await?;
+            store.migrate().await
+        };
+        match attempt.await {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "database not ready for migrations; retrying");
@@ -82,7 +86,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         config.database.max_connections,
         Duration::from_millis(config.database.acquire_timeout_ms),
     )?;
-    migrate(&store).await?;
+    migrate(&store, &config.database.url).await?;
 
     let index: Arc<dyn VectorIndex> = Arc::new(
         EdgeIndex::open(

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
                 2,
                 std::time::Duration::from_secs(5),
             )?;
-            lookalike::migrate(&store).await
+            lookalike::migrate(&store, &config.database.url).await
         }
         Command::Config => {
             println!("{config:#?}");

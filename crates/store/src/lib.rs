@@ -87,6 +87,17 @@ impl Store {
         &self.pool
     }
 
+    /// Creates the database named in `url` if it does not exist yet, so a first start needs no manual
+    /// `createdb`.
+    pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+        use sqlx::migrate::MigrateDatabase;
+        if !sqlx::Postgres::database_exists(url).await? {
+            tracing::info!("creating the database");
+            sqlx::Postgres::create_database(url).await?;
+        }
+        Ok(())
+    }
+
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
