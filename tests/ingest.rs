@@ -220,18 +220,19 @@ async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
     expect(post(json!({"items": [{"url": "http://x/1"}, {"url": "http://x/2"}, {"url": "http://x/3"}, {"url": "http://x/4"}]})).await, 413, "too_many_items");
     expect(post(json!({"pictures": []})).await, 400, "invalid_json");
 
-    let r = service
-        .client
-        .post(service.url("/v1/images"))
-        .body("hello")
-        .header("content-type", "text/plain")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 415);
+    let (status, body) = service
+        .send(
+            service
+                .client
+                .post(service.url("/v1/images"))
+                .body("hello")
+                .header("content-type", "text/plain"),
+        )
+        .await;
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "unsupported_media_type"
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type")),
+        "{body}"
     );
 
     let big = reqwest::multipart::Form::new().part(
@@ -320,26 +321,16 @@ async fn failed_jobs_are_listed_and_can_be_retried_once_the_cause_is_fixed() {
         dir.join("late.jpg"),
     )
     .unwrap();
-    let r = service
-        .client
-        .post(service.url(&format!("/v1/jobs/{}/retry", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    let (status, body) = service.post(&format!("/v1/jobs/{}/retry", ids[0])).await;
+    assert_eq!(status, 202, "{body}");
     let job = service.wait_job(&ids[0], JOB_LIMIT).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     // Retrying a job that is not failed is refused.
-    let r = service
-        .client
-        .post(service.url(&format!("/v1/jobs/{}/retry", ids[0])))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
+    let (status, body) = service.post(&format!("/v1/jobs/{}/retry", ids[0])).await;
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "job_not_failed"
+        (status, body["error"]["code"].as_str()),
+        (409, Some("job_not_failed")),
+        "{body}"
     );
 }
 
@@ -474,18 +465,19 @@ async fn a_repeated_submission_with_the_same_idempotency_key_returns_the_origina
         "two requests' worth of jobs, not three: {status}"
     );
 
-    let r = service
-        .client
-        .post(service.url("/v1/images"))
-        .header("idempotency-key", "")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    let (status, body) = service
+        .send(
+            service
+                .client
+                .post(service.url("/v1/images"))
+                .header("idempotency-key", "")
+                .json(&body),
+        )
+        .await;
     assert_eq!(
-        r.json::<Value>().await.unwrap()["error"]["code"],
-        "invalid_idempotency_key"
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key")),
+        "{body}"
     );
 }
 

@@ -247,13 +247,8 @@ async fn deleting_an_item_removes_its_row_vector_and_thumbnail_and_reclassify_us
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
 
     let victim = jobs[2]["item_id"].as_str().unwrap();
-    let r = service
-        .client
-        .delete(service.url(&format!("/v1/items/{victim}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (status, body) = service.delete(&format!("/v1/items/{victim}")).await;
+    assert_eq!(status, 204, "{body}");
     assert_eq!(service.get(&format!("/v1/items/{victim}")).await.0, 404);
     let thumb = service
         .client
@@ -281,11 +276,6 @@ async fn deleting_an_item_removes_its_row_vector_and_thumbnail_and_reclassify_us
             .iter()
             .all(|r| r["item_id"] != victim)
     );
-    let r = service
-        .client
-        .delete(service.url(&format!("/v1/items/{victim}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let (status, body) = service.delete(&format!("/v1/items/{victim}")).await;
+    assert_eq!(status, 404, "{body}");
 }

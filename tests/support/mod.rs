@@ -205,34 +205,33 @@ impl Service {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).send().await.unwrap();
+    /// Sends a request; returns the status and the JSON body (`Null` when there is none).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = request.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.get(self.url(path))).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.send(self.client.post(self.url(path)).json(body)).await
+    }
+
+    /// A POST without a body (actions such as retry).
+    pub async fn post(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.post(self.url(path))).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.client.delete(self.url(path))).await
     }
 
     pub async fn post_multipart(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .multipart(form)
-            .send()
+        self.send(self.client.post(self.url(path)).multipart(form))
             .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Submits URL items and returns the job ids.
