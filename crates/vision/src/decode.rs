@@ -102,11 +102,30 @@ pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeEr
             bytes.len()
         )));
     }
-    let frames = sniff::frame_count(format, bytes, limits.max_frames);
-    if frames > limits.max_frames {
+    if format == ImageFormat::WebP
+        && let Some(declared) = sniff::riff_declared_len(bytes)
+        && declared > bytes.len() as u64
+    {
+        return Err(DecodeError::Truncated(format!(
+            "WebP file of {} bytes declares {declared}",
+            bytes.len()
+        )));
+    }
+    let frames = sniff::frames(format, bytes, limits.max_frames);
+    if frames.count > limits.max_frames {
         return Err(DecodeError::TooLarge(format!(
             "animation has more than {} frames",
             limits.max_frames
+        )));
+    }
+    let (w, h) = frames.extent;
+    if w > limits.max_width
+        || h > limits.max_height
+        || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
+        return Err(DecodeError::TooLarge(format!(
+            "a frame reaches {w}x{h}, beyond the limit of {}x{} and {} pixels",
+            limits.max_width, limits.max_height, limits.max_pixels
         )));
     }
     // Decoders are third-party code fed hostile input; a panic in one must become a
@@ -126,12 +145,14 @@ pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeEr
 /// is extra attack surface.
 fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
     let Ok(format) = image::guess_format(bytes) else {
-        let what = if sniff::looks_like_text(bytes) {
-            "the data is text (an HTML page or error message?), not an image"
+        let what = if let Some(name) = sniff::other_image_format(bytes) {
+            format!("{name} images are not accepted (no decoder built in)")
+        } else if sniff::looks_like_text(bytes) {
+            "the data is text (an HTML page or error message?), not an image".into()
         } else {
-            "unrecognised file signature"
+            "unrecognised file signature".into()
         };
-        return Err(DecodeError::UnsupportedFormat(what.into()));
+        return Err(DecodeError::UnsupportedFormat(what));
     };
     use ImageFormat as F;
     match format {
@@ -184,15 +205,31 @@ fn decode_rgb(
 
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, decoder.total_bytes(), limits)?;
-    // A damaged EXIF block should not cost us an otherwise good image.
-    let orientation = decoder.orientation().unwrap_or_else(|e| {
-        tracing::debug!(error = %e, "ignoring unreadable EXIF orientation");
-        Orientation::NoTransforms
-    });
+    let orientation = exif_orientation(&mut decoder);
     // Animated GIF/WebP/APNG decoders yield their first frame through this interface.
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
     img.apply_orientation(orientation);
     Ok(flatten_to_rgb8(img))
+}
+
+/// The EXIF orientation of a non-JPEG image.
+///
+/// WebP and PNG should carry bare TIFF data in their EXIF chunk, but some writers copy the JPEG
+/// APP1 payload with its `Exif\0\0` prefix, which the `image` crate then ignores (Pillow's
+/// `hopper_orientation_*.webp` came out upside down or sideways). Pillow and browsers accept both.
+fn exif_orientation(decoder: &mut impl ImageDecoder) -> Orientation {
+    match decoder.orientation() {
+        Ok(Orientation::NoTransforms) => {}
+        Ok(found) => return found,
+        // A damaged EXIF block should not cost us an otherwise good image.
+        Err(e) => tracing::debug!(error = %e, "ignoring unreadable EXIF orientation"),
+    }
+    decoder
+        .exif_metadata()
+        .ok()
+        .flatten()
+        .and_then(|exif| Orientation::from_exif_chunk(exif.strip_prefix(b"Exif\0\0".as_slice())?))
+        .unwrap_or(Orientation::NoTransforms)
 }
 
 fn check_dimensions(
@@ -271,6 +308,14 @@ fn map_image_error(e: ImageError, limits: &DecodeLimits) -> DecodeError {
 /// Decoders report running out of data in several ways: an `UnexpectedEof` I/O error
 /// somewhere in the source chain, or only in the message text.
 fn is_truncation(e: &ImageError) -> bool {
+    // `ImageError::source` skips its own `IoError` (it returns the I/O error's source), so the
+    // chain walk below would never see it: a TIFF cut short ("failed to fill whole buffer") was
+    // reported as corrupt.
+    if let ImageError::IoError(io) = e
+        && io.kind() == std::io::ErrorKind::UnexpectedEof
+    {
+        return true;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>()

@@ -69,32 +69,72 @@ fn skip_entropy_coded(b: &[u8], mut i: usize) -> usize {
     n
 }
 
-/// Number of animation frames a GIF, APNG or animated WebP declares or contains,
-/// counting no further than `cap` (other formats: 1).
+/// Length a WebP (RIFF) file declares for itself, header included.
 ///
-/// Only the first frame is ever decoded, but a file with a million frames is still
-/// abuse worth refusing before anything else is spent on it.
-pub(crate) fn frame_count(format: image::ImageFormat, b: &[u8], cap: u32) -> u32 {
+/// WebP decoders report missing data as a corrupt bitstream or a missing chunk; the RIFF size is
+/// what tells a download cut short apart from damaged bytes.
+pub(crate) fn riff_declared_len(b: &[u8]) -> Option<u64> {
+    let size = b.get(4..8)?;
+    Some(u64::from(u32::from_le_bytes([size[0], size[1], size[2], size[3]])) + 8)
+}
+
+/// What a container says about its animation frames, read without decoding any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frames {
+    /// Frames a GIF, APNG or animated WebP declares or contains, counted no further than `cap + 1`
+    /// (other formats: 1).
+    pub count: u32,
+    /// How far right and down any GIF frame reaches (offset plus size). GIF frames carry their own
+    /// size, which may exceed the logical screen that the decoder reports: 44 bytes can declare a
+    /// 65535x65535 frame on a 32x32 screen. Other formats: `(0, 0)`, their frames lie within the
+    /// declared canvas.
+    pub extent: (u32, u32),
+}
+
+/// Only the first frame is ever decoded, but a file with a million frames (or a gigapixel one) is
+/// still abuse worth refusing before anything else is spent on it.
+pub(crate) fn frames(format: image::ImageFormat, b: &[u8], cap: u32) -> Frames {
     use image::ImageFormat as F;
+    let count = |count| Frames {
+        count,
+        extent: (0, 0),
+    };
     match format {
         F::Gif => gif_frames(b, cap),
-        F::Png => apng_frames(b),
-        F::WebP => webp_frames(b, cap),
-        _ => 1,
+        F::Png => count(apng_frames(b)),
+        F::WebP => count(webp_frames(b, cap)),
+        _ => count(1),
     }
 }
 
-fn gif_frames(b: &[u8], cap: u32) -> u32 {
+fn gif_frames(b: &[u8], cap: u32) -> Frames {
+    let mut out = Frames {
+        count: 0,
+        extent: (0, 0),
+    };
     // Header (6) + logical screen descriptor (7), then an optional global colour table.
-    let Some(&packed) = b.get(10) else { return 1 };
+    let Some(&packed) = b.get(10) else {
+        out.count = 1;
+        return out;
+    };
     let mut i = 13 + colour_table_len(packed);
-    let mut frames = 0u32;
+    let u16_at = |i: usize| {
+        b.get(i..i + 2)
+            .map(|s| u32::from(u16::from_le_bytes([s[0], s[1]])))
+    };
     while let Some(&block) = b.get(i) {
         match block {
             0x2C => {
-                frames += 1;
-                if frames > cap {
+                out.count += 1;
+                if out.count > cap {
                     break;
+                }
+                // Left, top, width, height: little-endian u16 each.
+                if let (Some(left), Some(top), Some(w), Some(h)) =
+                    (u16_at(i + 1), u16_at(i + 3), u16_at(i + 5), u16_at(i + 7))
+                {
+                    out.extent.0 = out.extent.0.max(left + w);
+                    out.extent.1 = out.extent.1.max(top + h);
                 }
                 let Some(&local) = b.get(i + 9) else { break };
                 // Descriptor (10) + local colour table + LZW minimum code size (1).
@@ -104,7 +144,8 @@ fn gif_frames(b: &[u8], cap: u32) -> u32 {
             _ => break, // trailer (0x3B) or garbage: the decoder decides what that means
         }
     }
-    frames.max(1)
+    out.count = out.count.max(1);
+    out
 }
 
 fn colour_table_len(packed: u8) -> usize {
@@ -164,6 +205,24 @@ fn webp_frames(b: &[u8], cap: u32) -> u32 {
     frames.max(1)
 }
 
+/// Image formats the `image` crate does not even recognise, named so that "not supported" says
+/// which format it was (phones upload HEIC; JPEG XL is spreading).
+pub(crate) fn other_image_format(b: &[u8]) -> Option<&'static str> {
+    if b.starts_with(&[0xFF, 0x0A]) || b.starts_with(b"\0\0\0\x0cJXL \r\n\x87\n") {
+        return Some("JPEG XL");
+    }
+    // ISO base media file: size, "ftyp", major brand.
+    match b.get(4..12) {
+        Some(head) if &head[..4] == b"ftyp" => match &head[4..] {
+            b"heic" | b"heix" | b"heim" | b"heis" | b"hevc" | b"hevx" | b"mif1" | b"msf1" => {
+                Some("HEIF")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// Does the start of the payload look like text (HTML, JSON, an error page)?
 /// Only used to make the "not an image" message more helpful.
 pub(crate) fn looks_like_text(b: &[u8]) -> bool {
@@ -198,6 +257,45 @@ mod tests {
             0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD9, 0xFF, 0xDA,
         ];
         assert!(!jpeg_reaches_eoi(&data));
+    }
+
+    #[test]
+    fn gif_frame_extents_include_offsets_and_frames_beyond_the_screen() {
+        // 32x32 screen, no colour table; frame 1: 10x10 at (5, 0); frame 2: 65535x2 at (0, 40).
+        let mut gif = b"GIF89a\x20\x00\x20\x00\x00\x00\x00".to_vec();
+        for (left, top, w, h) in [(5u16, 0u16, 10u16, 10u16), (0, 40, 65535, 2)] {
+            gif.push(0x2C);
+            for v in [left, top, w, h] {
+                gif.extend_from_slice(&v.to_le_bytes());
+            }
+            gif.extend_from_slice(&[0x00, 0x02, 0x01, 0x00, 0x00]); // no table, code size, data, end
+        }
+        gif.push(0x3B);
+        let f = frames(image::ImageFormat::Gif, &gif, 10);
+        assert_eq!(
+            f,
+            Frames {
+                count: 2,
+                extent: (65535, 42)
+            }
+        );
+        // Counting stops past the cap, and so does the walk.
+        assert_eq!(frames(image::ImageFormat::Gif, &gif, 1).extent, (15, 10));
+    }
+
+    #[test]
+    fn heif_and_jpeg_xl_are_named() {
+        assert_eq!(
+            other_image_format(b"\0\0\0\x18ftypheic\0\0\0\0"),
+            Some("HEIF")
+        );
+        assert_eq!(other_image_format(&[0xFF, 0x0A, 0xFA]), Some("JPEG XL"));
+        assert_eq!(
+            other_image_format(b"\0\0\0\x0cJXL \r\n\x87\n\0"),
+            Some("JPEG XL")
+        );
+        assert_eq!(other_image_format(b"\0\0\0\x18ftypisom"), None);
+        assert_eq!(other_image_format(b"<html>"), None);
     }
 
     #[test]

@@ -119,6 +119,26 @@ fn truncated_png_is_rejected_as_truncated_or_corrupt() {
 }
 
 #[test]
+fn formats_cut_short_are_rejected_as_truncated_not_corrupt() {
+    let rgb = DynamicImage::ImageRgb8(noise(64, 48));
+    for format in [
+        ImageFormat::Tiff,
+        ImageFormat::Bmp,
+        ImageFormat::Pnm,
+        ImageFormat::WebP,
+        ImageFormat::Png,
+    ] {
+        let full = encode(&rgb, format);
+        assert!(clean(&full, &limits()).is_ok(), "{format:?}");
+        assert_eq!(
+            code(&full[..full.len() / 2]),
+            "image_truncated",
+            "{format:?}"
+        );
+    }
+}
+
+#[test]
 fn png_declaring_20000_by_20000_is_rejected_as_too_large_before_decoding() {
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
@@ -147,6 +167,14 @@ fn png_declaring_20000_by_20000_is_rejected_as_too_large_before_decoding() {
 fn gif_declaring_gigapixels_in_a_few_bytes_is_rejected_as_too_large() {
     let mut gif = b"GIF89a".to_vec();
     gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00]); // 65535x65535, no colour table
+    gif.extend_from_slice(&[
+        0x2C, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x02, 0x02, 0x4C, 0x01, 0x00, 0x3B,
+    ]);
+    assert_eq!(code(&gif), "image_too_large");
+
+    // A small screen does not hide a huge frame: frames carry their own size.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&[0x20, 0x00, 0x20, 0x00, 0x00, 0x00, 0x00]); // 32x32, no colour table
     gif.extend_from_slice(&[
         0x2C, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x02, 0x02, 0x4C, 0x01, 0x00, 0x3B,
     ]);
