@@ -100,6 +100,41 @@ async fn conformance_run_all_on_one_index() {
     conformance::run_all(index.as_ref(), DIM).await;
 }
 
+/// While every point has the searched model, searches leave the model condition out (it costs a
+/// string compare per scored point); a point of another model must still never show up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_model_shortcut_never_returns_another_models_vector() {
+    let (_dir, index) = fresh(test_opts());
+    let points = Rng(11).points(50, DIM, &["a"]);
+    let probe = points[0].vector.clone();
+    index.upsert(points).await.unwrap();
+    let search = |model: &str| {
+        index.search(SearchRequest {
+            model_id: Some(model.into()),
+            ..SearchRequest::new(probe.clone(), 100)
+        })
+    };
+    assert_eq!(search("m1").await.unwrap().len(), 50);
+    assert!(search("m2").await.unwrap().is_empty());
+
+    let other = Point {
+        id: Uuid::new_v4(),
+        vector: probe.clone(),
+        category: Some("a".into()),
+        model_id: "m2".into(),
+    };
+    index.upsert(vec![other.clone()]).await.unwrap();
+    let hits = search("m1").await.unwrap();
+    assert_eq!(hits.len(), 50);
+    assert!(hits.iter().all(|h| h.id != other.id));
+    let ids: Vec<Uuid> = search("m2").await.unwrap().iter().map(|h| h.id).collect();
+    assert_eq!(ids, vec![other.id]);
+
+    index.delete(&[other.id]).await.unwrap();
+    assert_eq!(search("m1").await.unwrap().len(), 50);
+    assert!(search("m2").await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_persists_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
