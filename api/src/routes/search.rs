@@ -86,11 +86,12 @@ async fn similar(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
     let k = check_k(q.k)?;
-    let item = crate::routes::load_item(&state, id).await?;
-    let vector =
-        state.index.get_vector(id).await?.ok_or_else(|| {
-            ApiError::not_found("item_not_found", format!("item {id} has no vector"))
-        })?;
+    // Two independent lookups (Postgres and the index): wait for both at once.
+    let (item, vector) = tokio::try_join!(crate::routes::load_item(&state, id), async {
+        Ok::<_, ApiError>(state.index.get_vector(id).await?)
+    })?;
+    let vector = vector
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("item {id} has no vector")))?;
     let scope = match q.category.as_deref().unwrap_or("auto") {
         "auto" => match item.category.clone() {
             Some(c) => Scope::one("auto", c),
