@@ -3,70 +3,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use support::batch::*;
 use support::images::ImageServer;
 use support::*;
-
-const NAMES: [&str; 4] = [
-    "allstar-sneakers.jpg",
-    "sneakers_01__1.png",
-    "skimage_chelsea.png",
-    "skimage_coffee.png",
-];
-
-async fn submit_batch(service: &Service, images: &ImageServer, n: usize) -> Vec<String> {
-    let items: Vec<Value> = (0..n)
-        .map(|i| json!({"url": images.url(&format!("/files/{}?copy={i}", NAMES[i % NAMES.len()])), "external_id": format!("sku-{i}")}))
-        .collect();
-    service.submit_urls(Value::Array(items)).await
-}
-
-async fn succeeded(service: &Service) -> i64 {
-    service.get("/v1/status").await.1["jobs"]["succeeded"]
-        .as_i64()
-        .unwrap_or(0)
-}
-
-/// Waits until at least `n` jobs succeeded, so the stop lands in the middle of the batch.
-async fn wait_for_progress(service: &Service, n: i64) {
-    let start = Instant::now();
-    while succeeded(service).await < n {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no progress; log:\n{}",
-            service.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Every job succeeded, and there is exactly one item and one vector per job.
-async fn assert_all_once(env: &TestEnv, service: &Service, ids: &[String]) {
-    for job in service.wait_jobs(ids, Duration::from_secs(180)).await {
-        assert_eq!(job["status"], "succeeded", "{job}");
-        assert_eq!(job["item_id"], job["id"], "item id is the job id");
-    }
-    let (_, status) = service.get("/v1/status").await;
-    assert_eq!(status["jobs"]["succeeded"], ids.len() as i64, "{status}");
-    assert_eq!(
-        status["items"],
-        ids.len() as i64,
-        "no duplicate items: {status}"
-    );
-    assert_eq!(
-        status["index"]["points"],
-        ids.len() as u64,
-        "no duplicate or missing vectors: {status}"
-    );
-    let mut db = env.db().await;
-    let distinct: i64 = sqlx::query_scalar("SELECT count(DISTINCT external_id) FROM items")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(distinct, ids.len() as i64);
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_in_flight_when_the_process_is_killed_finish_exactly_once_after_restart() {
@@ -147,4 +88,40 @@ async fn sigterm_finishes_in_flight_jobs_exits_cleanly_and_leaves_the_rest_queue
 
     let service = env.start().await;
     assert_all_once(&env, &service, &ids).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_committed_but_never_published_is_published_later_and_finishes() {
+    let mut env = TestEnv::new().await;
+    env.set("QUEUE__REPUBLISH_AFTER_MS", 1000);
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    // What an API process leaves behind when it dies after committing a submission and before the
+    // broker confirmed it: a queued job, no message.
+    let id = uuid::Uuid::new_v4();
+    let mut db = env.db().await;
+    sqlx::query(
+        "INSERT INTO jobs (id, source_kind, source_url, external_id) VALUES ($1, 'url', $2, 'orphan')",
+    )
+    .bind(id)
+    .bind(images.url("/files/skimage_coffee.png"))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let job = service
+        .wait_job(&id.to_string(), Duration::from_secs(60))
+        .await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        service.log().contains("job published by the republisher"),
+        "{}",
+        service.log()
+    );
+    let published: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT published_at FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(published.is_some());
 }

@@ -393,36 +393,108 @@ fn chrono_secs(v: &Value) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_item_with_a_taken_external_id_fails_once_with_its_own_code() {
+async fn a_resubmitted_external_id_updates_its_item_instead_of_duplicating_it() {
     let env = TestEnv::new().await;
     let images = ImageServer::start(reference_dir()).await;
     let service = env.start().await;
     let first = service
         .submit_urls(
-            json!([{"url": images.url("/files/skimage_coffee.png"), "external_id": "sku-9"}]),
+            json!([{"url": images.url("/files/skimage_coffee.png"), "external_id": "sku-9",
+                             "category": "cups", "metadata": {"price": 3}}]),
         )
         .await;
-    assert_eq!(
-        service.wait_job(&first[0], JOB_LIMIT).await["status"],
-        "succeeded"
-    );
+    let first = service.wait_job(&first[0], JOB_LIMIT).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let item_id = first["item_id"].as_str().unwrap().to_string();
+
     let second = service
         .submit_urls(
-            json!([{"url": images.url("/files/skimage_chelsea.png"), "external_id": "sku-9"}]),
+            json!([{"url": images.url("/files/skimage_chelsea.png"), "external_id": "sku-9",
+                             "category": "cats", "metadata": {"price": 4}}]),
         )
         .await;
-    let job = service.wait_job(&second[0], JOB_LIMIT).await;
+    let second = service.wait_job(&second[0], JOB_LIMIT).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
     assert_eq!(
-        (job["status"].as_str(), job["error"]["code"].as_str()),
-        (Some("failed"), Some("external_id_taken")),
-        "{job}"
+        second["item_id"],
+        item_id.as_str(),
+        "the same item, updated"
     );
-    assert_eq!(job["attempts"], 1);
+    let (_, item) = service
+        .get(&format!("/v1/items/{item_id}?vector=true"))
+        .await;
+    assert_eq!(
+        (
+            item["category"].as_str(),
+            item["metadata"]["price"].as_i64()
+        ),
+        (Some("cats"), Some(4)),
+        "{item}"
+    );
+    assert_eq!(item["job_id"], second["id"]);
+    let chelsea = expected_clip("skimage_chelsea.png");
+    assert!(
+        cosine(&floats(&item["vector"]), &chelsea) > 0.99,
+        "the index holds the new image's vector"
+    );
     let (_, status) = service.get("/v1/status").await;
     assert_eq!(
         (status["items"].as_i64(), status["index"]["points"].as_u64()),
         (Some(1), Some(1)),
         "{status}"
+    );
+    // The old vector left the `cups` prototype and the new one joined `cats`, once each.
+    let mut db = env.db().await;
+    let prototypes: Vec<(String, i32)> =
+        sqlx::query_as("SELECT category, items FROM category_prototypes ORDER BY category")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(prototypes, vec![("cats".to_string(), 1)]);
+
+    // Concurrent resubmissions of one external_id (separate requests) still leave one item, whose
+    // vector and prototype belong to the same job.
+    let names = [
+        "allstar-sneakers.jpg",
+        "skimage_coffee.png",
+        "jpeg_cmyk.jpg",
+    ];
+    let submissions = names.iter().map(|name| {
+        service.submit_urls(
+            json!([{"url": images.url(&format!("/files/{name}")), "external_id": "sku-9", "category": "mixed"}]),
+        )
+    });
+    let ids: Vec<String> = futures::future::join_all(submissions)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for job in service.wait_jobs(&ids, JOB_LIMIT).await {
+        assert_eq!(
+            (job["status"].as_str(), job["item_id"].as_str()),
+            (Some("succeeded"), Some(item_id.as_str())),
+            "{job}"
+        );
+    }
+    let (_, item) = service
+        .get(&format!("/v1/items/{item_id}?vector=true"))
+        .await;
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        (status["items"].as_i64(), status["index"]["points"].as_u64()),
+        (Some(1), Some(1)),
+        "{status}"
+    );
+    let (sum, count): (Vec<f32>, i32) = sqlx::query_as(
+        "SELECT vector_sum, items FROM category_prototypes WHERE category = 'mixed'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(count, 1);
+    assert!(
+        cosine(&sum, &floats(&item["vector"])) > 0.9999,
+        "the prototype holds exactly the vector the index serves"
     );
 }
 

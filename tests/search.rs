@@ -279,3 +279,58 @@ async fn deleting_an_item_removes_its_row_vector_and_thumbnail_and_reclassify_us
     let (status, body) = service.delete(&format!("/v1/items/{victim}")).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_any_label_the_imagenet_prior_predicts_configured_categories() {
+    let mut env = TestEnv::new().await;
+    let model = asset("models/efficientnet_lite0_imagenet.onnx");
+    env.set(
+        "CLASSIFY__CATEGORIES",
+        r#"["shoes", "bags", "outerwear", "tops"]"#,
+    )
+    .set("CLASSIFY__PRIOR_MODEL", model.display());
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    assert!(service.log().contains("cold-start prior loaded"));
+
+    let ids = service
+        .submit_urls(json!([{"url": images.url("/files/sneakers_01__1.png")},
+                            {"url": images.url("/files/skimage_chelsea.png")}]))
+        .await;
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    let item = |job: &Value| job["item_id"].as_str().unwrap().to_string();
+    let (_, shoe) = service.get(&format!("/v1/items/{}", item(&jobs[0]))).await;
+    assert_eq!(
+        (shoe["category"].as_str(), shoe["category_source"].as_str()),
+        (Some("shoes"), Some("predicted")),
+        "{shoe}"
+    );
+    let confidence = shoe["category_confidence"].as_f64().unwrap();
+    assert!(
+        (0.01..1.0).contains(&confidence),
+        "the prior's own probability, not a certainty: {confidence}"
+    );
+    let (_, cat) = service.get(&format!("/v1/items/{}", item(&jobs[1]))).await;
+    assert_eq!(
+        cat["category_source"], "none",
+        "a cat is none of the catalogue's categories: {cat}"
+    );
+
+    // Once `shoes` has labels, the labels speak for it: a search by upload reports the labelled
+    // classifier's answer, not the prior's.
+    let labelled = service
+        .submit_urls(
+            json!([{"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"}]),
+        )
+        .await;
+    service.wait_jobs(&labelled, LIMIT).await;
+    let (status, found) = service
+        .post_multipart("/v1/search", upload("sneakers_01__1.png"))
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["prediction"]["category"], "shoes", "{found}");
+    assert!(
+        found["prediction"]["confidence"].as_f64().unwrap() > confidence,
+        "a labelled look-alike is stronger evidence than the prior: {found}"
+    );
+}

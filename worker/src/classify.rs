@@ -18,6 +18,8 @@ pub struct Prediction {
     pub confidence: f32,
     /// Every category that got votes, best first, with its share.
     pub ranking: Vec<(String, f32)>,
+    /// The cold-start prior spoke for some category (see [`crate::prior`]).
+    pub used_prior: bool,
 }
 
 /// Weighted vote over `(similarity, category)` of labelled neighbours. `None` when nobody voted.
@@ -95,13 +97,32 @@ pub fn fuse(
     }
 }
 
-fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
+/// Temperature scaling of a prediction: `p_c^(1/t)`, renormalised. The vote and the prototypes are
+/// each a softmax with a temperature tuned for ranking; their mixture can still be too flat or too
+/// sharp as a probability. One temperature fitted on labelled data (`lookalike eval`) fixes that
+/// without changing which category wins.
+pub fn calibrate(p: Option<Prediction>, temperature: f32) -> Option<Prediction> {
+    let p = p?;
+    if temperature == 1.0 {
+        return Some(p);
+    }
+    let scaled: Vec<(String, f32)> = p
+        .ranking
+        .into_iter()
+        .map(|(c, w)| (c, w.max(f32::MIN_POSITIVE).powf(1.0 / temperature)))
+        .collect();
+    let total: f32 = scaled.iter().map(|(_, w)| w).sum();
+    rank(scaled.into_iter().map(|(c, w)| (c, w / total)).collect())
+}
+
+pub(crate) fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
     ranking.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let (category, confidence) = ranking.first()?.clone();
     Some(Prediction {
         category,
         confidence,
         ranking,
+        used_prior: false,
     })
 }
 
@@ -203,11 +224,30 @@ mod tests {
     }
 
     #[test]
+    fn calibration_changes_confidence_but_never_the_winner() {
+        let p = rank(vec![
+            ("a".into(), 0.5),
+            ("b".into(), 0.3),
+            ("c".into(), 0.2),
+        ]);
+        let sharp = calibrate(p.clone(), 0.5).unwrap();
+        assert_eq!(sharp.category, "a");
+        assert!((sharp.confidence - 0.25 / 0.38).abs() < 1e-5, "{sharp:?}");
+        let flat = calibrate(p.clone(), 2.0).unwrap();
+        assert_eq!(flat.category, "a");
+        assert!(flat.confidence < 0.5);
+        assert_eq!(calibrate(p.clone(), 1.0), p);
+        let total: f32 = sharp.ranking.iter().map(|(_, w)| w).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
     fn low_confidence_widens_the_search_to_the_top_categories() {
         let sure = Prediction {
             category: "a".into(),
             confidence: 0.9,
             ranking: vec![("a".into(), 0.9), ("b".into(), 0.1)],
+            used_prior: false,
         };
         assert_eq!(
             categories_to_search(&sure, 0.6, 0.9, 3),
@@ -222,6 +262,7 @@ mod tests {
                 ("c".into(), 0.2),
                 ("d".into(), 0.05),
             ],
+            used_prior: false,
         };
         assert_eq!(
             categories_to_search(&unsure, 0.6, 0.9, 3),

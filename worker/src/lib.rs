@@ -7,6 +7,8 @@ pub mod error;
 pub mod fetch;
 pub mod guard;
 pub mod pipeline;
+pub mod prior;
+pub mod republish;
 
 pub use consumer::Consumer;
 pub use error::JobError;

@@ -4,6 +4,7 @@
 //! and one vector: the item id and the vector id are the job id, the index upsert and the item insert
 //! are keyed on it, and a job already finished is not run again.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use crate::batcher::Batcher;
 use crate::classify;
 use crate::error::JobError;
 use crate::fetch::Fetcher;
+use crate::prior::{self, Masses, Prior};
 
 /// Everything a job needs, shared by all jobs of a worker.
 pub struct Pipeline {
@@ -33,6 +35,8 @@ pub struct Pipeline {
     /// Reuse the analysis of byte-identical images already stored.
     pub reuse_identical: bool,
     pub classify: lookalike_core::config::Classify,
+    /// Cold-start prior for categories without labelled items (`classify.categories` in config).
+    pub prior: Option<Arc<Prior>>,
     pub max_attempts: u32,
 }
 
@@ -68,6 +72,8 @@ pub struct Analysis {
     pub height: u32,
     pub embedding: Vec<f32>,
     pub thumbnail_jpeg: Vec<u8>,
+    /// What the cold-start prior says, when some configured category has no labelled items yet.
+    pub prior: Option<Masses>,
 }
 
 impl Pipeline {
@@ -132,6 +138,7 @@ impl Pipeline {
             None => match self
                 .classify(
                     &analysis.embedding,
+                    analysis.prior.as_ref(),
                     Some(&Exclude {
                         id: job.id,
                         labelled: None,
@@ -159,7 +166,9 @@ impl Pipeline {
 
     /// Stores an analysed image as the job's item: vector first, then the item and job state in one
     /// transaction (so a crash in between leaves a vector that the redelivery overwrites, never an item
-    /// without its vector).
+    /// without its vector). A job reusing an item's `external_id` updates that item; the database lock
+    /// taken by `begin_item` is held across the index write, so concurrent updates of one item cannot
+    /// leave the index holding a different vector than the database.
     pub async fn commit(
         &self,
         job_id: Uuid,
@@ -173,8 +182,18 @@ impl Pipeline {
             CategoryDecision::Predicted(p) => Some(p.confidence),
             _ => None,
         };
+        let write = self.store.begin_item(job_id).await?;
+        let item_id = write.item_id;
+        let restore = write.replaces.as_ref().and_then(|old| {
+            Some(Point {
+                id: old.id,
+                vector: old.embedding.clone()?,
+                category: old.category.clone(),
+                model_id: old.model_id.clone(),
+            })
+        });
         let point = Point {
-            id: job_id,
+            id: item_id,
             vector: analysis.embedding.clone(),
             category: category.clone(),
             model_id: self.model_id().to_string(),
@@ -193,12 +212,24 @@ impl Pipeline {
             thumbnail_jpeg: analysis.thumbnail_jpeg,
             vector: analysis.embedding,
         };
-        if let Err(e) = self.store.complete_job(job_id, &item).await {
-            if matches!(e, lookalike_store::StoreError::Conflict(_)) {
-                // The item will never be stored: do not leave its vector behind as a ghost result.
-                self.index.delete(&[job_id]).await?;
+        if let Err(e) = write.commit(&item).await {
+            // Put the index back the way the database still has it; a redelivery writes it again.
+            match restore {
+                Some(old) => {
+                    let _ = self.index.upsert(vec![old]).await;
+                }
+                None if item_id == job_id => {
+                    if matches!(e, lookalike_store::StoreError::Conflict(_)) {
+                        // The item will never be stored: no ghost result.
+                        self.index.delete(&[job_id]).await?;
+                    }
+                }
+                None => {}
             }
             return Err(e.into());
+        }
+        if item_id != job_id {
+            tracing::info!(item = %item_id, "external_id already in use: that item was updated");
         }
         Ok(())
     }
@@ -242,6 +273,7 @@ impl Pipeline {
             height: item.height as u32,
             embedding,
             thumbnail_jpeg,
+            prior: None,
         }))
     }
 
@@ -256,12 +288,23 @@ impl Pipeline {
         let limits = self.limits.clone();
         let spec = self.batcher.embedder().spec().clone();
         let thumb = self.thumbnail_size;
-        let (image, tensor, thumbnail_jpeg) = tokio::task::spawn_blocking(move || {
+        // The prior model runs only while it has something to say: some category is still cold.
+        let prior = match &self.prior {
+            Some(p) if !self.cold_categories(p, None).await?.is_empty() => Some(p.clone()),
+            _ => None,
+        };
+        let (image, tensor, thumbnail_jpeg, prior) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let image = lookalike_vision::clean(&bytes, &limits)?;
             let tensor = lookalike_vision::to_tensor(&image.rgb, &spec);
             let thumbnail = lookalike_vision::thumbnail_jpeg(&image.rgb, thumb);
-            Ok::<_, JobError>((image, tensor, thumbnail))
+            let prior = match prior {
+                Some(p) => Some(p.masses(&image.rgb).map_err(|e| {
+                    JobError::transient(code::INFERENCE_FAILED, format!("prior model: {e:#}"))
+                })?),
+                None => None,
+            };
+            Ok::<_, JobError>((image, tensor, thumbnail, prior))
         })
         .await
         .map_err(|e| {
@@ -278,14 +321,59 @@ impl Pipeline {
             height: image.height,
             embedding: output.embedding,
             thumbnail_jpeg,
+            prior,
         })
     }
 
+    /// The configured categories that have no labelled item yet (leaving out `exclude`'s label).
+    pub async fn cold_categories(
+        &self,
+        prior: &Prior,
+        exclude: Option<&Exclude>,
+    ) -> Result<HashSet<String>, JobError> {
+        let warm: HashSet<String> = self
+            .labelled_prototypes(exclude)
+            .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        Ok(prior
+            .categories()
+            .iter()
+            .filter(|c| !warm.contains(*c))
+            .cloned()
+            .collect())
+    }
+
+    /// Each labelled category's embedding sum, without `exclude`'s own contribution.
+    async fn labelled_prototypes(
+        &self,
+        exclude: Option<&Exclude>,
+    ) -> Result<Vec<(String, Vec<f32>)>, JobError> {
+        let mut prototypes = Vec::new();
+        for p in self.store.prototypes(self.model_id()).await? {
+            let mut sum = p.vector_sum;
+            let mut items = p.items;
+            if let Some((category, vector)) = exclude.and_then(|e| e.labelled.as_ref())
+                && *category == p.category
+            {
+                sum.iter_mut().zip(vector).for_each(|(s, v)| *s -= v);
+                items -= 1;
+            }
+            if items > 0 {
+                prototypes.push((p.category, sum));
+            }
+        }
+        Ok(prototypes)
+    }
+
     /// Predicts a category from the labelled items: neighbours' vote fused with category prototypes
-    /// (see [`classify`]). `None` when nothing is labelled yet.
+    /// (see [`classify`]), plus the cold-start prior (see [`prior`]) for configured categories that
+    /// have no labels yet. `None` when nothing is labelled and there is no prior.
     pub async fn classify(
         &self,
         embedding: &[f32],
+        prior_masses: Option<&Masses>,
         exclude: Option<&Exclude>,
     ) -> Result<Option<classify::Prediction>, JobError> {
         let c = &self.classify;
@@ -309,23 +397,25 @@ impl Pipeline {
         voters.truncate(c.neighbours);
         let neighbours = classify::vote(&voters, c.neighbour_temperature);
 
-        let mut prototypes: Vec<(String, Vec<f32>)> = Vec::new();
-        for p in self.store.prototypes(self.model_id()).await? {
-            let mut sum = p.vector_sum;
-            let mut items = p.items;
-            if let Some((category, vector)) = exclude.and_then(|e| e.labelled.as_ref())
-                && *category == p.category
-            {
-                sum.iter_mut().zip(vector).for_each(|(s, v)| *s -= v);
-                items -= 1;
+        let prototypes = self.labelled_prototypes(exclude).await?;
+        let warm: HashSet<&str> = prototypes.iter().map(|(c, _)| c.as_str()).collect();
+        let scores = classify::prototype_scores(embedding, &prototypes, c.prototype_temperature);
+        let labelled = classify::calibrate(
+            classify::fuse(neighbours, scores, c.prototype_weight),
+            c.confidence_temperature,
+        );
+        Ok(match (&self.prior, prior_masses) {
+            (Some(p), Some(masses)) => {
+                let cold = p
+                    .categories()
+                    .iter()
+                    .filter(|c| !warm.contains(c.as_str()))
+                    .cloned()
+                    .collect();
+                prior::with_prior(labelled, masses, &cold)
             }
-            if items > 0 {
-                prototypes.push((p.category, sum));
-            }
-        }
-        let prototypes =
-            classify::prototype_scores(embedding, &prototypes, c.prototype_temperature);
-        Ok(classify::fuse(neighbours, prototypes, c.prototype_weight))
+            _ => labelled,
+        })
     }
 }
 

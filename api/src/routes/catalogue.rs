@@ -85,6 +85,16 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .store
         .unlabelled_item_ids(&state.config.model.id)
         .await?;
+    // Items the cold-start prior put in a category that still has no labels keep it: only the prior,
+    // which needs the image, can speak for that category.
+    let cold = match &state.pipeline.prior {
+        Some(prior) => state
+            .pipeline
+            .cold_categories(prior, None)
+            .await
+            .map_err(|e| ApiError::unavailable(e.code, e.message))?,
+        None => Default::default(),
+    };
     let (mut changed, mut unchanged, mut missing) = (0, 0, 0);
     for id in &ids {
         let (Some(item), Some(vector)) = (
@@ -100,10 +110,15 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         };
         let prediction = state
             .pipeline
-            .classify(&vector, Some(&exclude))
+            .classify(&vector, None, Some(&exclude))
             .await
             .map_err(|e| ApiError::unavailable(e.code, e.message))?;
-        let decision = prediction.map_or(CategoryDecision::None, CategoryDecision::Predicted);
+        let keep = item.category.as_ref().is_some_and(|c| cold.contains(c));
+        let (Some(prediction), false) = (prediction, keep) else {
+            unchanged += 1;
+            continue;
+        };
+        let decision = CategoryDecision::Predicted(prediction);
         let (category, _) = decision.parts();
         let confidence = match &decision {
             CategoryDecision::Predicted(p) => Some(p.confidence),

@@ -401,6 +401,8 @@ async fn enqueue(
         .await;
         return Err(ApiError::unavailable("queue_unavailable", message));
     }
+    // Best effort: a job left unmarked is published again by the worker's republisher, harmlessly.
+    let _ = state.store.mark_published(&ids).await;
     tracing::info!(jobs = ids.len(), "jobs enqueued");
     let body: Vec<Value> = jobs
         .iter()

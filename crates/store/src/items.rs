@@ -54,66 +54,187 @@ macro_rules! item_columns {
     };
 }
 
+/// The item a finishing job is about to write, with the database lock that keeps it consistent with
+/// the vector index: see [`Store::begin_item`].
+pub struct ItemWrite {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    job_id: Uuid,
+    /// The item id to write: the job id for a new item, or the id of the item whose `external_id` the
+    /// job reuses.
+    pub item_id: Uuid,
+    /// The item being replaced, when the job reuses an item's `external_id`.
+    pub replaces: Option<Replaced>,
+}
+
+/// What an item looked like before a job with its `external_id` replaced it.
+#[derive(Debug, Clone, FromRow)]
+pub struct Replaced {
+    pub id: Uuid,
+    pub category: Option<String>,
+    pub category_source: String,
+    pub model_id: String,
+    pub embedding: Option<Vec<f32>>,
+}
+
 impl Store {
-    /// Records the item a job produced and marks the job succeeded, in one transaction. The item id is
-    /// the job id, so running this twice for one job leaves exactly one item.
-    pub async fn complete_job(&self, job_id: Uuid, item: &NewItem) -> Result<Uuid> {
+    /// Starts writing the item a job produced. A job whose `external_id` already names an item updates
+    /// that item (same item id, new image, vector, category and metadata) instead of making a second
+    /// one. Jobs sharing an `external_id` are serialised by a transaction-scoped advisory lock held
+    /// until [`ItemWrite::commit`] (or drop), so the caller can write the vector in between and the
+    /// index ends with the vector of the job the database committed last.
+    pub async fn begin_item(&self, job_id: Uuid) -> Result<ItemWrite> {
         let mut tx = self.pool.begin().await?;
-        // `xmax = 0` is true only for a freshly inserted row: a redelivered job updates instead, and
-        // must not add its vector to the prototype a second time.
-        let inserted: bool = sqlx::query_scalar(
-            "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
-                 content_sha256, byte_size, format, width, height, category, category_source,
-                 category_confidence, model_id, metadata)
-             SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
-                 $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata
-             FROM jobs j WHERE j.id = $1
-             ON CONFLICT (id) DO UPDATE SET
-                 content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
-                 format = EXCLUDED.format, width = EXCLUDED.width, height = EXCLUDED.height,
-                 category = EXCLUDED.category, category_source = EXCLUDED.category_source,
-                 category_confidence = EXCLUDED.category_confidence, model_id = EXCLUDED.model_id,
-                 updated_at = now()
-             RETURNING (xmax = 0)",
-        )
-        .bind(job_id)
-        .bind(&item.content_sha256)
-        .bind(item.byte_size)
-        .bind(&item.format)
-        .bind(item.width)
-        .bind(item.height)
-        .bind(&item.category)
-        .bind(item.category_source)
-        .bind(item.category_confidence)
-        .bind(&item.model_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if inserted
-            && item.category_source == "provided"
-            && let Some(category) = &item.category
-        {
-            add_to_prototype(&mut tx, &item.model_id, category, &item.vector, 1).await?;
+        let external_id: Option<String> =
+            sqlx::query_scalar("SELECT external_id FROM jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        let mut replaces = None;
+        if let Some(external_id) = &external_id {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
+                .bind(external_id)
+                .execute(&mut *tx)
+                .await?;
+            replaces = sqlx::query_as::<_, Replaced>(
+                "SELECT id, category, category_source, model_id, embedding FROM items
+                 WHERE external_id = $1 AND id <> $2 FOR UPDATE",
+            )
+            .bind(external_id)
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        }
+        Ok(ItemWrite {
+            tx,
+            job_id,
+            item_id: replaces.as_ref().map_or(job_id, |r| r.id),
+            replaces,
+        })
+    }
+}
+
+impl ItemWrite {
+    /// Records the item and marks the job succeeded, in one transaction. Running this twice for one
+    /// job leaves exactly one item: a new item's id is the job id, an update targets a fixed id.
+    pub async fn commit(mut self, item: &NewItem) -> Result<Uuid> {
+        let tx = &mut self.tx;
+        match &self.replaces {
+            None => insert_item(tx, self.job_id, item).await?,
+            Some(old) => replace_item(tx, self.job_id, old, item).await?,
         }
         sqlx::query(
             "INSERT INTO thumbnails (item_id, jpeg) VALUES ($1, $2)
              ON CONFLICT (item_id) DO UPDATE SET jpeg = EXCLUDED.jpeg",
         )
-        .bind(job_id)
+        .bind(self.item_id)
         .bind(&item.thumbnail_jpeg)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
-            "UPDATE jobs SET status = 'succeeded', item_id = $1, error_code = NULL,
+            "UPDATE jobs SET status = 'succeeded', item_id = $2, error_code = NULL,
                  error_message = NULL, finished_at = now(), updated_at = now()
              WHERE id = $1",
         )
-        .bind(job_id)
-        .execute(&mut *tx)
+        .bind(self.job_id)
+        .bind(self.item_id)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
-        Ok(job_id)
+        self.tx.commit().await?;
+        Ok(self.item_id)
     }
+}
 
+async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) -> Result<()> {
+    // `xmax = 0` is true only for a freshly inserted row: a redelivered job updates instead, and
+    // must not add its vector to the prototype a second time.
+    let inserted: bool = sqlx::query_scalar(
+        "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
+             content_sha256, byte_size, format, width, height, category, category_source,
+             category_confidence, model_id, metadata, embedding)
+         SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11
+         FROM jobs j WHERE j.id = $1
+         ON CONFLICT (id) DO UPDATE SET
+             content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
+             format = EXCLUDED.format, width = EXCLUDED.width, height = EXCLUDED.height,
+             category = EXCLUDED.category, category_source = EXCLUDED.category_source,
+             category_confidence = EXCLUDED.category_confidence, model_id = EXCLUDED.model_id,
+             embedding = EXCLUDED.embedding, updated_at = now()
+         RETURNING (xmax = 0)",
+    )
+    .bind(job_id)
+    .bind(&item.content_sha256)
+    .bind(item.byte_size)
+    .bind(&item.format)
+    .bind(item.width)
+    .bind(item.height)
+    .bind(&item.category)
+    .bind(item.category_source)
+    .bind(item.category_confidence)
+    .bind(&item.model_id)
+    .bind(&item.vector)
+    .fetch_one(&mut *tx)
+    .await?;
+    if inserted
+        && item.category_source == "provided"
+        && let Some(category) = &item.category
+    {
+        add_to_prototype(tx, &item.model_id, category, &item.vector, 1).await?;
+    }
+    Ok(())
+}
+
+/// Overwrites an existing item with what a later job with the same `external_id` produced. The row
+/// lock taken in [`Store::begin_item`] makes the prototype bookkeeping exact: the old embedding leaves
+/// its category's sum and the new one joins, once.
+async fn replace_item(
+    tx: &mut sqlx::PgConnection,
+    job_id: Uuid,
+    old: &Replaced,
+    item: &NewItem,
+) -> Result<()> {
+    if old.category_source == "provided"
+        && let Some(category) = &old.category
+    {
+        match &old.embedding {
+            Some(vector) => add_to_prototype(tx, &old.model_id, category, vector, -1).await?,
+            None => tracing::warn!(
+                item = %old.id,
+                "replaced item has no stored embedding; its old vector stays in the `{category}` prototype"
+            ),
+        }
+    }
+    sqlx::query(
+        "UPDATE items SET job_id = j.id, source_kind = j.source_kind, source_url = j.source_url,
+             file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
+             height = $7, category = $8, category_source = $9, category_confidence = $10,
+             model_id = $11, metadata = j.metadata, embedding = $12, updated_at = now()
+         FROM jobs j WHERE items.id = $1 AND j.id = $2",
+    )
+    .bind(old.id)
+    .bind(job_id)
+    .bind(&item.content_sha256)
+    .bind(item.byte_size)
+    .bind(&item.format)
+    .bind(item.width)
+    .bind(item.height)
+    .bind(&item.category)
+    .bind(item.category_source)
+    .bind(item.category_confidence)
+    .bind(&item.model_id)
+    .bind(&item.vector)
+    .execute(&mut *tx)
+    .await?;
+    if item.category_source == "provided"
+        && let Some(category) = &item.category
+    {
+        add_to_prototype(tx, &item.model_id, category, &item.vector, 1).await?;
+    }
+    Ok(())
+}
+
+impl Store {
     pub async fn get_item(&self, id: Uuid) -> Result<Option<Item>> {
         let sql = concat!("SELECT ", item_columns!(), " FROM items WHERE id = $1");
         Ok(sqlx::query_as(sql)

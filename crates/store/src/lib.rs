@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use items::{CategoryCount, Item, NewItem, Prototype};
+pub use items::{CategoryCount, Item, ItemWrite, NewItem, Prototype, Replaced};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
 
 /// Migrations compiled into the binary, applied at startup and by the tests.
