@@ -16,6 +16,7 @@ if [ -n "${LOOKALIKE_MODELS_FROM:-}" ]; then
 else
   scripts/setup.sh
 fi
+scripts/fetch-corpus.sh   # the bad-image corpus (Pillow's and libjxl's test images), cached
 
 # Each end-to-end test runs a service process whose model uses two threads; two tests at a time keep a
 # 2-core machine busy without starving the jobs' own timeouts.
