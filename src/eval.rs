@@ -39,6 +39,9 @@ pub struct EvalArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// API key with the `read` and `write` scopes (eval uploads, then searches).
+    #[arg(long, env = "LOOKALIKE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -85,7 +88,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
             args.folder.display()
         );
     }
-    let api = Api::new(&args.api, args.concurrency)?;
+    let api = Api::new(&args.api, args.concurrency, args.api_key.as_deref())?;
     api.check_ready().await?;
 
     // 1. Ingest.
@@ -275,8 +278,8 @@ struct Api {
 }
 
 impl Api {
-    fn new(base: &str, concurrency: usize) -> Result<Self> {
-        let client = reqwest::Client::builder()
+    fn new(base: &str, concurrency: usize, api_key: Option<&str>) -> Result<Self> {
+        let client = crate::keys::client(api_key)?
             .timeout(Duration::from_secs(300))
             .build()?;
         Ok(Api {
@@ -317,6 +320,12 @@ impl Api {
             .with_context(|| format!("the lookalike API at {} is unreachable", self.base))?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status == 401 || status == 403 {
+            bail!(
+                "{status}: {body} (eval needs an API key with the read and write scopes: \
+                 --api-key or LOOKALIKE_API_KEY)"
+            );
+        }
         if !status.is_success() {
             bail!("{status}: {body}");
         }

@@ -80,6 +80,10 @@ pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
 
 /// `lookalike serve`: the API and the worker in one process, sharing the embedded vector index.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.auth.check_can_serve()?;
+    if !config.auth.enabled {
+        tracing::warn!("API keys are off (auth.enabled = false): every request is accepted");
+    }
     let config = Arc::new(config);
     let store = Store::connect_lazy(
         &config.database.url,

@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 use lookalike_core::Config;
 
 mod eval;
+mod keys;
 
 /// lookalike: finds visually similar products of the same category.
 ///
@@ -29,7 +30,13 @@ enum Command {
         /// Base URL of the running service.
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         api: String,
+        /// API key with the `write` scope.
+        #[arg(long, env = "LOOKALIKE_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
     },
+    /// Manage API keys (README "API keys").
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 #[tokio::main]
@@ -52,9 +59,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval(args) => eval::run(args).await,
-        Command::Reclassify { api } => {
+        Command::Keys(command) => keys::run(command),
+        Command::Reclassify { api, api_key } => {
             let url = format!("{}/v1/reclassify", api.trim_end_matches('/'));
-            let response = reqwest::Client::new().post(&url).send().await?;
+            let client = keys::client(api_key.as_deref())?.build()?;
+            let response = client.post(&url).send().await?;
             let status = response.status();
             let body: serde_json::Value = response.json().await?;
             println!("{}", serde_json::to_string_pretty(&body)?);

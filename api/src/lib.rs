@@ -1,12 +1,16 @@
 //! The lookalike HTTP API (axum): submit image jobs, follow them, read items.
 
+pub mod auth;
 mod error;
 mod routes;
 mod state;
 mod views;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ApiResult};
@@ -14,6 +18,7 @@ pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
+    let keys = Arc::new(auth::Keys::from_config(&state.config.auth));
     Router::new()
         .merge(routes::health::router())
         .merge(routes::images::router())
@@ -24,7 +29,19 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::catalogue::router())
         .merge(routes::web::router())
         .fallback(error::not_found_fallback)
+        .layer(middleware::from_fn_with_state(keys, auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TraceLayer::new_for_http())
+        // An info span, so the key's name (filled in by the auth middleware) is on every line a
+        // request logs at the default level.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    api_key = tracing::field::Empty,
+                )
+            }),
+        )
         .with_state(state)
 }

@@ -88,6 +88,13 @@ impl TestEnv {
 
     /// Starts `lookalike serve` and waits until it answers /readyz.
     pub async fn start(&self) -> Service {
+        let service = self.spawn();
+        service.wait_ready(Duration::from_secs(60)).await;
+        service
+    }
+
+    /// Starts `lookalike serve` without waiting for it (for tests of how it starts, or refuses to).
+    pub fn spawn(&self) -> Service {
         let log_path = self
             .dir
             .path()
@@ -114,19 +121,19 @@ impl TestEnv {
             .env("LOOKALIKE_QUEUE__RETRY_BASE_MS", "200")
             // The test image servers listen on loopback, which the fetch guard refuses by default.
             .env("LOOKALIKE_FETCH__ALLOW_CIDRS", r#"["127.0.0.0/8"]"#)
+            // API keys have their own test (tests/auth.rs), which turns them back on with `set`.
+            .env("LOOKALIKE_AUTH__ENABLED", "false")
             .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = cmd.spawn().expect("starting lookalike serve");
-        let service = Service {
+        Service {
             child,
             base: self.base_url(),
             log_path,
             client: reqwest::Client::new(),
-        };
-        service.wait_ready(Duration::from_secs(60)).await;
-        service
+        }
     }
 }
 

@@ -52,11 +52,12 @@ async fn thumbnail(
         .thumbnail(id)
         .await?
         .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
-    // Thumbnails never change for an item id, so caches may keep them.
+    // Thumbnails never change for an item id, so the browser may keep them; only the browser, since
+    // they are read with an API key and a shared cache would hand them to callers without one.
     Ok((
         [
             (header::CONTENT_TYPE, "image/jpeg"),
-            (header::CACHE_CONTROL, "public, max-age=86400, immutable"),
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
         ],
         jpeg,
     ))

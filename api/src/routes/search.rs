@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::auth::{self, Caller};
 use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
@@ -168,6 +169,7 @@ struct SearchParams {
 }
 
 async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
+    let caller = request.extensions().get::<Caller>().cloned();
     let content_type = crate::routes::content_type(&request);
     let (params, upload) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
@@ -194,6 +196,14 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
             "send multipart/form-data with a `file`, or application/json with {\"url\": ...}",
         ));
     };
+    if params.add {
+        // Only the body says whether this query also ingests, so the middleware could only check `read`.
+        auth::require(
+            caller.as_ref(),
+            lookalike_core::config::Scope::Write,
+            "POST /v1/search with `add=true`",
+        )?;
+    }
     let k = check_k(params.k)?;
     let (bytes, file_name) = match (upload, &params.url) {
         (Some((bytes, name)), None) => (bytes, name),

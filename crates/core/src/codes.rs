@@ -18,3 +18,13 @@ pub mod job {
     pub const TIMEOUT: &str = "job_timeout";
     pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
 }
+
+/// Why the API refused a caller (answered at once, in the API's error shape).
+pub mod auth {
+    /// 401: no API key was sent.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// 401: the key sent is not configured.
+    pub const INVALID_API_KEY: &str = "invalid_api_key";
+    /// 403: the key lacks the scope the request needs.
+    pub const FORBIDDEN_SCOPE: &str = "forbidden_scope";
+}

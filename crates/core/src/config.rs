@@ -27,6 +27,7 @@ pub struct Config {
     pub classify: Classify,
     pub log: Log,
     pub service: Service,
+    pub auth: Auth,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +41,201 @@ pub struct Log {
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub drain_deadline_ms: u64,
+}
+
+/// Who may call the API: keys with scopes (README "API keys").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub enabled: bool,
+    /// A list of tables in files; the compact text form (`name:sha256:read+write,...`) too, because
+    /// deployments set everything through one environment variable per setting.
+    #[serde(deserialize_with = "api_keys")]
+    pub keys: Vec<ApiKey>,
+}
+
+/// One API key as the service knows it: never the key itself, only its SHA-256. The keys are long
+/// random tokens, so a plain hash is enough; a slow password hash would only slow every request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Shown in logs instead of the key.
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a key may do. The scopes are independent: `write` does not include `read`, so a key that
+/// only feeds the catalogue cannot read it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Searches, items, thumbnails, categories, jobs, status.
+    Read,
+    /// Submissions, deletions, retries, re-classification, searches that add their image.
+    Write,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "read" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            other => bail!("unknown scope `{other}` (the scopes are `read` and `write`)"),
+        }
+    }
+}
+
+/// `read`, `write`, `read+write` or `read,write`: sorted, without repeats, never empty.
+pub fn parse_scopes(text: &str) -> anyhow::Result<Vec<Scope>> {
+    let mut scopes = text
+        .split(['+', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<anyhow::Result<Vec<Scope>>>()?;
+    scopes.sort();
+    scopes.dedup();
+    if scopes.is_empty() {
+        bail!("no scopes given (the scopes are `read` and `write`)");
+    }
+    Ok(scopes)
+}
+
+impl ApiKey {
+    /// One entry of the compact form: `name:sha256:read+write`.
+    pub fn parse(entry: &str) -> anyhow::Result<ApiKey> {
+        let parts: Vec<&str> = entry.trim().split(':').map(str::trim).collect();
+        let [name, sha256, scopes] = parts[..] else {
+            bail!("`{entry}` is not `name:sha256:scopes` (e.g. `shop:<64 hex digits>:read+write`)");
+        };
+        let key = ApiKey {
+            name: name.to_string(),
+            sha256: sha256.to_string(),
+            scopes: parse_scopes(scopes).with_context(|| format!("key `{name}`"))?,
+        };
+        key.check()?;
+        Ok(key)
+    }
+
+    /// The compact form's list: entries separated by commas (blank entries and spaces are ignored).
+    pub fn parse_list(text: &str) -> anyhow::Result<Vec<ApiKey>> {
+        text.split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(ApiKey::parse)
+            .collect()
+    }
+
+    /// The compact form [`ApiKey::parse`] reads.
+    pub fn compact(&self) -> String {
+        let scopes: Vec<&str> = self.scopes.iter().map(|s| s.as_str()).collect();
+        format!("{}:{}:{}", self.name, self.sha256, scopes.join("+"))
+    }
+
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+
+    /// Names stay within characters that survive the compact form, logs and shells unquoted.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let name = &self.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            bail!("API key name `{name}`: use 1 to 64 letters, digits, '.', '_' or '-'");
+        }
+        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(
+                "API key `{name}`: sha256 must be the key's SHA-256 as 64 hex digits \
+                 (`lookalike keys new` prints it)"
+            );
+        }
+        if self.scopes.is_empty() {
+            bail!("API key `{name}` has no scopes (give `read`, `write` or both)");
+        }
+        Ok(())
+    }
+}
+
+impl Auth {
+    /// A service that refuses every request is a misconfiguration: say how to fix it at startup.
+    pub fn check_can_serve(&self) -> anyhow::Result<()> {
+        if self.enabled && self.keys.is_empty() {
+            bail!(
+                "API keys are required (auth.enabled = true) but none is configured, so every request \
+                 would be refused. Make one with `lookalike keys new --name NAME --scopes read,write` \
+                 and give the service the line it prints (LOOKALIKE_AUTH__KEYS=... or [[auth.keys]] \
+                 in the $LOOKALIKE_CONFIG file); for local development only, turn keys off with \
+                 LOOKALIKE_AUTH__ENABLED=false"
+            );
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::HashSet::new();
+        let mut hashes = std::collections::HashSet::new();
+        for key in &self.keys {
+            key.check().context("auth.keys")?;
+            if !names.insert(key.name.as_str()) {
+                bail!("auth.keys: the name `{}` is used twice", key.name);
+            }
+            // One key under two names would make its scopes and its log name ambiguous.
+            if !hashes.insert(key.sha256.to_ascii_lowercase()) {
+                bail!(
+                    "auth.keys: `{}` has the same sha256 as another key",
+                    key.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn api_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ApiKey>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<ApiKey>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(
+                "a list of {name, sha256, scopes} tables, or text \"name:sha256:read+write,...\"",
+            )
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            ApiKey::parse_list(text).map_err(|e| E::custom(format!("{e:#}")))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = seq.next_element::<ApiKey>()? {
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    d.deserialize_any(Keys)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +413,7 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.auth.check()?;
         if self.worker.concurrency == 0 || self.worker.batch_size == 0 {
             bail!("worker.concurrency and worker.batch_size must be at least 1");
         }
@@ -348,5 +545,96 @@ mod tests {
         let names = Config::env_names();
         assert!(names.contains(&"LOOKALIKE_WORKER__BATCH_SIZE".to_string()));
         assert!(names.contains(&"LOOKALIKE_INDEX__DATA_DIR".to_string()));
+        assert!(names.contains(&"LOOKALIKE_AUTH__ENABLED".to_string()));
+        assert!(names.contains(&"LOOKALIKE_AUTH__KEYS".to_string()));
+    }
+
+    const HASH_A: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    const HASH_B: &str = "60303AE22B998861BCE3B28F33EEC1BE758A213C86C93C076DBE9F558C11C752";
+
+    #[test]
+    fn keys_are_required_by_default_and_serving_without_any_says_how_to_fix_it() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert!(c.auth.enabled);
+        assert!(c.auth.keys.is_empty());
+        let err = c.auth.check_can_serve().unwrap_err().to_string();
+        assert!(err.contains("lookalike keys new"), "{err}");
+        assert!(err.contains("LOOKALIKE_AUTH__KEYS"), "{err}");
+        assert!(err.contains("LOOKALIKE_AUTH__ENABLED=false"), "{err}");
+
+        let off = Config::load_from(None, env(&[("LOOKALIKE_AUTH__ENABLED", "false")])).unwrap();
+        assert!(!off.auth.enabled);
+        off.auth.check_can_serve().unwrap();
+    }
+
+    #[test]
+    fn keys_come_from_one_environment_variable_in_the_compact_form() {
+        let line = format!(" shop:{HASH_A}:read+write , page:{HASH_B}:read,");
+        let c = Config::load_from(None, env(&[("LOOKALIKE_AUTH__KEYS", &line)])).unwrap();
+        assert_eq!(c.auth.keys.len(), 2);
+        let (shop, page) = (&c.auth.keys[0], &c.auth.keys[1]);
+        assert_eq!(shop.name, "shop");
+        assert_eq!(shop.sha256, HASH_A);
+        assert_eq!(shop.scopes, vec![Scope::Read, Scope::Write]);
+        assert_eq!(page.scopes, vec![Scope::Read]);
+        assert!(page.allows(Scope::Read) && !page.allows(Scope::Write));
+        c.auth.check_can_serve().unwrap();
+        // What `lookalike keys new` prints reads back as the same key.
+        assert_eq!(ApiKey::parse(&shop.compact()).unwrap(), *shop);
+
+        let empty = Config::load_from(None, env(&[("LOOKALIKE_AUTH__KEYS", "")])).unwrap();
+        assert!(empty.auth.keys.is_empty());
+    }
+
+    #[test]
+    fn keys_in_a_file_are_tables() {
+        let inline: Auth = toml::from_str(&format!(
+            "enabled = true\nkeys = [{{ name = \"shop\", sha256 = \"{HASH_A}\", scopes = [\"write\"] }}]"
+        ))
+        .unwrap();
+        assert_eq!(inline.keys[0].scopes, vec![Scope::Write]);
+        let tables: Auth = toml::from_str(&format!(
+            "enabled = true\n[[keys]]\nname = \"a\"\nsha256 = \"{HASH_A}\"\nscopes = [\"read\"]\n\
+             [[keys]]\nname = \"b\"\nsha256 = \"{HASH_B}\"\nscopes = [\"read\", \"write\"]"
+        ))
+        .unwrap();
+        assert_eq!(tables.keys.len(), 2);
+        assert_eq!(tables.keys[1].name, "b");
+        let typo = toml::from_str::<Auth>(&format!(
+            "enabled = true\nkeys = [{{ name = \"a\", sha256 = \"{HASH_A}\", scope = [\"read\"] }}]"
+        ));
+        assert!(typo.is_err());
+    }
+
+    #[test]
+    fn malformed_keys_stop_the_service_at_startup() {
+        let bad = |value: String| {
+            Config::load_from(None, env(&[("LOOKALIKE_AUTH__KEYS", value.as_str())]))
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+                .unwrap_err()
+        };
+        let short = bad("shop:abc123:read".into());
+        assert!(short.contains("64 hex digits"), "{short}");
+        let scope = bad(format!("shop:{HASH_A}:admin"));
+        assert!(scope.contains("unknown scope `admin`"), "{scope}");
+        assert!(bad(format!("shop:{HASH_A}:")).contains("no scopes"));
+        assert!(bad(format!("shop:{HASH_A}")).contains("name:sha256:scopes"));
+        assert!(bad(format!("sh op:{HASH_A}:read")).contains("name `sh op`"));
+        let twice = bad(format!("a:{HASH_A}:read,a:{HASH_B}:read"));
+        assert!(twice.contains("`a` is used twice"), "{twice}");
+        let same = bad(format!("a:{HASH_A}:read,b:{}:write", HASH_A.to_uppercase()));
+        assert!(same.contains("same sha256"), "{same}");
+    }
+
+    #[test]
+    fn scopes_are_read_and_write_in_any_spelling_of_the_list() {
+        assert_eq!(
+            parse_scopes("write,read").unwrap(),
+            vec![Scope::Read, Scope::Write]
+        );
+        assert_eq!(parse_scopes(" Read + read ").unwrap(), vec![Scope::Read]);
+        assert!(parse_scopes("").is_err());
+        assert!(parse_scopes("read,delete").is_err());
     }
 }
