@@ -414,3 +414,127 @@ async fn the_page_searches_by_image_and_shows_same_category_lookalikes_jobs_and_
 
     page.close().await.unwrap();
 }
+
+/// The page's text in the error box, or `None` while it shows none.
+async fn page_error(page: &Client) -> Option<String> {
+    page.execute(
+        "const e = document.getElementById('error'); return e.hidden ? null : e.textContent;",
+        vec![],
+    )
+    .await
+    .unwrap()
+    .as_str()
+    .map(str::to_string)
+}
+
+async fn wait_page_error(page: &Client, what: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(text) = page_error(page).await {
+            return text;
+        }
+        assert!(start.elapsed() < UI_LIMIT, "no error shown for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn use_key(page: &Client, key: &str) {
+    let input = page.find(Locator::Id("api-key")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(key).await.unwrap();
+    page.find(Locator::Id("key-save"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_asks_for_an_api_key_keeps_it_and_loads_thumbnails_with_it() {
+    let driver = Driver::start().await;
+    let (page_key, ops_key) = ("lk_page_reads_only_4f1c", "lk_ops_reads_and_writes_9d2e");
+    let keys = format!(
+        "page:{}:read,ops:{}:read+write",
+        lookalike_api::auth::key_sha256(page_key),
+        lookalike_api::auth::key_sha256(ops_key)
+    );
+    let mut env = TestEnv::new().await;
+    env.set("AUTH__ENABLED", "true").set("AUTH__KEYS", keys);
+    let images = ImageServer::start(reference_dir()).await;
+    let mut service = env.start().await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {ops_key}").parse().unwrap(),
+    );
+    service.client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
+    let ids = service
+        .submit_urls(json!([
+            {"url": images.url("/files/skimage_coffee.png?copy=1"), "category": "cups"},
+            {"url": images.url("/files/skimage_coffee.png?copy=2"), "category": "cups"},
+        ]))
+        .await;
+    let page = driver.browser().await;
+    for job in service.wait_jobs(&ids, JOB_LIMIT).await {
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+
+    // Without a key the page loads, and says what the API said and what to do.
+    page.goto(&service.url("/")).await.unwrap();
+    let error = wait_page_error(&page, "a page without a key").await;
+    assert!(
+        error.contains("unauthorized") && error.contains("Enter an API key"),
+        "{error}"
+    );
+
+    // With the read key it works, thumbnails included (fetched with the key, shown from blobs).
+    use_key(&page, page_key).await;
+    poll(
+        &page,
+        &service,
+        "the categories, read with the key",
+        "return document.querySelector('#category-filter option[value=\"cups\"]') !== null;",
+    )
+    .await;
+    // After a reload the kept key still opens the catalogue.
+    page.refresh().await.unwrap();
+    page.find(Locator::Id("tab-catalogue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let thumbs = poll(
+        &page,
+        &service,
+        "the catalogue's thumbnails",
+        "const imgs = [...document.querySelectorAll('#catalogue .item img')]; \
+         return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.map(i => i.src) : null;",
+    )
+    .await;
+    for src in thumbs.as_array().unwrap() {
+        assert!(src.as_str().unwrap().starts_with("blob:"), "{thumbs}");
+    }
+    let kept = page
+        .execute(
+            "return [localStorage.getItem('lookalike.apiKey'), document.getElementById('api-key').value];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, json!([page_key, page_key]));
+    screenshot(&page, "web-api-key.png").await;
+
+    // A wrong key is refused, and the page says so.
+    use_key(&page, "lk_not_a_key").await;
+    let error = wait_page_error(&page, "a wrong key").await;
+    assert!(
+        error.contains("invalid_api_key") && error.contains("Check the API key"),
+        "{error}"
+    );
+    page.close().await.unwrap();
+}

@@ -4,6 +4,7 @@
 
 (() => {
   const PAGE = 24;
+  const KEY_STORE = 'lookalike.apiKey';
   const $ = (id) => document.getElementById(id);
 
   const state = {
@@ -24,11 +25,26 @@
     }
   }
 
+  // The API key lives in this browser's localStorage only, and goes out in the Authorization header
+  // (never in a URL, which would land in logs and history).
+  function apiKey() {
+    try {
+      return localStorage.getItem(KEY_STORE) || '';
+    } catch (_) {
+      return '';
+    }
+  }
+
+  function authHeaders(headers) {
+    const key = apiKey();
+    return key ? { ...(headers || {}), authorization: `Bearer ${key}` } : { ...(headers || {}) };
+  }
+
   /** Calls the API; resolves to the JSON body, or throws an ApiError with the API's code and message. */
   async function api(path, options) {
     let res;
     try {
-      res = await fetch(path, options);
+      res = await fetch(path, { ...(options || {}), headers: authHeaders(options && options.headers) });
     } catch (e) {
       throw new ApiError('network', 'The service did not answer. Is it running?', 0);
     }
@@ -41,9 +57,37 @@
     }
     if (!res.ok) {
       const err = (body && body.error) || {};
-      throw new ApiError(err.code || `http_${res.status}`, err.message || `${res.status} ${res.statusText}`, res.status);
+      let message = err.message || `${res.status} ${res.statusText}`;
+      if (res.status === 401) {
+        message += apiKey() ? ' Check the API key at the top of the page.' : ' Enter an API key at the top of the page.';
+        $('api-key').setAttribute('aria-invalid', 'true');
+      }
+      throw new ApiError(err.code || `http_${res.status}`, message, res.status);
     }
     return body;
+  }
+
+  /**
+   * Shows a thumbnail. An <img src> cannot send the API key, so the image is fetched with it and shown
+   * from a blob URL, released once the image has been decoded. Only the newest request for an <img> wins.
+   */
+  async function loadThumb(img, path) {
+    img.dataset.thumb = path || '';
+    img.removeAttribute('src');
+    if (!path) return;
+    try {
+      const res = await fetch(path, { headers: authHeaders() });
+      if (!res.ok) throw new Error(`${res.status}`);
+      const blob = await res.blob();
+      if (img.dataset.thumb !== path) return;
+      const url = URL.createObjectURL(blob);
+      const release = () => URL.revokeObjectURL(url);
+      img.addEventListener('load', release, { once: true });
+      img.addEventListener('error', release, { once: true });
+      img.src = url;
+    } catch (_) {
+      // A missing thumbnail leaves an empty frame; the card still names the item.
+    }
   }
 
   /** h('li', {class: 'x', dataset: {a: 1}}, child, 'text') */
@@ -138,14 +182,18 @@
       src = state.preview;
     } else if (query.kind === 'url') {
       src = query.url;
-    } else {
-      src = query.thumb;
     }
-    img.hidden = !src;
-    if (src) img.src = src;
     img.onerror = () => {
       img.hidden = true;
     };
+    if (query.kind === 'item') {
+      img.hidden = !query.thumb;
+      loadThumb(img, query.thumb);
+    } else {
+      img.dataset.thumb = '';
+      img.hidden = !src;
+      if (src) img.src = src;
+    }
     $('query-label').textContent =
       query.kind === 'file' ? `Your image: ${query.file.name || 'pasted image'}`
         : query.kind === 'url' ? `Image at ${query.url}`
@@ -271,12 +319,18 @@
           $('query').scrollIntoView({ block: 'nearest' });
         },
       },
-      h('img', { src: thumb, alt: name, loading: 'lazy', width: 160, height: 160 }),
+      thumbnail(thumb, name),
       h('span', { class: 'meta' },
         h('span', { class: 'name', text: name }),
         h('span', { class: 'row-meta' },
           h('span', { class: category ? 'cat' : 'cat none', text: category || 'uncategorised' }),
           extra))));
+  }
+
+  function thumbnail(path, alt) {
+    const img = h('img', { alt, width: 160, height: 160 });
+    loadThumb(img, path);
+    return img;
   }
 
   function resultCard(r) {
@@ -385,7 +439,36 @@
     runSearch({ kind: 'url', url });
   }
 
+  function initKey() {
+    const input = $('api-key');
+    const showState = () => {
+      $('key-state').textContent = apiKey() ? 'saved in this browser' : 'none';
+    };
+    input.value = apiKey();
+    showState();
+    $('key-form').addEventListener('submit', (e) => {
+      e.preventDefault();
+      const key = input.value.trim();
+      try {
+        if (key) localStorage.setItem(KEY_STORE, key);
+        else localStorage.removeItem(KEY_STORE);
+      } catch (_) {
+        showError('Could not keep the key', new ApiError('storage', 'This browser does not allow localStorage here'));
+        return;
+      }
+      input.removeAttribute('aria-invalid');
+      showState();
+      clearError();
+      // Everything on screen was fetched with the previous key: load it again with this one.
+      loadCategories().then(() => {
+        route();
+        if (state.last) runSearch(state.last);
+      });
+    });
+  }
+
   function init() {
+    initKey();
     $('file').addEventListener('change', (e) => {
       const file = e.target.files && e.target.files[0];
       searchFile(file);
