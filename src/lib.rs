@@ -141,6 +141,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         thumbnail_size: w.thumbnail_size,
         reuse_identical: w.reuse_identical_images,
         classify: config.classify.clone(),
+        prior: load_prior(&config)?,
         max_attempts: config.queue.max_attempts,
     });
     let consumer = Arc::new(Consumer {
@@ -155,6 +156,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
     });
     let worker = tokio::spawn(consumer.run(shutdown.clone()));
+    tokio::spawn(lookalike_worker::republish::run(
+        store.clone(),
+        publisher.clone(),
+        Duration::from_millis(config.queue.republish_after_ms),
+        shutdown.clone(),
+    ));
 
     let app = lookalike_api::router(lookalike_api::AppState {
         config: config.clone(),
@@ -190,4 +197,21 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// The cold-start prior, when `classify.categories` lists the catalogue's categories.
+fn load_prior(config: &Config) -> anyhow::Result<Option<Arc<lookalike_worker::prior::Prior>>> {
+    let c = &config.classify;
+    if c.categories.is_empty() {
+        return Ok(None);
+    }
+    let prior = lookalike_worker::prior::Prior::load(
+        &config.model.ort_library,
+        &c.prior_model,
+        &c.prior_map,
+        &c.categories,
+        config.model.intra_threads,
+    )
+    .context("loading the cold-start prior (classify.categories is set; run scripts/setup.sh)")?;
+    Ok(Some(Arc::new(prior)))
 }

@@ -131,7 +131,7 @@ impl Pipeline {
         let (content_sha256, byte_size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
         let analysis = match self.reuse(&content_sha256, job.id).await? {
             Some(stored) => stored,
-            None => self.analyse(bytes).await?,
+            None => self.analyse(bytes, true).await?,
         };
         let decision = match &job.category {
             Some(c) => CategoryDecision::Provided(c.clone()),
@@ -277,8 +277,9 @@ impl Pipeline {
         }))
     }
 
-    /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries.
-    pub async fn analyse(&self, bytes: Vec<u8>) -> Result<Analysis, JobError> {
+    /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries; a query
+    /// that is not kept skips the thumbnail (a third of the image work around the model).
+    pub async fn analyse(&self, bytes: Vec<u8>, thumbnail: bool) -> Result<Analysis, JobError> {
         let permit = self
             .decode_permits
             .clone()
@@ -297,7 +298,11 @@ impl Pipeline {
             let _permit = permit;
             let image = lookalike_vision::clean(&bytes, &limits)?;
             let tensor = lookalike_vision::to_tensor(&image.rgb, &spec);
-            let thumbnail = lookalike_vision::thumbnail_jpeg(&image.rgb, thumb);
+            let thumbnail = if thumbnail {
+                lookalike_vision::thumbnail_jpeg(&image.rgb, thumb)
+            } else {
+                Vec::new()
+            };
             let prior = match prior {
                 Some(p) => Some(p.masses(&image.rgb).map_err(|e| {
                     JobError::transient(code::INFERENCE_FAILED, format!("prior model: {e:#}"))

@@ -226,7 +226,11 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
     };
     let (sha, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
     let stored_bytes = params.add.then(|| bytes.clone());
-    let analysis = state.pipeline.analyse(bytes).await.map_err(job_error)?;
+    let analysis = state
+        .pipeline
+        .analyse(bytes, params.add)
+        .await
+        .map_err(job_error)?;
 
     let exclude = match params.exclude {
         Some(id) => Some(exclusion(&state, id).await?),
@@ -234,7 +238,11 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
     };
     let prediction = state
         .pipeline
-        .classify(&analysis.embedding, exclude.as_ref())
+        .classify(
+            &analysis.embedding,
+            analysis.prior.as_ref(),
+            exclude.as_ref(),
+        )
         .await
         .map_err(job_error)?;
     let c = &state.config.classify;
@@ -292,7 +300,7 @@ fn prediction_json(p: Option<&Prediction>) -> Value {
             "category": p.category,
             "confidence": p.confidence,
             "top": p.ranking.iter().take(3).map(|(c, w)| json!({"category": c, "confidence": w})).collect::<Vec<_>>(),
-            "method": "neighbours+prototypes",
+            "method": if p.used_prior { "neighbours+prototypes+prior" } else { "neighbours+prototypes" },
         }),
     }
 }

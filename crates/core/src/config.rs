@@ -264,6 +264,7 @@ pub struct Queue {
     pub max_attempts: u32,
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    pub republish_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -330,9 +331,16 @@ pub struct Classify {
     pub neighbour_temperature: f32,
     pub prototype_temperature: f32,
     pub prototype_weight: f32,
+    pub confidence_temperature: f32,
     pub min_confidence: f32,
     pub cover: f32,
     pub max_categories: usize,
+    /// The catalogue's categories; categories in it without labelled items get the cold-start prior.
+    pub categories: Vec<String>,
+    /// ImageNet classifier for the cold-start prior (logits output named `logits`).
+    pub prior_model: PathBuf,
+    /// JSON map from ImageNet class index to catalogue categories.
+    pub prior_map: PathBuf,
 }
 
 // Connection strings may carry passwords: never print them.
@@ -422,6 +430,9 @@ impl Config {
         }
         if self.index.backend != "edge" {
             bail!("index.backend must be \"edge\" (the embedded Qdrant engine)");
+        }
+        if !(self.classify.confidence_temperature > 0.0) {
+            bail!("classify.confidence_temperature must be above 0");
         }
         if self.queue.max_attempts == 0 {
             bail!("queue.max_attempts must be at least 1");

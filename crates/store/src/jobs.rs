@@ -147,6 +147,12 @@ impl Store {
             .await?)
     }
 
+    /// Several jobs in one query, in no particular order; ids that name no job are left out.
+    pub async fn get_jobs(&self, ids: &[Uuid]) -> Result<Vec<Job>> {
+        let sql = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ANY($1)");
+        Ok(sqlx::query_as(sql).bind(ids).fetch_all(&self.pool).await?)
+    }
+
     /// Most recent jobs first, optionally only those in one status.
     pub async fn list_jobs(&self, status: Option<JobStatus>, limit: i64) -> Result<Vec<Job>> {
         let sql = concat!(
@@ -225,13 +231,42 @@ impl Store {
     pub async fn reset_failed_job(&self, id: Uuid) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'queued', attempts = 0, error_code = NULL, error_message = NULL,
-                    finished_at = NULL, updated_at = now()
+                    finished_at = NULL, published_at = NULL, updated_at = now()
              WHERE id = $1 AND status = 'failed'",
         )
         .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records that the broker confirmed these jobs' messages.
+    pub async fn mark_published(&self, ids: &[Uuid]) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET published_at = now() WHERE id = ANY($1) AND published_at IS NULL",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Queued jobs whose message was never confirmed, untouched for `grace`: their submitter died
+    /// between committing and publishing them.
+    pub async fn unpublished_jobs(
+        &self,
+        grace: std::time::Duration,
+        limit: i64,
+    ) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status = 'queued' AND published_at IS NULL
+                 AND updated_at < now() - make_interval(secs => $1)
+             ORDER BY updated_at LIMIT $2",
+        )
+        .bind(grace.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Jobs of one request that could not be enqueued are failed, never left queued forever.
