@@ -15,11 +15,13 @@ use serde_json::{Value, json};
 use support::images::ImageServer;
 use support::*;
 
-/// The whole corpus (about 90 jobs, a dozen of them 3-megapixel photos) takes ~15 s here.
+/// The whole corpus (about 100 jobs, a dozen of them 3-megapixel photos) takes 10-20 s here.
 const LIMIT: Duration = Duration::from_secs(300);
-const THUMBNAIL_SIZE: u32 = 256;
-/// `image.max_alloc_bytes` in config/default.toml: the most one decode may allocate.
-const MAX_ALLOC_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The service runs with the defaults (config/default.toml), so the bounds come from there too.
+fn defaults() -> lookalike_core::config::Config {
+    lookalike_core::config::Config::load_from(None, std::iter::empty()).expect("default config")
+}
 
 /// Peak and current resident memory of a process, from /proc (kB).
 fn memory_kb(pid: u32) -> (u64, u64) {
@@ -110,10 +112,15 @@ async fn every_corpus_file_succeeds_or_fails_with_its_code_and_the_service_stays
     assert_eq!(status["index"]["points"], good + 1, "{status}");
 
     // Memory: the decompression bombs declare gigabytes; none of it may be allocated. One decode may
-    // use up to image.max_alloc_bytes (decode_threads = 1, so one at a time), so the process's peak
-    // resident size stays under what it needed with the model warm plus that allowance.
+    // use up to image.max_alloc_bytes (one at a time with a single decode thread), so the process's
+    // peak resident size stays under what it needed with the model warm plus that allowance.
+    let config = defaults();
+    assert_eq!(
+        config.worker.decode_threads, 1,
+        "the bound assumes one decode at a time"
+    );
     let (peak_kb, now_kb) = memory_kb(pid);
-    let bound_kb = baseline_kb + MAX_ALLOC_BYTES / 1024;
+    let bound_kb = baseline_kb + config.image.max_alloc_bytes / 1024;
     println!(
         "{good} good and {bad} bad files in {:.1} s; memory: {} MiB after warm-up, peak {} MiB, \
          now {} MiB, bound {} MiB",
@@ -172,7 +179,7 @@ async fn check_item(
     let thumb = lookalike_vision::clean(&bytes, &Default::default())
         .map_err(|e| format!("thumbnail does not decode: {e}"))?;
     let long = width.max(height);
-    let want_long = long.min(THUMBNAIL_SIZE);
+    let want_long = long.min(defaults().worker.thumbnail_size);
     let want_short = ((u64::from(width.min(height)) * u64::from(want_long) + u64::from(long) / 2)
         / u64::from(long))
     .max(1);
