@@ -1,4 +1,5 @@
-//! Job status: `GET /v1/jobs/{id}` and `GET /v1/jobs?status=failed&limit=50`.
+//! Job status: `GET /v1/jobs/{id}`, `GET /v1/jobs?status=failed&limit=50` and, for clients following
+//! many jobs, `GET /v1/jobs?ids=<id>,<id>,…`.
 
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
@@ -33,7 +34,12 @@ async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResul
 struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
+    ids: Option<String>,
 }
+
+/// Most ids one `GET /v1/jobs?ids=` may name: 500 ids are an 18 KB query string, well within what
+/// HTTP servers and proxies accept, and one indexed query.
+pub const MAX_IDS: usize = 500;
 
 async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
     let status = match q.status.as_deref() {
@@ -49,11 +55,56 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
             ));
         }
     };
+    if let Some(raw) = q.ids.as_deref() {
+        return by_ids(&state, raw, status).await;
+    }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let jobs = state.store.list_jobs(status, limit).await?;
     Ok(Json(
         json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()}),
     ))
+}
+
+/// The named jobs in the order asked (repeats once), optionally only those in `status`; `missing`
+/// lists the ids that name no job at all.
+async fn by_ids(state: &AppState, raw: &str, status: Option<JobStatus>) -> ApiResult<Json<Value>> {
+    let ids = parse_ids(raw)?;
+    let found = state.store.get_jobs(&ids).await?;
+    let by_id: std::collections::HashMap<Uuid, &lookalike_store::Job> =
+        found.iter().map(|j| (j.id, j)).collect();
+    let jobs: Vec<Value> = ids
+        .iter()
+        .filter_map(|id| by_id.get(id))
+        .filter(|j| status.is_none_or(|s| j.status == s))
+        .map(|j| views::job(j))
+        .collect();
+    let missing: Vec<&Uuid> = ids.iter().filter(|id| !by_id.contains_key(id)).collect();
+    Ok(Json(json!({"jobs": jobs, "missing": missing})))
+}
+
+/// `ids=a,b,c`: 1 to [`MAX_IDS`] job ids, blanks around commas ignored, repeats kept once.
+fn parse_ids(raw: &str) -> ApiResult<Vec<Uuid>> {
+    let mut ids = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let id = parse_id(part, "job")?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_id",
+            "`ids` names no job id (give them comma-separated)",
+        ));
+    }
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::bad_request(
+            "too_many_ids",
+            format!("{} job ids; at most {MAX_IDS} per request", ids.len()),
+        ));
+    }
+    Ok(ids)
 }
 
 /// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with a fresh attempt budget.
@@ -82,6 +133,7 @@ async fn retry(
             .await;
         return Err(ApiError::unavailable("queue_unavailable", message));
     }
+    let _ = state.store.mark_published(&[id]).await;
     tracing::info!(job_id = %id, "failed job re-queued by request");
     let job = state
         .store
@@ -89,4 +141,27 @@ async fn retry(
         .await?
         .expect("the job was just updated");
     Ok((axum::http::StatusCode::ACCEPTED, Json(views::job(&job))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_comma_separated_deduplicated_and_bounded() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert_eq!(parse_ids(&format!(" {a}, {b},,{a} ")).unwrap(), vec![a, b]);
+        assert_eq!(parse_ids(" , ").unwrap_err().code, "invalid_id");
+        assert_eq!(
+            parse_ids(&format!("{a},nope")).unwrap_err().code,
+            "invalid_id"
+        );
+        let many: Vec<String> = (0..=MAX_IDS).map(|_| Uuid::now_v7().to_string()).collect();
+        assert_eq!(parse_ids(&many.join(",")).unwrap_err().code, "too_many_ids");
+        assert_eq!(
+            parse_ids(&many[..MAX_IDS].join(",")).unwrap().len(),
+            MAX_IDS
+        );
+    }
 }

@@ -36,6 +36,20 @@ impl JobMessage {
     }
 }
 
+/// What the queues hold at one moment (RabbitMQ's counts; messages delivered but not yet acked are
+/// in none of them).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Jobs waiting in the work queue for a worker.
+    pub ready: u32,
+    /// Jobs waiting out a retry delay.
+    pub retrying: u32,
+    /// Jobs that used up their attempts.
+    pub dead: u32,
+    /// Consumers (worker channels) on the work queue.
+    pub consumers: u32,
+}
+
 /// Queue names derived from one prefix, so tests (and several deployments on one broker) never collide.
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -76,17 +90,28 @@ impl Topology {
         Ok(())
     }
 
-    /// Number of messages ready in the work queue (for status and metrics).
-    pub async fn depth(&self, channel: &Channel) -> lapin::Result<(u32, u32)> {
+    /// Messages waiting in each queue and the work queue's consumers, by passive declares (which
+    /// fail, closing the channel, when a queue does not exist: use a channel of its own).
+    pub async fn depth(&self, channel: &Channel) -> lapin::Result<QueueDepth> {
         let passive = QueueDeclareOptions {
             passive: true,
             durable: true,
             ..Default::default()
         };
-        let q = channel
-            .queue_declare(self.jobs.as_str().into(), passive, FieldTable::default())
-            .await?;
-        Ok((q.message_count(), q.consumer_count()))
+        let mut counts = Vec::with_capacity(3);
+        for queue in [&self.jobs, &self.retry, &self.dead] {
+            counts.push(
+                channel
+                    .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                    .await?,
+            );
+        }
+        Ok(QueueDepth {
+            ready: counts[0].message_count(),
+            consumers: counts[0].consumer_count(),
+            retrying: counts[1].message_count(),
+            dead: counts[2].message_count(),
+        })
     }
 
     /// Deletes the queues (used by tests to clean up after themselves).

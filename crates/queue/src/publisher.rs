@@ -134,18 +134,46 @@ impl Publisher {
         Ok(())
     }
 
+    /// The queues' message counts, for status pages. Read on a short-lived channel of the same
+    /// connection, so a refused declare cannot close the confirm channel that submissions use.
+    pub async fn depth(&self) -> Result<crate::QueueDepth, PublishError> {
+        let read = async {
+            let channel = {
+                let mut state = self.state.lock().await;
+                Self::connected(&self.url, &self.topology, &mut state).await?;
+                let (conn, _) = state.as_ref().expect("connected() leaves a connection");
+                conn.create_channel().await?
+            };
+            let depth = self.topology.depth(&channel).await;
+            let _ = channel.close(200, "status read".into()).await;
+            Ok(depth?)
+        };
+        tokio::time::timeout(self.timeout, read)
+            .await
+            .unwrap_or(Err(PublishError::Timeout(self.timeout)))
+    }
+
     async fn channel(&self) -> Result<Channel, PublishError> {
         let mut state = self.state.lock().await;
+        Self::connected(&self.url, &self.topology, &mut state).await
+    }
+
+    /// The open confirm channel, connecting first when there is none.
+    async fn connected(
+        url: &str,
+        topology: &Topology,
+        state: &mut Option<(Connection, Channel)>,
+    ) -> Result<Channel, PublishError> {
         if let Some((conn, ch)) = state.as_ref()
             && conn.status().connected()
             && ch.status().connected()
         {
             return Ok(ch.clone());
         }
-        let conn = crate::connect(&self.url, "lookalike-publisher").await?;
+        let conn = crate::connect(url, "lookalike-publisher").await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        self.topology.declare(&ch).await?;
+        topology.declare(&ch).await?;
         *state = Some((conn, ch.clone()));
         Ok(ch)
     }
