@@ -22,14 +22,18 @@ use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
+use crate::client::JobEnd;
+use crate::folder::file_name;
+
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
     /// Labelled folder: FOLDER/<category>/<image files>; an optional FOLDER/products.json maps each
     /// relative path to a product id (several views of one product).
     pub folder: PathBuf,
-    /// Base URL of a running `lookalike serve` (ideally a fresh one: its catalogue takes part).
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub api: String,
+    /// The running service (ideally a fresh one: its catalogue takes part); the key needs the `read`
+    /// and `write` scopes (eval uploads, then searches).
+    #[command(flatten)]
+    pub api: crate::client::ApiArgs,
     /// Use only the first N images (sorted by name) of each category.
     #[arg(long)]
     pub limit_per_category: Option<usize>,
@@ -39,9 +43,6 @@ pub struct EvalArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// API key with the `read` and `write` scopes (eval uploads, then searches).
-    #[arg(long, env = "LOOKALIKE_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -51,9 +52,6 @@ const VOTE_K: usize = 5;
 const ECE_BINS: usize = 10;
 /// Give up when no job has finished for this long.
 const STALL_LIMIT: Duration = Duration::from_secs(300);
-const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "ico", "pnm", "ppm", "pgm",
-];
 
 /// One labelled image of the folder.
 struct Sample {
@@ -72,7 +70,8 @@ struct Answer {
     results: Vec<(String, Option<String>)>,
 }
 
-pub async fn run(args: EvalArgs) -> Result<()> {
+/// Answers the exit code: 1 when an image failed to ingest or a search failed.
+pub async fn run(args: EvalArgs) -> Result<u8> {
     let started = Instant::now();
     let name = args
         .folder
@@ -88,7 +87,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
             args.folder.display()
         );
     }
-    let api = Api::new(&args.api, args.concurrency, args.api_key.as_deref())?;
+    let api = Api::new(&args.api, args.concurrency)?;
     api.check_ready().await?;
 
     // 1. Ingest.
@@ -164,7 +163,7 @@ pub async fn run(args: EvalArgs) -> Result<()> {
     let searched = answers.len() - search_errors.len();
     let report = json!({
         "folder": name,
-        "api": args.api,
+        "api": args.api.api,
         "items": samples.len(),
         "categories": per_category,
         "ingest_failures": failures,
@@ -198,63 +197,33 @@ pub async fn run(args: EvalArgs) -> Result<()> {
         print!("{}", markdown(&report));
     }
     if !failures.is_empty() || !search_errors.is_empty() {
-        bail!(
+        eprintln!(
             "{} of {} images failed to ingest, {} searches failed",
             failures.len(),
             job_ids.len(),
             search_errors.len()
         );
+        return Ok(crate::client::EXIT_FAILED);
     }
-    Ok(())
+    Ok(crate::client::EXIT_OK)
 }
 
-/// `FOLDER/<category>/<image>`, sorted by category then file name; hidden files and non-images skipped.
+/// The labelled images of the folder, with their product ids from `products.json` when there is one.
 fn walk(folder: &Path, limit: Option<usize>) -> Result<Vec<Sample>> {
     let products: HashMap<String, String> = match std::fs::read(folder.join("products.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .context("products.json: expected {\"path\": \"product id\"}")?,
         Err(_) => HashMap::new(),
     };
-    let mut samples = Vec::new();
-    for category in sorted_entries(folder)?.into_iter().filter(|p| p.is_dir()) {
-        let cat = file_name(&category);
-        if cat.starts_with('.') {
-            continue;
-        }
-        let images = sorted_entries(&category)?.into_iter().filter(|p| {
-            let ext = p
-                .extension()
-                .map(|e| e.to_string_lossy().to_ascii_lowercase());
-            p.is_file()
-                && !file_name(p).starts_with('.')
-                && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-        });
-        for path in images.take(limit.unwrap_or(usize::MAX)) {
-            let rel = format!("{cat}/{}", file_name(&path));
-            samples.push(Sample {
-                product: products.get(&rel).cloned(),
-                category: cat.clone(),
-                rel,
-                path,
-            });
-        }
-    }
-    Ok(samples)
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    entries.sort();
-    Ok(entries)
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    Ok(crate::folder::walk(folder, limit)?
+        .into_iter()
+        .map(|image| Sample {
+            product: products.get(&image.rel).cloned(),
+            rel: image.rel,
+            category: image.category,
+            path: image.path,
+        })
+        .collect())
 }
 
 /// For each item, the other items that show the same product.
@@ -272,64 +241,25 @@ fn siblings(products: &[Option<&str>]) -> Vec<Vec<usize>> {
 }
 
 struct Api {
-    client: reqwest::Client,
-    base: String,
+    api: crate::client::Api,
     concurrency: usize,
 }
 
 impl Api {
-    fn new(base: &str, concurrency: usize, api_key: Option<&str>) -> Result<Self> {
-        let client = crate::keys::client(api_key)?
-            .timeout(Duration::from_secs(300))
-            .build()?;
+    fn new(args: &crate::client::ApiArgs, concurrency: usize) -> Result<Self> {
         Ok(Api {
-            client,
-            base: base.trim_end_matches('/').to_string(),
+            api: crate::client::Api::new(args, Duration::from_secs(300), "read and write")?,
             concurrency: concurrency.max(1),
         })
     }
 
     async fn check_ready(&self) -> Result<()> {
-        let r = self
-            .client
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "the lookalike API at {} is unreachable (is `lookalike serve` running?)",
-                    self.base
-                )
-            })?;
-        if !r.status().is_success() {
-            bail!(
-                "the lookalike API at {} is not ready ({}): {}",
-                self.base,
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.api.check_ready().await
     }
 
-    /// Answers the JSON body of a 2xx response; anything else is an error naming the status and body.
+    /// Answers the JSON body of a 2xx response; anything else is an error naming the status and code.
     async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        let r = request
-            .send()
-            .await
-            .with_context(|| format!("the lookalike API at {} is unreachable", self.base))?;
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if status == 401 || status == 403 {
-            bail!(
-                "{status}: {body} (eval needs an API key with the read and write scopes: \
-                 --api-key or LOOKALIKE_API_KEY)"
-            );
-        }
-        if !status.is_success() {
-            bail!("{status}: {body}");
-        }
-        Ok(body)
+        self.api.json(request).await
     }
 
     /// Uploads every sample in batches; answers the job ids in sample order.
@@ -347,18 +277,14 @@ impl Api {
             }
             let body = self
                 .json(
-                    self.client
-                        .post(format!("{}/v1/images", self.base))
+                    self.api
+                        .http()
+                        .post(self.api.url("/v1/images"))
                         .multipart(form),
                 )
                 .await
                 .with_context(|| format!("uploading {} ...", batch[0].rel))?;
-            let ids: Vec<String> = body["jobs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|j| j["job_id"].as_str().map(str::to_string))
-                .collect();
+            let ids = crate::client::job_ids(&body);
             if ids.len() != batch.len() {
                 bail!("asked for {} jobs, got {}: {body}", batch.len(), ids.len());
             }
@@ -368,45 +294,29 @@ impl Api {
         Ok(batches.concat())
     }
 
-    /// Polls the jobs (roughly in submission order, the order the queue runs them) until all have ended;
-    /// each ends with the item id or the failure reason.
+    /// Follows the jobs (with the batch lookup, oldest first) until all have ended; each ends with
+    /// the item id or the failure reason.
     async fn wait_jobs(&self, ids: &[String]) -> Result<Vec<Result<String, String>>> {
+        let position: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
         let mut outcomes: Vec<Option<Result<String, String>>> = vec![None; ids.len()];
         let (start, mut last_progress, mut last_print) =
             (Instant::now(), Instant::now(), Instant::now());
-        let mut pending: Vec<usize> = (0..ids.len()).collect();
+        let mut pending: Vec<String> = ids.to_vec();
         while !pending.is_empty() {
-            // Poll from the front; stop the round at the first chunk that still has unfinished jobs.
-            for chunk in pending.clone().chunks(self.concurrency * 4) {
-                let polled: Vec<(usize, Value)> = stream::iter(chunk.iter().map(|&i| async move {
-                    self.json(self.client.get(format!("{}/v1/jobs/{}", self.base, ids[i])))
-                        .await
-                        .map(|j| (i, j))
-                }))
-                .buffered(self.concurrency)
-                .try_collect()
-                .await?;
-                let mut unfinished = false;
-                for (i, job) in polled {
-                    match job["status"].as_str() {
-                        Some("succeeded") => {
-                            outcomes[i] = Some(
-                                job["item_id"]
-                                    .as_str()
-                                    .map(str::to_string)
-                                    .ok_or_else(|| format!("no item_id: {job}")),
-                            )
-                        }
-                        Some("failed") => outcomes[i] = Some(Err(job["error"].to_string())),
-                        _ => unfinished = true,
-                    }
-                }
-                if unfinished {
-                    break;
+            for (id, end) in self.api.ended_jobs(&pending).await? {
+                if let Some(&i) = position.get(id.as_str()) {
+                    outcomes[i] = Some(match end {
+                        JobEnd::Succeeded { item_id } => Ok(item_id),
+                        JobEnd::Failed { code, message } => Err(format!("{code}: {message}")),
+                    });
                 }
             }
             let before = pending.len();
-            pending.retain(|&i| outcomes[i].is_none());
+            pending.retain(|id| outcomes[position[id.as_str()]].is_none());
             if pending.len() < before {
                 last_progress = Instant::now();
             } else if last_progress.elapsed() > STALL_LIMIT {
@@ -437,8 +347,9 @@ impl Api {
         stream::iter(item_ids.iter().map(|id| async move {
             let item = self
                 .json(
-                    self.client
-                        .get(format!("{}/v1/items/{id}?vector=true", self.base)),
+                    self.api
+                        .http()
+                        .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
                 )
                 .await?;
             let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
@@ -494,8 +405,9 @@ impl Api {
         let t = Instant::now();
         let body = self
             .json(
-                self.client
-                    .post(format!("{}/v1/search", self.base))
+                self.api
+                    .http()
+                    .post(self.api.url("/v1/search"))
                     .multipart(form),
             )
             .await?;

@@ -1,9 +1,9 @@
-//! API keys on the command line: `lookalike keys new`, and the key the HTTP client commands send.
+//! API keys on the command line: `lookalike keys new` (the client commands send a key with
+//! `--api-key`, see `client.rs`).
 
 use anyhow::Context;
 use lookalike_core::config::{ApiKey, parse_scopes};
 use rand::RngCore;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum KeysCommand {
@@ -65,18 +65,6 @@ fn instructions(key: &str, entry: &ApiKey) -> String {
         sha = entry.sha256,
         list = scopes.join(", "),
     )
-}
-
-/// An HTTP client for the commands that call a running service, sending the key when there is one.
-pub fn client(api_key: Option<&str>) -> anyhow::Result<reqwest::ClientBuilder> {
-    let mut headers = HeaderMap::new();
-    if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
-        let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("the API key holds characters an HTTP header cannot carry")?;
-        value.set_sensitive(true);
-        headers.insert(AUTHORIZATION, value);
-    }
-    Ok(reqwest::Client::builder().default_headers(headers))
 }
 
 #[cfg(test)]

@@ -1,14 +1,22 @@
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 use lookalike_core::Config;
 
+mod cli_jobs;
+mod cli_status;
+mod client;
 mod eval;
+mod folder;
+mod import;
 mod keys;
+mod reclassify;
 
 /// lookalike: finds visually similar products of the same category.
 ///
 /// Settings come from config/default.toml, the file in $LOOKALIKE_CONFIG and LOOKALIKE_* variables.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,58 +25,120 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API and the worker in one process (embedded vector index).
+    #[command(after_help = SERVE_HELP)]
     Serve,
     /// Apply database migrations and exit.
+    #[command(after_help = "Example:\n  LOOKALIKE_DATABASE__URL=postgres://… lookalike migrate")]
     Migrate,
     /// Print the effective configuration (secrets redacted) and exit.
+    #[command(after_help = "Example:\n  LOOKALIKE_WORKER__CONCURRENCY=8 lookalike config")]
     Config,
+    /// Import images in bulk from a labelled folder, a CSV or a JSON-lines file, through a running
+    /// service; resumable, with progress and a failures file.
+    #[command(after_help = import::AFTER_HELP)]
+    Import(import::ImportArgs),
+    /// Show a running service's queue, jobs by status, items by category and model.
+    #[command(after_help = cli_status::AFTER_HELP)]
+    Status(cli_status::StatusArgs),
+    /// List recent, failed or named jobs of a running service.
+    #[command(after_help = cli_jobs::AFTER_HELP)]
+    Jobs(cli_jobs::JobsArgs),
     /// Measure search quality on a labelled folder (FOLDER/<category>/<image>) against a running service.
+    #[command(after_help = EVAL_HELP)]
     Eval(eval::EvalArgs),
     /// Re-predict the category of every item whose category was predicted, from today's labels
     /// (calls POST /v1/reclassify on a running service; provided categories are never changed).
-    Reclassify {
-        /// Base URL of the running service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        api: String,
-        /// API key with the `write` scope.
-        #[arg(long, env = "LOOKALIKE_API_KEY", hide_env_values = true)]
-        api_key: Option<String>,
-    },
+    #[command(after_help = RECLASSIFY_HELP)]
+    Reclassify(reclassify::ReclassifyArgs),
     /// Manage API keys (README "API keys").
-    #[command(subcommand)]
+    #[command(subcommand, after_help = KEYS_HELP)]
     Keys(keys::KeysCommand),
 }
 
+const AFTER_HELP: &str = "\
+Getting started:
+  lookalike serve                                   # the service, on http://127.0.0.1:8080
+  lookalike import .lookalike/datasets/vendure      # a folder of <category>/<image> files
+  lookalike status
+
+The client commands (import, status, jobs, eval, reclassify) take --api URL (LOOKALIKE_API) and
+--api-key KEY (LOOKALIKE_API_KEY). Exit codes: 0 all good; 1 some jobs failed; 2 usage error, or the
+service could not be reached or refused the request.";
+
+const SERVE_HELP: &str = "\
+Examples:
+  LOOKALIKE_AUTH__ENABLED=false lookalike serve       # local development, no API keys
+  LOOKALIKE_CONFIG=prod.toml lookalike serve";
+
+const EVAL_HELP: &str = "\
+Examples:
+  lookalike eval .lookalike/datasets/vendure          # against a fresh, empty instance
+  lookalike eval .lookalike/datasets/fashion-mnist --limit-per-category 50 --json
+
+Exit codes: 0 all good; 1 some images failed to ingest or some searches failed; 2 usage error, or the
+service could not be reached or refused the request (the key needs the read and write scopes).";
+
+const RECLASSIFY_HELP: &str = "\
+Example:
+  lookalike reclassify --api http://127.0.0.1:8080 --api-key lk_…
+
+Exit codes: 0 done; 2 the service could not be reached or refused (the key needs the write scope).";
+
+const KEYS_HELP: &str = "\
+Example:
+  lookalike keys new --name shop-feed --scopes read,write";
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = Config::load()?;
-    lookalike::init_logging(&config);
     match cli.command {
-        Command::Serve => lookalike::serve(config, lookalike::shutdown_on_signals()).await,
-        Command::Migrate => {
-            let store = lookalike_store::Store::connect_lazy(
-                &config.database.url,
-                2,
-                std::time::Duration::from_secs(5),
-            )?;
-            lookalike::migrate(&store, &config.database.url).await
+        Command::Serve => {
+            service(|config| lookalike::serve(config, lookalike::shutdown_on_signals())).await
         }
+        Command::Migrate => service(migrate).await,
         Command::Config => {
-            println!("{config:#?}");
-            Ok(())
+            service(|config| async move {
+                println!("{config:#?}");
+                Ok(())
+            })
+            .await
         }
-        Command::Eval(args) => eval::run(args).await,
-        Command::Keys(command) => keys::run(command),
-        Command::Reclassify { api, api_key } => {
-            let url = format!("{}/v1/reclassify", api.trim_end_matches('/'));
-            let client = keys::client(api_key.as_deref())?.build()?;
-            let response = client.post(&url).send().await?;
-            let status = response.status();
-            let body: serde_json::Value = response.json().await?;
-            println!("{}", serde_json::to_string_pretty(&body)?);
-            anyhow::ensure!(status.is_success(), "{url} answered {status}");
-            Ok(())
+        // The commands below need no configuration of their own: a broken $LOOKALIKE_CONFIG must
+        // not stop them.
+        Command::Keys(command) => client::exit(keys::run(command).map(|()| client::EXIT_OK)),
+        Command::Import(args) => client::exit(import::run(args).await),
+        Command::Status(args) => client::exit(cli_status::run(args).await),
+        Command::Jobs(args) => client::exit(cli_jobs::run(args).await),
+        Command::Eval(args) => client::exit(eval::run(args).await),
+        Command::Reclassify(args) => client::exit(reclassify::run(args).await),
+    }
+}
+
+/// Runs a command of the service itself, with its configuration loaded and logging started.
+async fn service<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let result = async {
+        let config = Config::load()?;
+        lookalike::init_logging(&config);
+        command(config).await
+    };
+    match result.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = lookalike_store::Store::connect_lazy(
+        &config.database.url,
+        2,
+        std::time::Duration::from_secs(5),
+    )?;
+    lookalike::migrate(&store, &config.database.url).await
 }

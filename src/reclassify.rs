@@ -1,0 +1,29 @@
+//! `lookalike reclassify`: asks a running service to re-predict its predicted categories.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::client::{Api, ApiArgs, EXIT_ERROR, EXIT_OK};
+
+#[derive(clap::Args, Debug)]
+pub struct ReclassifyArgs {
+    /// The running service; the key needs the `write` scope.
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// Prints the service's answer, whatever it is (a refusal says why in its body), and answers the
+/// exit code.
+pub async fn run(args: ReclassifyArgs) -> Result<u8> {
+    // Re-predicting a large catalogue takes a while; the service answers when it is done.
+    let api = Api::new(&args.api, Duration::from_secs(3600), "write")?;
+    let (status, body) = api.send(api.http().post(api.url("/v1/reclassify"))).await?;
+    crate::client::print_json(&body)?;
+    if status.is_success() {
+        Ok(EXIT_OK)
+    } else {
+        eprintln!("error: {} answered {status}", api.url("/v1/reclassify"));
+        Ok(EXIT_ERROR)
+    }
+}
