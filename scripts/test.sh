@@ -17,6 +17,10 @@ else
   scripts/setup.sh
 fi
 scripts/fetch-corpus.sh   # the bad-image corpus (Pillow's and libjxl's test images), cached
+# The Vendure photos for the README walkthrough test (tests/walkthrough.rs): cached in $LOOKALIKE_CACHE,
+# about a second once downloaded; the test fails rather than skips without them.
+scripts/fetch-datasets.sh vendure >/dev/null
+export LOOKALIKE_REQUIRE_DATASETS=1
 
 # Each end-to-end test runs a service process whose model uses two threads; two tests at a time keep a
 # 2-core machine busy without starving the jobs' own timeouts.
