@@ -2,6 +2,7 @@
 //! directory and port, and runs the real `lookalike` binary with the real model.
 #![allow(dead_code)]
 
+pub mod batch;
 pub mod images;
 
 use std::net::TcpListener;
@@ -27,7 +28,7 @@ pub fn reference_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("../shared/models/reference"))
 }
 
-fn asset(rel: &str) -> PathBuf {
+pub fn asset(rel: &str) -> PathBuf {
     let assets = std::env::var_os("LOOKALIKE_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".lookalike"));
