@@ -178,14 +178,14 @@ pub async fn authenticate(
     };
     let Some(presented) = presented_key(request.headers()) else {
         tracing::info!(code = codes::UNAUTHORIZED, "request refused: no API key");
-        return challenge(missing_key(), None);
+        return refuse(request, challenge(missing_key(), None)).await;
     };
     let Some(key) = keys.find(presented) else {
         tracing::info!(
             code = codes::INVALID_API_KEY,
             "request refused: unknown API key"
         );
-        return challenge(
+        let answer = challenge(
             ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
                 codes::INVALID_API_KEY,
@@ -193,6 +193,7 @@ pub async fn authenticate(
             ),
             Some("invalid_token"),
         );
+        return refuse(request, answer).await;
     };
     tracing::Span::current().record("api_key", &*key.name);
     let caller = Caller::Key {
@@ -205,10 +206,27 @@ pub async fn authenticate(
             "request refused: scope `{need}` missing"
         );
         let what = format!("{} {}", request.method(), request.uri().path());
-        return forbidden(&key.name, &key.scopes, need, &what).into_response();
+        let answer = forbidden(&key.name, &key.scopes, need, &what).into_response();
+        return refuse(request, answer).await;
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// How much of a refused request's body is read before answering, and for how long.
+const DRAIN_LIMIT: usize = 32 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Answers a refused request after reading (and dropping) its body. Answering while a client is still
+/// sending an upload makes the server close the connection under it: the client then sees a broken
+/// pipe instead of the 401/403 and its code. The read is bounded in size and time.
+async fn refuse(request: Request, answer: Response) -> Response {
+    let _ = tokio::time::timeout(
+        DRAIN_TIME,
+        axum::body::to_bytes(request.into_body(), DRAIN_LIMIT),
+    )
+    .await;
+    answer
 }
 
 /// A 401 with the `WWW-Authenticate` challenge HTTP asks for (RFC 6750 for Bearer tokens).
