@@ -176,8 +176,15 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
     .bind(&item.vector)
     .fetch_one(&mut *tx)
     .await?;
-    if inserted
-        && item.category_source == "provided"
+    if inserted {
+        join_prototype(tx, item).await?;
+    }
+    Ok(())
+}
+
+/// Adds a new item's vector to its category's prototype when its category was provided.
+async fn join_prototype(tx: &mut sqlx::PgConnection, item: &NewItem) -> Result<()> {
+    if item.category_source == "provided"
         && let Some(category) = &item.category
     {
         add_to_prototype(tx, &item.model_id, category, &item.vector, 1).await?;
@@ -226,12 +233,7 @@ async fn replace_item(
     .bind(&item.vector)
     .execute(&mut *tx)
     .await?;
-    if item.category_source == "provided"
-        && let Some(category) = &item.category
-    {
-        add_to_prototype(tx, &item.model_id, category, &item.vector, 1).await?;
-    }
-    Ok(())
+    join_prototype(tx, item).await
 }
 
 impl Store {
