@@ -20,24 +20,6 @@ use lookalike_core::Config;
 use serde_json::{Value, json};
 use support::images::ImageServer;
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect_images(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("jpg" | "jpeg" | "png" | "webp")
-        ) {
-            out.push(path);
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     // `cargo test --all-targets` also runs bench targets; the benchmark only runs under `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
@@ -60,7 +42,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(support::reference_dir)
         });
     let mut files = Vec::new();
-    collect_images(&source, &mut files);
+    support::images::collect_images(&source, &mut files);
     anyhow::ensure!(!files.is_empty(), "no images under {}", source.display());
     // Prefer the colour catalogues; Fashion-MNIST thumbnails are too small to be representative.
     files.sort_by_key(|p| p.to_string_lossy().contains("fashion-mnist"));

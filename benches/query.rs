@@ -604,7 +604,7 @@ fn query_images() -> anyhow::Result<Vec<QueryImage>> {
     }
     let mut files = Vec::new();
     for dir in dirs {
-        collect_images(&dir, &mut files);
+        support::images::collect_images(&dir, &mut files);
     }
     // A handful, spread over the set: enough to vary size and format, few enough to repeat often.
     let step = (files.len() / 8).max(1);
@@ -619,24 +619,6 @@ fn query_images() -> anyhow::Result<Vec<QueryImage>> {
         .collect();
     anyhow::ensure!(!picked.is_empty(), "no query images found");
     Ok(picked)
-}
-
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            collect_images(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("jpg" | "jpeg" | "png" | "webp")
-        ) {
-            out.push(path);
-        }
-    }
 }
 
 /// What one image costs in process, step by step, as `Pipeline::analyse` does them.

@@ -129,3 +129,22 @@ fn endless_body(sent: Arc<AtomicU64>) -> Body {
         }
     }))
 }
+
+/// Image files under `dir` (recursively, in name order), for benchmarks that feed real photos.
+pub fn collect_images(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_images(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("jpg" | "jpeg" | "png" | "webp")
+        ) {
+            out.push(path);
+        }
+    }
+}

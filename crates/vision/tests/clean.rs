@@ -3,6 +3,8 @@
 //! JPEG from the shared reference folder).
 
 mod common;
+#[path = "common/corpus.rs"]
+mod corpus;
 
 use std::io::Cursor;
 
@@ -51,30 +53,6 @@ fn jpeg(img: &RgbImage) -> Vec<u8> {
         .encode_image(img)
         .expect("encodes");
     out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
 }
 
 #[test]
@@ -140,18 +118,7 @@ fn formats_cut_short_are_rejected_as_truncated_not_corrupt() {
 
 #[test]
 fn png_declaring_20000_by_20000_is_rejected_as_too_large_before_decoding() {
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&20_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    png_chunk(&mut png, b"IHDR", &ihdr);
-    png_chunk(
-        &mut png,
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    );
-    png_chunk(&mut png, b"IEND", &[]);
+    let png = corpus::png_header(20_000, 20_000);
     let started = std::time::Instant::now();
     let err = clean(&png, &limits()).expect_err("bomb rejected");
     assert_eq!(err.code(), "image_too_large");
