@@ -305,6 +305,10 @@ impl Catalogue {
 
 /// Item rows as the worker leaves them (each with its succeeded job), plus the category prototypes
 /// that search-by-upload classifies with. Bulk inserts: the rows, not the insert path, are measured.
+fn synthetic_metadata(i: usize) -> Value {
+    json!({"title": format!("synthetic item {i}"), "price_cents": 1000 + i % 9000})
+}
+
 async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> anyhow::Result<()> {
     let pool = store.pool();
     for chunk in (0..cat.len()).collect::<Vec<_>>().chunks(5000) {
@@ -320,10 +324,7 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
             .collect();
         let metadata: Vec<String> = chunk
             .iter()
-            .map(|&i| {
-                json!({"title": format!("synthetic item {i}"), "price_cents": 1000 + i % 9000})
-                    .to_string()
-            })
+            .map(|&i| synthetic_metadata(i).to_string())
             .collect();
         let sha: Vec<String> = chunk
             .iter()
@@ -724,6 +725,11 @@ async fn run_size(
                 vector: cat.vector(i).to_vec(),
                 category: Some(cat.category_name(i).to_string()),
                 model_id: model_id.clone(),
+                // What the worker stores with a point (same values as the rows in Postgres).
+                attrs: Some(lookalike_worker::pipeline::point_attrs(
+                    Some(&format!("sku-{i:07}")),
+                    &synthetic_metadata(i),
+                )),
             })
             .collect();
         index.upsert(points).await?;

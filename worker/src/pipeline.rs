@@ -190,6 +190,7 @@ impl Pipeline {
                 vector: old.embedding.clone()?,
                 category: old.category.clone(),
                 model_id: old.model_id.clone(),
+                attrs: Some(point_attrs(write.external_id.as_deref(), &old.metadata)),
             })
         });
         let point = Point {
@@ -197,6 +198,7 @@ impl Pipeline {
             vector: analysis.embedding.clone(),
             category: category.clone(),
             model_id: self.model_id().to_string(),
+            attrs: Some(point_attrs(write.external_id.as_deref(), &write.metadata)),
         };
         self.index.upsert(vec![point]).await?;
         let item = NewItem {
@@ -433,4 +435,10 @@ impl CategoryDecision {
             CategoryDecision::None => (None, "none"),
         }
     }
+}
+
+/// What a search result shows besides id, score and category, kept with the vector so that
+/// queries are answered from the index alone (see `lookalike_index::Point::attrs`).
+pub fn point_attrs(external_id: Option<&str>, metadata: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"external_id": external_id, "metadata": metadata})
 }

@@ -27,6 +27,7 @@ pub async fn run_all(index: &dyn VectorIndex, dim: usize) {
     delete(index, dim).await;
     set_category(index, dim).await;
     get_vector_roundtrip(index, dim).await;
+    attrs_roundtrip(index, dim).await;
     invalid_dimension(index, dim).await;
 }
 
@@ -75,6 +76,7 @@ impl Scope {
             vector: self.vector(),
             category: category.map(str::to_owned),
             model_id: self.model.clone(),
+            attrs: None,
         }
     }
 
@@ -418,4 +420,49 @@ pub async fn invalid_dimension(index: &dyn VectorIndex, dim: usize) {
         .expect_err("dim + 1");
     assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
     assert_eq!(index.get_vector(point.id).await.expect("get"), None);
+}
+
+/// Attributes come back with hits and with `get_point`, survive a category change, and an upsert
+/// replaces them (or removes them when it has none).
+pub async fn attrs_roundtrip(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("attrs");
+    let mut point = s.point(Some(&cat));
+    let attrs = serde_json::json!({"external_id": "sku-1", "metadata": {"title": "coat", "n": [1, 2]}});
+    point.attrs = Some(attrs.clone());
+    let bare = s.point(Some(&cat));
+    upsert(index, &[point.clone(), bare.clone()]).await;
+
+    let hits = index
+        .search(SearchRequest {
+            filter: CategoryFilter::One(cat.clone()),
+            ..SearchRequest::new(point.vector.clone(), 2)
+        })
+        .await
+        .expect("search");
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].id, point.id);
+    assert_eq!(hits[0].attrs, Some(attrs.clone()));
+    assert_eq!(hits[1].attrs, None, "a point stored without attrs has none");
+
+    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    assert_eq!(stored.category.as_deref(), Some(cat.as_str()));
+    assert_eq!(stored.model_id.as_deref(), Some(s.model.as_str()));
+    assert_eq!(stored.attrs, Some(attrs.clone()));
+    assert_eq!(stored.vector.len(), dim);
+
+    let other = s.cat("attrs-moved");
+    index
+        .set_category(point.id, Some(other.clone()))
+        .await
+        .expect("set_category");
+    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    assert_eq!(stored.category.as_deref(), Some(other.as_str()));
+    assert_eq!(stored.attrs, Some(attrs), "a category change keeps the attrs");
+
+    upsert(index, &[Point { attrs: None, ..point.clone() }]).await;
+    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    assert_eq!(stored.attrs, None, "an upsert replaces the whole payload");
+    index.delete(&[point.id, bare.id]).await.expect("delete");
+    assert_eq!(index.get_point(point.id).await.expect("get"), None);
 }

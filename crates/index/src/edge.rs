@@ -48,7 +48,10 @@ use qdrant_edge::{
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::{CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest};
+use crate::{
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest,
+    StoredPoint,
+};
 
 mod convert;
 mod storage;
@@ -197,13 +200,18 @@ impl EdgeIndex {
                 .map_err(|e| anyhow::anyhow!("creating payload index on {key}: {e}"))?;
         }
         shard.flush();
+        // Points not reachable through a graph were written since the last optimize (or were
+        // too few to index): count them toward the next one, so that points ingested before a
+        // restart do not wait for another `optimize_after_points` new ones.
+        let info = shard.info();
+        let unindexed = info.points_count.saturating_sub(info.indexed_vectors_count);
 
         Ok(Self {
             inner: Arc::new(Inner {
                 shard,
                 dim,
                 opts,
-                since_optimize: AtomicUsize::new(0),
+                since_optimize: AtomicUsize::new(unindexed),
                 optimizing: AtomicBool::new(false),
                 applied: AtomicU64::new(0),
                 flushed: AtomicU64::new(0),
@@ -218,6 +226,17 @@ impl EdgeIndex {
     /// engine changed anything. Searches keep running meanwhile; writes wait.
     pub async fn optimize_now(&self) -> Result<bool, IndexError> {
         run_optimize(self.inner.clone(), self.writer.clone()).await
+    }
+
+    /// Start a background optimize if enough unindexed points are waiting, e.g. those found on
+    /// open. Call once the service runs (it needs a tokio runtime); writes do this themselves.
+    pub fn optimize_if_due(&self) {
+        self.maybe_schedule_optimize(0);
+    }
+
+    /// Points upserted since the last optimize started (on open: the points without a graph).
+    pub fn pending_points(&self) -> usize {
+        self.inner.since_optimize.load(Ordering::Acquire)
     }
 
     /// Segment and point counters.
@@ -430,6 +449,9 @@ impl crate::VectorIndex for EdgeIndex {
             if let Some(category) = p.category {
                 payload.insert(CATEGORY_KEY.into(), category.into());
             }
+            if let Some(attrs) = p.attrs {
+                payload.insert(ATTRS_KEY.into(), attrs);
+            }
             let point = PointStruct::new(PointId::Uuid(p.id), p.vector, payload.into());
             records.push(point.into());
         }
@@ -478,7 +500,10 @@ impl crate::VectorIndex for EdgeIndex {
                 ..SearchParams::default()
             }),
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(vec![json_path(CATEGORY_KEY)]),
+            with_payload: WithPayloadInterface::Fields(vec![
+                json_path(CATEGORY_KEY),
+                json_path(ATTRS_KEY),
+            ]),
         };
         let points = self
             .read(move |shard| shard.query(request).map_err(engine_error))
@@ -490,6 +515,7 @@ impl crate::VectorIndex for EdgeIndex {
                     id: uuid_of(p.id)?,
                     score: p.score,
                     category: category_of(p.payload.as_ref()),
+                    attrs: payload_field(p.payload.as_ref(), ATTRS_KEY).cloned(),
                 })
             })
             .collect::<Result<Vec<_>, IndexError>>()?;
@@ -499,13 +525,13 @@ impl crate::VectorIndex for EdgeIndex {
         Ok(hits.into_iter().skip(req.offset).collect())
     }
 
-    async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError> {
+    async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {
         let records = self
             .read(move |shard| {
                 shard
                     .retrieve(
                         &[PointId::Uuid(id)],
-                        Some(WithPayloadInterface::Bool(false)),
+                        Some(WithPayloadInterface::Bool(true)),
                         Some(WithVector::Bool(true)),
                     )
                     .map_err(engine_error)
@@ -514,16 +540,26 @@ impl crate::VectorIndex for EdgeIndex {
         let Some(record) = records.into_iter().next() else {
             return Ok(None);
         };
-        match record.vector {
-            Some(VectorStructInternal::Single(v)) => Ok(Some(v)),
+        let vector = match record.vector {
+            Some(VectorStructInternal::Single(v)) => v,
             Some(VectorStructInternal::Named(mut named)) => {
                 match named.remove(DEFAULT_VECTOR_NAME) {
-                    Some(VectorInternal::Dense(v)) => Ok(Some(v)),
-                    _ => Ok(None),
+                    Some(VectorInternal::Dense(v)) => v,
+                    _ => return Ok(None),
                 }
             }
-            _ => Ok(None),
-        }
+            _ => return Ok(None),
+        };
+        let payload = record.payload.as_ref();
+        Ok(Some(StoredPoint {
+            id,
+            vector,
+            category: category_of(payload),
+            model_id: payload_field(payload, MODEL_ID_KEY)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            attrs: payload_field(payload, ATTRS_KEY).cloned(),
+        }))
     }
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError> {
@@ -628,5 +664,11 @@ fn uuid_of(id: PointId) -> Result<Uuid, IndexError> {
 }
 
 fn category_of(payload: Option<&Payload>) -> Option<String> {
-    payload?.0.get(CATEGORY_KEY)?.as_str().map(str::to_owned)
+    payload_field(payload, CATEGORY_KEY)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn payload_field<'a>(payload: Option<&'a Payload>, key: &str) -> Option<&'a serde_json::Value> {
+    payload?.0.get(key)
 }

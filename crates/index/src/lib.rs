@@ -22,6 +22,8 @@ pub use edge::{EdgeIndex, EdgeOptions, EdgeStats};
 pub const CATEGORY_KEY: &str = "category";
 /// Payload key holding the id of the model that produced the vector.
 pub const MODEL_ID_KEY: &str = "model_id";
+/// Payload key holding a point's [`Point::attrs`].
+pub const ATTRS_KEY: &str = "attrs";
 
 /// One stored embedding. Upserting a point replaces its vector *and* payload as a whole, so an
 /// upsert with `category: None` clears a previously set category.
@@ -31,6 +33,10 @@ pub struct Point {
     pub vector: Vec<f32>,
     pub category: Option<String>,
     pub model_id: String,
+    /// Stored with the point and handed back with every hit, never filtered on. The service keeps
+    /// what a search result shows here (external id, metadata), so answering a query needs no
+    /// database round trip. `None` stores nothing.
+    pub attrs: Option<serde_json::Value>,
 }
 
 /// One search result; `score` is the cosine similarity to the query vector.
@@ -39,6 +45,19 @@ pub struct Hit {
     pub id: Uuid,
     pub score: f32,
     pub category: Option<String>,
+    /// The point's [`Point::attrs`] (`None` for points stored without them).
+    pub attrs: Option<serde_json::Value>,
+}
+
+/// A stored point, as [`VectorIndex::get_point`] returns it. Cosine backends store the vector
+/// normalised to unit length, so it is the upserted vector divided by its norm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredPoint {
+    pub id: Uuid,
+    pub vector: Vec<f32>,
+    pub category: Option<String>,
+    pub model_id: Option<String>,
+    pub attrs: Option<serde_json::Value>,
 }
 
 /// Which categories a search or count considers.
@@ -118,9 +137,13 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError>;
     /// Nearest points to `req.vector`, best first.
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError>;
+    /// One stored point with its vector and payload, or `None` when there is no such point.
+    async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError>;
     /// The stored vector. Cosine backends store it normalised to unit length, so this is
     /// the upserted vector divided by its norm, not necessarily the exact input.
-    async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError>;
+    async fn get_vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, IndexError> {
+        Ok(self.get_point(id).await?.map(|p| p.vector))
+    }
     /// Remove points; unknown ids are ignored.
     async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError>;
     /// Exact number of points matching `filter`.

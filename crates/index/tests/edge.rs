@@ -55,6 +55,7 @@ impl Rng {
                 vector: self.vector(dim),
                 category: Some(categories[i % categories.len()].to_owned()),
                 model_id: "m1".into(),
+                attrs: None,
             })
             .collect()
     }
@@ -89,6 +90,7 @@ conformance_tests!(
     delete,
     set_category,
     get_vector_roundtrip,
+    attrs_roundtrip,
     invalid_dimension,
 );
 
@@ -122,6 +124,7 @@ async fn single_model_shortcut_never_returns_another_models_vector() {
         vector: probe.clone(),
         category: Some("a".into()),
         model_id: "m2".into(),
+        attrs: None,
     };
     index.upsert(vec![other.clone()]).await.unwrap();
     let hits = search("m1").await.unwrap();

@@ -64,6 +64,9 @@ pub struct ItemWrite {
     pub item_id: Uuid,
     /// The item being replaced, when the job reuses an item's `external_id`.
     pub replaces: Option<Replaced>,
+    /// The job's `external_id` and `metadata`, which the item takes.
+    pub external_id: Option<String>,
+    pub metadata: serde_json::Value,
 }
 
 /// What an item looked like before a job with its `external_id` replaced it.
@@ -74,6 +77,7 @@ pub struct Replaced {
     pub category_source: String,
     pub model_id: String,
     pub embedding: Option<Vec<f32>>,
+    pub metadata: serde_json::Value,
 }
 
 impl Store {
@@ -84,12 +88,12 @@ impl Store {
     /// index ends with the vector of the job the database committed last.
     pub async fn begin_item(&self, job_id: Uuid) -> Result<ItemWrite> {
         let mut tx = self.pool.begin().await?;
-        let external_id: Option<String> =
-            sqlx::query_scalar("SELECT external_id FROM jobs WHERE id = $1")
+        let (external_id, metadata): (Option<String>, serde_json::Value) =
+            sqlx::query_as("SELECT external_id, metadata FROM jobs WHERE id = $1")
                 .bind(job_id)
                 .fetch_optional(&mut *tx)
                 .await?
-                .flatten();
+                .unwrap_or((None, serde_json::Value::Null));
         let mut replaces = None;
         if let Some(external_id) = &external_id {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
@@ -97,7 +101,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             replaces = sqlx::query_as::<_, Replaced>(
-                "SELECT id, category, category_source, model_id, embedding FROM items
+                "SELECT id, category, category_source, model_id, embedding, metadata FROM items
                  WHERE external_id = $1 AND id <> $2 FOR UPDATE",
             )
             .bind(external_id)
@@ -110,6 +114,8 @@ impl Store {
             job_id,
             item_id: replaces.as_ref().map_or(job_id, |r| r.id),
             replaces,
+            external_id,
+            metadata,
         })
     }
 }
