@@ -1,10 +1,10 @@
 //! Vector index for lookalike: stores one image embedding per product image and finds the
 //! nearest ones, optionally restricted to a category and to the embedding model that made them.
 //!
-//! The service talks to the index only through the object-safe [`VectorIndex`] trait so that a
-//! Qdrant *server* backend (qdrant-client over gRPC) can later sit beside the embedded one
-//! ([`EdgeIndex`], qdrant-edge) without touching callers. [`conformance`] holds the behaviour
-//! tests every backend must pass.
+//! The service talks to the index only through the object-safe [`VectorIndex`] trait, so the
+//! Qdrant *server* backend ([`QdrantIndex`], qdrant-client over gRPC) and the embedded one
+//! ([`EdgeIndex`], qdrant-edge) are interchangeable for callers. [`conformance`] holds the
+//! behaviour tests every backend must pass.
 //!
 //! Both backends use the same engine, so the same data model holds for both: UUID point ids,
 //! cosine distance (scores in `[-1, 1]`, higher is closer), and two keyword payload fields,
@@ -15,8 +15,10 @@ use uuid::Uuid;
 
 pub mod conformance;
 pub mod edge;
+pub mod server;
 
 pub use edge::{EdgeIndex, EdgeOptions, EdgeStats};
+pub use server::{QdrantIndex, Quantization, ServerOptions};
 
 /// Payload key holding a point's category (absent when uncategorised).
 pub const CATEGORY_KEY: &str = "category";

@@ -1,0 +1,319 @@
+//! [`VectorIndex`](crate::VectorIndex) on a Qdrant server, through qdrant-client (gRPC, port
+//! 6334 by default). Use it when several service processes share one index, or the index
+//! outgrows one machine; the embedded [`EdgeIndex`](crate::EdgeIndex) needs no server.
+//!
+//! It behaves like the embedded backend (the conformance checks hold for both):
+//!
+//! * **Durability.** Every write is sent with `wait: true`, so it returns once the server has
+//!   applied it and written it to its WAL; a queue consumer may ack right after.
+//! * **Ordering and paging.** The server is asked for the first `offset + limit` hits; they are
+//!   sorted by score, ties by id, and the first `offset` dropped here. Server-side `offset`
+//!   would order equal scores however the segments happen to return them, so pages could
+//!   overlap or skip the same image stored twice.
+//! * **Filters.** Category, model and exclusion are the same conditions as the embedded ones
+//!   (see `convert::build_filter`), on keyword payload indexes created with the collection.
+//! * **Optimisation.** The server builds its HNSW graphs itself, in the background; there is
+//!   nothing like [`EdgeIndex::optimize_now`](crate::EdgeIndex::optimize_now) to call.
+//!
+//! Model changes without downtime go through aliases: the service uses an alias as its
+//! collection name, a reindex fills a new collection ([`QdrantIndex::create_collection`],
+//! [`QdrantIndex::with_collection`]) and then switches the alias over in one atomic step
+//! ([`QdrantIndex::point_alias`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use qdrant_client::qdrant::{
+    CountPointsBuilder, DeletePayloadPointsBuilder, DeletePointsBuilder, GetPointsBuilder,
+    PayloadIncludeSelector, PointStruct, QuantizationSearchParamsBuilder, Query,
+    QueryPointsBuilder, RetrievedPoint, SearchParamsBuilder, SetPayloadPointsBuilder,
+    UpsertPointsBuilder,
+};
+use qdrant_client::{Payload, Qdrant};
+use tonic::Code;
+use uuid::Uuid;
+
+use crate::{
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest,
+    StoredPoint,
+};
+
+mod admin;
+mod convert;
+use convert::{build_filter, client_error, point_id, status_code};
+
+/// Points per upsert request: keeps one gRPC message far below the server's size limit
+/// (256 x 512-d f32 is about 0.5 MB) however large a batch the caller hands over.
+const UPSERT_CHUNK: usize = 256;
+
+/// How the server compresses vectors in RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Quantization {
+    /// Full f32 vectors only.
+    #[default]
+    None,
+    /// An int8 copy of every vector, kept in RAM (4x smaller) and searched first; hits are
+    /// rescored with the full vectors, so scores stay exact. Pairs well with `on_disk`.
+    Scalar,
+}
+
+/// Where the server is and how a collection it creates is laid out.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// gRPC endpoint, e.g. `http://127.0.0.1:6334` (`https://` for TLS).
+    pub url: String,
+    pub api_key: Option<String>,
+    /// Collection (or alias) holding the points; created on connect if neither exists.
+    pub collection: String,
+    /// Vector dimension; an existing collection must have it.
+    pub dim: usize,
+    /// Keep full vectors on disk (memory-mapped) instead of in RAM. Applies to collections
+    /// created by this process; an existing collection keeps its layout.
+    pub on_disk: bool,
+    /// Applies to collections created by this process, like `on_disk`.
+    pub quantization: Quantization,
+    /// Per-request deadline, and the connect timeout.
+    pub timeout: Duration,
+    /// HNSW beam width at query time (raised to `offset + limit` when smaller).
+    /// `None` uses the server default.
+    pub search_ef: Option<usize>,
+}
+
+impl ServerOptions {
+    /// Options for `collection` of dimension `dim` at `url`, with the defaults the service uses:
+    /// vectors in RAM, no quantization, 10 s timeout, search ef 128 (as the embedded index).
+    pub fn new(url: impl Into<String>, collection: impl Into<String>, dim: usize) -> Self {
+        Self {
+            url: url.into(),
+            api_key: None,
+            collection: collection.into(),
+            dim,
+            on_disk: false,
+            quantization: Quantization::None,
+            timeout: Duration::from_secs(10),
+            search_ef: Some(128),
+        }
+    }
+}
+
+// By hand, so that logging the options never prints the API key.
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("url", &self.url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("collection", &self.collection)
+            .field("dim", &self.dim)
+            .field("on_disk", &self.on_disk)
+            .field("quantization", &self.quantization)
+            .field("timeout", &self.timeout)
+            .field("search_ef", &self.search_ef)
+            .finish()
+    }
+}
+
+/// The Qdrant server backend. Cheap to clone through [`QdrantIndex::with_collection`]: the
+/// gRPC connections are shared.
+pub struct QdrantIndex {
+    client: Qdrant,
+    collection: String,
+    /// Dimension of `collection`, when known; `None` (from `with_collection`) leaves the check
+    /// to the server, which rejects a wrong dimension just the same.
+    dim: Option<usize>,
+    opts: Arc<ServerOptions>,
+}
+
+impl QdrantIndex {
+    /// The collection (or alias) this index reads and writes.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    fn check_vector(&self, vector: &[f32]) -> Result<(), IndexError> {
+        if let Some(dim) = self.dim
+            && vector.len() != dim
+        {
+            return Err(IndexError::Invalid(format!(
+                "vector has dimension {}, collection {} expects {dim}",
+                vector.len(),
+                self.collection
+            )));
+        }
+        if vector.iter().any(|x| !x.is_finite()) {
+            return Err(IndexError::Invalid("vector has non-finite values".into()));
+        }
+        Ok(())
+    }
+
+    /// The point with its payload (and vector, if asked), or `None` when it does not exist.
+    async fn retrieve(
+        &self,
+        id: Uuid,
+        with_vector: bool,
+    ) -> Result<Option<RetrievedPoint>, IndexError> {
+        let request = GetPointsBuilder::new(&self.collection, vec![point_id(id)])
+            .with_payload(true)
+            .with_vectors(with_vector);
+        let response = self
+            .client
+            .get_points(request)
+            .await
+            .map_err(client_error)?;
+        Ok(response.result.into_iter().next())
+    }
+}
+
+#[async_trait]
+impl crate::VectorIndex for QdrantIndex {
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(points.len());
+        for p in points {
+            self.check_vector(&p.vector)?;
+            // The whole payload is replaced, as in the embedded backend: an upsert without a
+            // category or attrs removes the old ones.
+            let mut payload = serde_json::Map::new();
+            payload.insert(MODEL_ID_KEY.into(), p.model_id.into());
+            if let Some(category) = p.category {
+                payload.insert(CATEGORY_KEY.into(), category.into());
+            }
+            if let Some(attrs) = p.attrs {
+                payload.insert(ATTRS_KEY.into(), attrs);
+            }
+            records.push(PointStruct::new(
+                point_id(p.id),
+                p.vector,
+                Payload::from(payload),
+            ));
+        }
+        let request = UpsertPointsBuilder::new(&self.collection, records).wait(true);
+        self.client
+            .upsert_points_chunked(request, UPSERT_CHUNK)
+            .await
+            .map_err(client_error)?;
+        Ok(())
+    }
+
+    async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
+        self.check_vector(&req.vector)?;
+        let Some(filter) = build_filter(&req.filter, req.model_id.as_deref(), req.exclude) else {
+            return Ok(Vec::new()); // AnyOf([]) matches nothing
+        };
+        if req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let fetch = req.offset + req.limit;
+        let mut params = SearchParamsBuilder::default();
+        if let Some(ef) = self.opts.search_ef {
+            params = params.hnsw_ef(ef.max(fetch) as u64);
+        }
+        if self.opts.quantization == Quantization::Scalar {
+            // Explicit, so exact scores never depend on a server default.
+            params = params.quantization(QuantizationSearchParamsBuilder::default().rescore(true));
+        }
+        let mut request = QueryPointsBuilder::new(&self.collection)
+            .query(Query::new_nearest(req.vector))
+            .limit(fetch as u64)
+            .params(params)
+            .with_payload(PayloadIncludeSelector::new(vec![
+                CATEGORY_KEY.to_owned(),
+                ATTRS_KEY.to_owned(),
+            ]));
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        if let Some(min_score) = req.min_score {
+            request = request.score_threshold(min_score);
+        }
+        let response = self.client.query(request).await.map_err(client_error)?;
+        let mut hits = response
+            .result
+            .into_iter()
+            .map(convert::hit)
+            .collect::<Result<Vec<_>, _>>()?;
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+        Ok(hits.into_iter().skip(req.offset).collect())
+    }
+
+    async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {
+        self.retrieve(id, true)
+            .await?
+            .map(convert::stored_point)
+            .transpose()
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = ids.iter().copied().map(point_id).collect();
+        let request = DeletePointsBuilder::new(&self.collection)
+            .points(ids)
+            .wait(true);
+        self.client
+            .delete_points(request)
+            .await
+            .map_err(client_error)?;
+        Ok(())
+    }
+
+    async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError> {
+        let Some(filter) = build_filter(&filter, None, None) else {
+            return Ok(0);
+        };
+        let mut request = CountPointsBuilder::new(&self.collection).exact(true);
+        if let Some(filter) = filter {
+            request = request.filter(filter);
+        }
+        let response = self.client.count(request).await.map_err(client_error)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+
+    async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError> {
+        // Both calls touch only the category key, so the model id and attrs stay as they are.
+        let result = match category {
+            Some(category) => {
+                let mut payload = Payload::new();
+                payload.insert(CATEGORY_KEY, category);
+                let request = SetPayloadPointsBuilder::new(&self.collection, payload)
+                    .points_selector(vec![point_id(id)])
+                    .wait(true);
+                self.client.set_payload(request).await
+            }
+            None => {
+                let request =
+                    DeletePayloadPointsBuilder::new(&self.collection, vec![CATEGORY_KEY.into()])
+                        .points_selector(vec![point_id(id)])
+                        .wait(true);
+                self.client.delete_payload(request).await
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            // The server answers NotFound both for a missing point ("No point with id ...
+            // found") and a missing collection; only a look tells which one it was.
+            Err(e) if status_code(&e) == Some(Code::NotFound) => {
+                match self.retrieve(id, false).await? {
+                    None => Err(IndexError::NotFound(id)),
+                    Some(_) => Err(client_error(e)),
+                }
+            }
+            Err(e) => Err(client_error(e)),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), IndexError> {
+        // A cheap approximate count: proves the server answers, the key is accepted and the
+        // collection (or alias) exists, which a bare health check would not.
+        let request = CountPointsBuilder::new(&self.collection).exact(false);
+        self.client.count(request).await.map_err(client_error)?;
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "qdrant"
+    }
+}

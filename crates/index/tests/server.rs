@@ -1,0 +1,240 @@
+//! QdrantIndex against a real Qdrant server: the shared conformance checks plus what only the
+//! server backend has (collection set-up on connect, aliases).
+//!
+//! They need a server: set `QDRANT_URL` to its gRPC endpoint (and `QDRANT_API_KEY` if it wants
+//! one), e.g. `docker run -p 6334:6334 qdrant/qdrant` and `QDRANT_URL=http://127.0.0.1:6334`.
+//! Without it each test says it was skipped and passes. Every test works in collections of its
+//! own, named with a random token, and drops them at the end, pass or fail.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lookalike_index::{
+    CategoryFilter, Point, QdrantIndex, SearchRequest, ServerOptions, VectorIndex, conformance,
+};
+use uuid::Uuid;
+
+const DIM: usize = 64;
+
+fn server_options(collection: &str, dim: usize) -> Option<ServerOptions> {
+    let Some(url) = std::env::var("QDRANT_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+    else {
+        eprintln!("skipped: QDRANT_URL is not set (no Qdrant server)");
+        return None;
+    };
+    Some(ServerOptions {
+        api_key: std::env::var("QDRANT_API_KEY").ok(),
+        ..ServerOptions::new(url, collection, dim)
+    })
+}
+
+fn unique_name(what: &str) -> String {
+    format!("lookalike-test-{what}-{}", Uuid::new_v4().simple())
+}
+
+/// Run `check` on an index over a fresh collection, then drop every collection in `cleanup`
+/// (the index's own included) whether the check passed or panicked.
+async fn with_fresh_index<F, Fut>(check: F)
+where
+    F: FnOnce(Arc<QdrantIndex>, Arc<std::sync::Mutex<Vec<String>>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let name = unique_name("idx");
+    let Some(opts) = server_options(&name, DIM) else {
+        return;
+    };
+    let index = Arc::new(QdrantIndex::connect(opts).await.expect("connect"));
+    let cleanup = Arc::new(std::sync::Mutex::new(vec![name]));
+    // A task of its own, so that a failed assertion still lets the clean-up below run.
+    let outcome = tokio::spawn(check(index.clone(), cleanup.clone())).await;
+    let names = cleanup.lock().expect("not poisoned").clone();
+    for name in names {
+        if let Err(e) = index.drop_collection(&name).await {
+            eprintln!("could not drop test collection {name}: {e:#}");
+        }
+    }
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+macro_rules! conformance_tests {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            with_fresh_index(|index, _| async move {
+                conformance::$check(index.as_ref(), DIM).await;
+            })
+            .await;
+        }
+    )*};
+}
+
+conformance_tests!(
+    ping_and_name,
+    nearest_first,
+    category_filter,
+    any_of_filter,
+    uncategorised_filter,
+    exclude_id,
+    paging,
+    min_score,
+    model_filter,
+    upsert_is_idempotent,
+    delete,
+    set_category,
+    get_vector_roundtrip,
+    attrs_roundtrip,
+    invalid_dimension,
+);
+
+/// All checks on one collection, through `dyn`: they must not disturb each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_run_all_on_one_collection() {
+    with_fresh_index(|index, _| async move {
+        let index: Arc<dyn VectorIndex> = index;
+        assert_eq!(index.name(), "qdrant");
+        conformance::run_all(index.as_ref(), DIM).await;
+    })
+    .await;
+}
+
+fn point(vector: Vec<f32>, category: &str) -> Point {
+    Point {
+        id: Uuid::new_v4(),
+        vector,
+        category: Some(category.to_owned()),
+        model_id: "m1".into(),
+        attrs: None,
+    }
+}
+
+fn unit(dim: usize, hot: usize) -> Vec<f32> {
+    (0..dim).map(|i| if i == hot { 1.0 } else { 0.0 }).collect()
+}
+
+/// Connecting again finds the collection made the first time and keeps its points; another
+/// dimension is refused with a message saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_keeps_points_and_rejects_other_dimension() {
+    with_fresh_index(|index, _| async move {
+        let p = point(unit(DIM, 3), "coat");
+        index.upsert(vec![p.clone()]).await.expect("upsert");
+
+        let opts = server_options(index.collection(), DIM).expect("configured");
+        let again = QdrantIndex::connect(opts).await.expect("reconnect");
+        let stored = again.get_point(p.id).await.expect("get").expect("kept");
+        assert_eq!(stored.category.as_deref(), Some("coat"));
+
+        let opts = server_options(index.collection(), DIM + 1).expect("configured");
+        let err = QdrantIndex::connect(opts).await.err().expect("other dim");
+        assert!(format!("{err:#}").contains("dimension"), "{err:#}");
+    })
+    .await;
+}
+
+/// The reindex path: fill a second collection, then switch an alias from the first to it in one
+/// step; an index opened on the alias follows, and connecting through the alias works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_switches_between_collections() {
+    with_fresh_index(|index, cleanup| async move {
+        let (old, new, alias) = (
+            index.collection().to_owned(),
+            unique_name("new"),
+            unique_name("alias"),
+        );
+        cleanup.lock().expect("not poisoned").push(new.clone());
+        let in_old = point(unit(DIM, 1), "old");
+        index
+            .upsert(vec![in_old.clone()])
+            .await
+            .expect("upsert old");
+
+        index.create_collection(&new, DIM).await.expect("create");
+        let second = index.with_collection(&new);
+        let in_new = point(unit(DIM, 2), "new");
+        second
+            .upsert(vec![in_new.clone()])
+            .await
+            .expect("upsert new");
+
+        assert_eq!(index.collection_behind(&alias).await.expect("lookup"), None);
+        index.point_alias(&alias, &old).await.expect("create alias");
+        assert_eq!(
+            index.collection_behind(&alias).await.expect("lookup"),
+            Some(old.clone())
+        );
+        let opts = server_options(&alias, DIM).expect("configured");
+        let via_alias = QdrantIndex::connect(opts).await.expect("connect via alias");
+        let old_points = via_alias.count(CategoryFilter::One("old".into())).await;
+        assert_eq!(old_points.expect("count"), 1);
+
+        index.point_alias(&alias, &new).await.expect("switch alias");
+        index
+            .point_alias(&alias, &new)
+            .await
+            .expect("switching again is a no-op");
+        assert_eq!(
+            index.collection_behind(&alias).await.expect("lookup"),
+            Some(new.clone())
+        );
+        let hits = via_alias
+            .search(SearchRequest::new(in_new.vector.clone(), 5))
+            .await
+            .expect("search via alias");
+        assert_eq!(
+            hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![in_new.id]
+        );
+
+        // An alias cannot take the name of a collection.
+        let err = index
+            .point_alias(&old, &new)
+            .await
+            .err()
+            .expect("name taken");
+        assert!(format!("{err:#}").contains("not an alias"), "{err:#}");
+        // No alias clean-up needed: Qdrant removes a collection's aliases when it is dropped.
+    })
+    .await;
+}
+
+/// A dimension the server enforces: an index from `with_collection` does not know the other
+/// collection's dimension, and must still report a mismatch as a permanent error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_dimension_check_is_invalid() {
+    with_fresh_index(|index, _| async move {
+        let unknown_dim = index.with_collection(index.collection());
+        let err = unknown_dim
+            .upsert(vec![point(unit(DIM + 1, 0), "x")])
+            .await
+            .expect_err("dim + 1");
+        assert!(!err.is_transient(), "{err:?}");
+    })
+    .await;
+}
+
+/// Runs without a server: nothing listens on the port, so connecting fails quickly with a
+/// message naming the server, instead of hanging or panicking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_closed_port_fails_cleanly() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let opts = ServerOptions {
+        timeout: Duration::from_secs(2),
+        ..ServerOptions::new(url.clone(), "unused", DIM)
+    };
+    let started = std::time::Instant::now();
+    let err = QdrantIndex::connect(opts)
+        .await
+        .err()
+        .expect("nothing listens");
+    assert!(format!("{err:#}").contains(&url), "{err:#}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
