@@ -13,7 +13,8 @@ COPY crates/store/Cargo.toml crates/store/
 COPY crates/queue/Cargo.toml crates/queue/
 COPY crates/vision/Cargo.toml crates/vision/
 COPY crates/index/Cargo.toml crates/index/
-RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index; do \
+COPY crates/telemetry/Cargo.toml crates/telemetry/
+RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > benches/ingest.rs && touch config/default.toml \

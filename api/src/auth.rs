@@ -14,8 +14,16 @@ use sha2::{Digest, Sha256};
 
 use crate::{ApiError, ApiResult};
 
-/// Anyone may GET these: `/healthz` and `/readyz` (health.rs) and the page with its assets (web.rs).
-const OPEN: &[&str] = &["/healthz", "/readyz", "/", "/app.js", "/style.css"];
+/// Anyone may GET these: `/healthz` and `/readyz` (health.rs), `/metrics` (metrics.rs: scrapers sit
+/// inside the network; `metrics.enabled = false` removes it) and the page with its assets (web.rs).
+const OPEN: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/",
+    "/app.js",
+    "/style.css",
+];
 
 /// The scope a request needs; `None` for the open paths.
 ///
@@ -254,6 +262,7 @@ mod tests {
             ("GET", "/healthz"),
             ("GET", "/readyz"),
             ("HEAD", "/readyz"),
+            ("GET", "/metrics"),
             ("GET", "/"),
             ("GET", "/app.js"),
             ("GET", "/style.css"),
@@ -280,6 +289,7 @@ mod tests {
             ("PUT", "/v1/items/0193"),
             ("POST", "/v1/search/"),
             ("POST", "/healthz"),
+            ("POST", "/metrics"),
             ("POST", "/"),
         ];
         let scope =

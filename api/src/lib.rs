@@ -19,8 +19,11 @@ pub use state::AppState;
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
     let keys = Arc::new(auth::Keys::from_config(&state.config.auth));
+    // Idempotent; here too so that any process serving the API exports its counters.
+    lookalike_telemetry::install();
     Router::new()
         .merge(routes::health::router())
+        .merge(routes::metrics::router(state.config.metrics.enabled))
         .merge(routes::images::router())
         .merge(routes::jobs::router())
         .merge(routes::items::router())
@@ -43,5 +46,8 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        // Every route's time by its template; `Router::layer` runs after routing, so the matched
+        // path is known here.
+        .layer(middleware::from_fn(routes::metrics::observe))
         .with_state(state)
 }

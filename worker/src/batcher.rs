@@ -14,15 +14,19 @@ use tokio::sync::oneshot;
 
 type Reply = oneshot::Sender<Result<Output, String>>;
 
+/// A tensor to embed, where to send its embedding, and the caller's span (a job's, or a search
+/// request's), so that what the inference thread logs about it is tied to that job or request.
+type Request = (Array3<f32>, Reply, tracing::Span);
+
 #[derive(Clone)]
 pub struct Batcher {
-    tx: mpsc::Sender<(Array3<f32>, Reply)>,
+    tx: mpsc::Sender<Request>,
     embedder: Arc<Embedder>,
 }
 
 impl Batcher {
     pub fn start(embedder: Arc<Embedder>, max_batch: usize, wait: Duration) -> Self {
-        let (tx, rx) = mpsc::channel::<(Array3<f32>, Reply)>();
+        let (tx, rx) = mpsc::channel::<Request>();
         let model = embedder.clone();
         std::thread::Builder::new()
             .name("inference".into())
@@ -39,7 +43,7 @@ impl Batcher {
     pub async fn embed(&self, tensor: Array3<f32>) -> Result<Output, String> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((tensor, reply))
+            .send((tensor, reply, tracing::Span::current()))
             .map_err(|_| "inference thread stopped".to_string())?;
         answer
             .await
@@ -47,12 +51,7 @@ impl Batcher {
     }
 }
 
-fn run(
-    model: &Embedder,
-    rx: mpsc::Receiver<(Array3<f32>, Reply)>,
-    max_batch: usize,
-    wait: Duration,
-) {
+fn run(model: &Embedder, rx: mpsc::Receiver<Request>, max_batch: usize, wait: Duration) {
     // Ends when every Batcher (every sender) is dropped.
     while let Ok(first) = rx.recv() {
         let mut pending = vec![first];
@@ -64,22 +63,32 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (tensors, replies): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
+        let mut tensors = Vec::with_capacity(pending.len());
+        let mut callers = Vec::with_capacity(pending.len());
+        for (tensor, reply, span) in pending {
+            tensors.push(tensor);
+            callers.push((reply, span));
+        }
         let started = Instant::now();
-        match model.embed_batch(&tensors) {
+        let result = model.embed_batch(&tensors);
+        let elapsed = started.elapsed();
+        lookalike_telemetry::inference_batch(tensors.len(), elapsed);
+        match result {
             Ok(outputs) => {
-                tracing::debug!(
-                    batch = tensors.len(),
-                    ms = started.elapsed().as_millis() as u64,
-                    "inference batch"
-                );
-                for (reply, output) in replies.into_iter().zip(outputs) {
+                for ((reply, span), output) in callers.into_iter().zip(outputs) {
+                    span.in_scope(|| {
+                        tracing::debug!(
+                            batch = tensors.len(),
+                            ms = elapsed.as_millis() as u64,
+                            "inference"
+                        )
+                    });
                     let _ = reply.send(Ok(output));
                 }
             }
             Err(e) => {
                 let message = format!("{e:#}");
-                for reply in replies {
+                for (reply, _) in callers {
                     let _ = reply.send(Err(message.clone()));
                 }
             }

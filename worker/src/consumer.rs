@@ -1,10 +1,11 @@
 //! The consume loop: deliveries in, jobs run, acks out; reconnects when the broker goes away and
 //! drains in-flight jobs on shutdown.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lookalike_queue::lapin::message::Delivery;
 use lookalike_queue::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lookalike_queue::{JobMessage, Publisher, Topology};
@@ -115,8 +116,9 @@ impl Consumer {
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
             return;
         };
+        // Every line logged while the job runs carries this span's job_id (README "Metrics and logs").
         let span = tracing::info_span!("job", job_id = %message.job_id, redelivered = delivery.redelivered);
-        async {
+        let work = async {
             let outcome =
                 match tokio::time::timeout(self.job_timeout, self.pipeline.run(message.job_id))
                     .await
@@ -140,9 +142,22 @@ impl Consumer {
                         .await
                 }
             }
+        };
+        // A panic is logged here, inside the job's span, then goes on as before: the task ends and
+        // the unacked message returns to the queue with the channel.
+        if let Err(panic) = AssertUnwindSafe(work)
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+        {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            span.in_scope(|| tracing::error!(panic = %what, "job panicked"));
+            std::panic::resume_unwind(panic);
         }
-        .instrument(span)
-        .await
     }
 
     async fn retry(
@@ -175,6 +190,7 @@ impl Consumer {
                 tracing::warn!(error = %e, "could not copy the job to the dead-letter queue");
             }
             tracing::warn!(code = error.code, attempt, error = %error.message, "job failed: attempts exhausted");
+            lookalike_telemetry::job_finished(lookalike_telemetry::JobStatus::Failed, error.code);
             self.ack(delivery).await;
             return;
         }
@@ -183,6 +199,10 @@ impl Consumer {
         match self.publisher.publish_retry(id, delay).await {
             Ok(()) => {
                 tracing::info!(code = error.code, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "job will be retried");
+                lookalike_telemetry::job_finished(
+                    lookalike_telemetry::JobStatus::Retried,
+                    error.code,
+                );
                 self.ack(delivery).await;
             }
             Err(e) => {

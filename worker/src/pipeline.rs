@@ -11,6 +11,7 @@ use std::time::Instant;
 use lookalike_core::codes::job as code;
 use lookalike_index::{CategoryFilter, Point, SearchRequest, VectorIndex};
 use lookalike_store::{Claim, Job, NewItem, Store};
+use lookalike_telemetry::{JobStatus, Stage, time_stage};
 use lookalike_vision::DecodeLimits;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -108,17 +109,25 @@ impl Pipeline {
                 .fail_job(job.id, code::ATTEMPTS_EXHAUSTED, &message)
                 .await?;
             tracing::warn!(attempts = job.attempts, "job failed: attempts exhausted");
+            lookalike_telemetry::job_finished(JobStatus::Failed, code::ATTEMPTS_EXHAUSTED);
             return Ok(Outcome::Done);
         }
         tracing::info!(attempt, source = job.source_kind, "job started");
         match self.ingest(&job).await {
-            Ok(()) => Ok(Outcome::Done),
+            Ok(()) => {
+                lookalike_telemetry::job_finished(
+                    JobStatus::Succeeded,
+                    lookalike_telemetry::NO_CODE,
+                );
+                Ok(Outcome::Done)
+            }
             Err(error) if error.transient => Ok(Outcome::Retry { error, attempt }),
             Err(error) => {
                 self.store
                     .fail_job(job.id, error.code, &error.message)
                     .await?;
                 tracing::warn!(code = error.code, error = %error.message, "job failed");
+                lookalike_telemetry::job_finished(JobStatus::Failed, error.code);
                 Ok(Outcome::Done)
             }
         }
@@ -126,8 +135,16 @@ impl Pipeline {
 
     async fn ingest(&self, job: &Job) -> Result<(), JobError> {
         let started = Instant::now();
-        let bytes = self.source_bytes(job).await?;
+        let bytes = {
+            let _timed = time_stage(Stage::Download);
+            self.source_bytes(job).await?
+        };
         let downloaded = started.elapsed();
+        tracing::debug!(
+            bytes = bytes.len(),
+            ms = downloaded.as_millis() as u64,
+            "image fetched"
+        );
         let (content_sha256, byte_size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
         let analysis = match self.reuse(&content_sha256, job.id).await? {
             Some(stored) => stored,
@@ -136,7 +153,7 @@ impl Pipeline {
         let decision = match &job.category {
             Some(c) => CategoryDecision::Provided(c.clone()),
             None => match self
-                .classify(
+                .timed_classify(
                     &analysis.embedding,
                     analysis.prior.as_ref(),
                     Some(&Exclude {
@@ -150,6 +167,9 @@ impl Pipeline {
                 None => CategoryDecision::None,
             },
         };
+        if let CategoryDecision::Predicted(p) = &decision {
+            tracing::debug!(category = %p.category, confidence = p.confidence, "category predicted");
+        }
         self.commit(job.id, analysis, &decision, content_sha256, byte_size)
             .await?;
         let (category, source) = decision.parts();
@@ -200,7 +220,10 @@ impl Pipeline {
             model_id: self.model_id().to_string(),
             attrs: Some(point_attrs(write.external_id.as_deref(), &write.metadata)),
         };
-        self.index.upsert(vec![point]).await?;
+        {
+            let _timed = time_stage(Stage::Index);
+            self.index.upsert(vec![point]).await?;
+        }
         let item = NewItem {
             content_sha256,
             byte_size: byte_size as i64,
@@ -214,7 +237,11 @@ impl Pipeline {
             thumbnail_jpeg: analysis.thumbnail_jpeg,
             vector: analysis.embedding,
         };
-        if let Err(e) = write.commit(&item).await {
+        let committed = {
+            let _timed = time_stage(Stage::Commit);
+            write.commit(&item).await
+        };
+        if let Err(e) = committed {
             // Put the index back the way the database still has it; a redelivery writes it again.
             match restore {
                 Some(old) => {
@@ -298,6 +325,7 @@ impl Pipeline {
         };
         let (image, tensor, thumbnail_jpeg, prior) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let decoding = time_stage(Stage::Decode);
             let image = lookalike_vision::clean(&bytes, &limits)?;
             let tensor = lookalike_vision::to_tensor(&image.rgb, &spec);
             let thumbnail = if thumbnail {
@@ -305,6 +333,7 @@ impl Pipeline {
             } else {
                 Vec::new()
             };
+            drop(decoding);
             let prior = match prior {
                 Some(p) => Some(p.masses(&image.rgb).map_err(|e| {
                     JobError::transient(code::INFERENCE_FAILED, format!("prior model: {e:#}"))
@@ -322,6 +351,12 @@ impl Pipeline {
             .embed(tensor)
             .await
             .map_err(|e| JobError::transient(code::INFERENCE_FAILED, e))?;
+        tracing::debug!(
+            format = image.format,
+            width = image.width,
+            height = image.height,
+            "image decoded and embedded"
+        );
         Ok(Analysis {
             format: image.format.to_string(),
             width: image.width,
@@ -372,6 +407,17 @@ impl Pipeline {
             }
         }
         Ok(prototypes)
+    }
+
+    /// [`Pipeline::classify`], timed as the `classify` stage.
+    async fn timed_classify(
+        &self,
+        embedding: &[f32],
+        prior_masses: Option<&Masses>,
+        exclude: Option<&Exclude>,
+    ) -> Result<Option<classify::Prediction>, JobError> {
+        let _timed = time_stage(Stage::Classify);
+        self.classify(embedding, prior_masses, exclude).await
     }
 
     /// Predicts a category from the labelled items: neighbours' vote fused with category prototypes

@@ -390,6 +390,11 @@ async fn enqueue(
         }
         Err(e) => return Err(e.into()),
     }
+    // One line per job, so that following a job id through the logs starts here; written before
+    // publishing, since a worker may start the job before the broker's confirm comes back.
+    for job in &jobs {
+        tracing::info!(job_id = %job.id, source = source_kind(&job.source), external_id = job.external_id.as_deref(), "job accepted");
+    }
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     if let Err(e) = state.publisher.publish_jobs(&ids).await {
         let message = format!("the job queue is not available: {e}");
@@ -399,16 +404,33 @@ async fn enqueue(
             state.store.fail_jobs(&ids, "queue_unavailable", &message),
         )
         .await;
+        for id in &ids {
+            tracing::warn!(job_id = %id, code = "queue_unavailable", "job failed: the broker did not confirm its submission");
+            lookalike_telemetry::job_finished(
+                lookalike_telemetry::JobStatus::Failed,
+                "queue_unavailable",
+            );
+        }
         return Err(ApiError::unavailable("queue_unavailable", message));
     }
     // Best effort: a job left unmarked is published again by the worker's republisher, harmlessly.
     let _ = state.store.mark_published(&ids).await;
+    for job in &jobs {
+        lookalike_telemetry::jobs_submitted(source_kind(&job.source), 1);
+    }
     tracing::info!(jobs = ids.len(), "jobs enqueued");
     let body: Vec<Value> = jobs
         .iter()
         .map(|j| json!({"job_id": j.id, "status": "queued", "external_id": j.external_id, "status_url": job_link(j.id)}))
         .collect();
     Ok((StatusCode::ACCEPTED, Json(json!({"jobs": body}))))
+}
+
+fn source_kind(source: &Source) -> &'static str {
+    match source {
+        Source::Url(_) => "url",
+        Source::Upload { .. } => "upload",
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ pub mod health;
 pub mod images;
 pub mod items;
 pub mod jobs;
+pub mod metrics;
 pub mod search;
 pub mod status;
 pub mod web;

@@ -26,6 +26,7 @@ pub struct Config {
     pub index: Index,
     pub classify: Classify,
     pub log: Log,
+    pub metrics: Metrics,
     pub service: Service,
     pub auth: Auth,
 }
@@ -35,6 +36,14 @@ pub struct Config {
 pub struct Log {
     pub format: String,
     pub filter: String,
+}
+
+/// `GET /metrics` (README "Metrics and logs").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Off: `/metrics` answers 404, for deployments where the API port is reachable from outside.
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -558,6 +567,7 @@ mod tests {
         assert!(names.contains(&"LOOKALIKE_INDEX__DATA_DIR".to_string()));
         assert!(names.contains(&"LOOKALIKE_AUTH__ENABLED".to_string()));
         assert!(names.contains(&"LOOKALIKE_AUTH__KEYS".to_string()));
+        assert!(names.contains(&"LOOKALIKE_METRICS__ENABLED".to_string()));
     }
 
     const HASH_A: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
