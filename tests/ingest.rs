@@ -451,6 +451,30 @@ async fn a_resubmitted_external_id_updates_its_item_instead_of_duplicating_it() 
             .await
             .unwrap();
     assert_eq!(prototypes, vec![("cats".to_string(), 1)]);
+    // Search results are rendered from what the index keeps with the vector: it was updated too.
+    let other = service
+        .submit_urls(
+            json!([{"url": images.url("/files/skimage_chelsea.png?v=other"), "category": "cats"}]),
+        )
+        .await;
+    let other = service.wait_job(&other[0], JOB_LIMIT).await;
+    let (_, similar) = service
+        .get(&format!(
+            "/v1/items/{}/similar",
+            other["item_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        similar["results"][0]["item_id"],
+        item_id.as_str(),
+        "{similar}"
+    );
+    assert_eq!(similar["results"][0]["metadata"]["price"], 4, "{similar}");
+    assert_eq!(similar["results"][0]["external_id"], "sku-9", "{similar}");
+    let (status, _) = service
+        .delete(&format!("/v1/items/{}", other["item_id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 204);
 
     // Concurrent resubmissions of one external_id (separate requests) still leave one item, whose
     // vector and prototype belong to the same job.

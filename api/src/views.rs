@@ -63,7 +63,20 @@ pub fn item(item: &Item) -> Value {
     })
 }
 
-/// One similarity result.
+/// One similarity result, from the attributes stored with its vector
+/// (`lookalike_worker::pipeline::point_attrs`); same shape as [`result`].
+pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> Value {
+    json!({
+        "item_id": hit.id,
+        "external_id": attrs.get("external_id").cloned().unwrap_or(Value::Null),
+        "category": hit.category,
+        "score": hit.score,
+        "thumbnail_url": thumbnail_link(hit.id),
+        "metadata": attrs.get("metadata").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// One similarity result, from the item's row.
 pub fn result(item: &Item, score: f32) -> Value {
     json!({
         "item_id": item.id,

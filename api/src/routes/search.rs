@@ -87,14 +87,27 @@ async fn similar(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
     let k = check_k(q.k)?;
-    // Two independent lookups (Postgres and the index): wait for both at once.
-    let (item, vector) = tokio::try_join!(crate::routes::load_item(&state, id), async {
-        Ok::<_, ApiError>(state.index.get_vector(id).await?)
-    })?;
-    let vector = vector
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("item {id} has no vector")))?;
+    // The index alone answers: the query item's vector and category, then its neighbours with what a
+    // result shows (kept with each vector), so the hot path never waits for Postgres.
+    let point = state
+        .index
+        .get_point(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let model = &state.config.model.id;
+    if point.model_id.as_deref().is_some_and(|m| m != model) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "item_model_mismatch",
+            format!(
+                "item {id} was embedded by model {:?}, the service searches with {model}: \
+                 re-index it first",
+                point.model_id.as_deref().unwrap_or("-")
+            ),
+        ));
+    }
     let scope = match q.category.as_deref().unwrap_or("auto") {
-        "auto" => match item.category.clone() {
+        "auto" => match point.category.clone() {
             Some(c) => Scope::one("auto", c),
             None => Scope::any(),
         },
@@ -103,7 +116,7 @@ async fn similar(
     };
     let results = neighbours(
         &state,
-        vector,
+        point.vector,
         &scope,
         k,
         q.offset.unwrap_or(0),
@@ -112,13 +125,14 @@ async fn similar(
     )
     .await?;
     Ok(Json(json!({
-        "query": {"item_id": id, "category": item.category},
+        "query": {"item_id": id, "category": point.category},
         "search": scope.json(),
         "results": results,
     })))
 }
 
-/// Runs the index query and joins each hit with its item.
+/// Runs the index query and renders each hit from what is stored with its vector. Points written
+/// before vectors carried those attributes are joined with their rows in Postgres instead.
 async fn neighbours(
     state: &AppState,
     vector: Vec<f32>,
@@ -140,18 +154,29 @@ async fn neighbours(
             model_id: Some(state.config.model.id.clone()),
         })
         .await?;
-    let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-    let items: HashMap<Uuid, lookalike_store::Item> = state
-        .store
-        .get_items(&ids)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, i))
+    let missing: Vec<Uuid> = hits
+        .iter()
+        .filter(|h| h.attrs.is_none())
+        .map(|h| h.id)
         .collect();
-    // A hit whose item was deleted a moment ago is skipped rather than shown half-empty.
+    let rows: HashMap<Uuid, lookalike_store::Item> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        state
+            .store
+            .get_items(&missing)
+            .await?
+            .into_iter()
+            .map(|i| (i.id, i))
+            .collect()
+    };
+    // A hit whose row was deleted a moment ago is skipped rather than shown half-empty.
     Ok(hits
         .iter()
-        .filter_map(|h| items.get(&h.id).map(|item| views::result(item, h.score)))
+        .filter_map(|h| match &h.attrs {
+            Some(attrs) => Some(views::hit(h, attrs)),
+            None => rows.get(&h.id).map(|item| views::result(item, h.score)),
+        })
         .collect())
 }
 

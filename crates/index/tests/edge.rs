@@ -461,6 +461,39 @@ async fn background_optimize_after_threshold() {
     assert_eq!(index.count(CategoryFilter::Any).await.unwrap(), 1200);
 }
 
+/// Points written before a restart and not yet in a graph count toward the next optimize, so a
+/// restarted service indexes them without waiting for `optimize_after_points` new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unindexed_points_found_on_open_are_optimized() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EdgeOptions {
+        optimize_after_points: 1000,
+        ..test_opts()
+    };
+    let mut rng = Rng(11);
+    let points = rng.points(1200, DIM, &["a"]);
+    {
+        // No automatic optimize while writing: the points stay in the plain segment.
+        let index = EdgeIndex::open(dir.path(), DIM, test_opts()).unwrap();
+        index.upsert(points.clone()).await.unwrap();
+        assert_eq!(index.stats().await.unwrap().indexed_vectors, 0);
+        index.close().await.unwrap();
+    }
+    let index = EdgeIndex::open(dir.path(), DIM, opts).unwrap();
+    assert_eq!(
+        index.pending_points(),
+        1200,
+        "the unindexed points are counted"
+    );
+    index.optimize_if_due();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while index.stats().await.unwrap().indexed_vectors == 0 {
+        assert!(Instant::now() < deadline, "no optimize after reopening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    index.close().await.unwrap();
+}
+
 /// Timings for the report, not a check: `cargo test -p lookalike-index --test edge --
 /// --ignored --nocapture timing`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -424,6 +424,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "INSERT INTO item_deletions (item_id) VALUES ($1)
+             ON CONFLICT (item_id) DO UPDATE SET deleted_at = now()",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
