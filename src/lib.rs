@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lookalike_core::Config;
-use lookalike_index::{EdgeIndex, EdgeOptions, VectorIndex};
+use lookalike_index::{
+    EdgeIndex, EdgeOptions, QdrantIndex, Quantization, ServerOptions, VectorIndex,
+};
 use lookalike_queue::{Publisher, Topology};
 use lookalike_store::Store;
 use lookalike_vision::{DecodeLimits, Embedder, ModelSpec};
@@ -16,18 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log.format == "json" {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
+    lookalike_telemetry::init_logging(&config.log.format, &config.log.filter);
 }
 
 pub fn model_spec(config: &Config) -> ModelSpec {
@@ -78,108 +69,207 @@ pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// `lookalike serve`: the API and the worker in one process, sharing the embedded vector index.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    config.auth.check_can_serve()?;
-    if !config.auth.enabled {
-        tracing::warn!("API keys are off (auth.enabled = false): every request is accepted");
+/// Which parts of lookalike a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `lookalike serve`: the API and a worker in one process (any index backend).
+    All,
+    /// `lookalike api`: the HTTP API, including synchronous searches (so it loads the model too).
+    Api,
+    /// `lookalike worker`: consumes the job queue; serves only /healthz, /readyz, /metrics.
+    Worker,
+}
+
+impl Role {
+    fn serves_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
     }
+    fn consumes(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+}
+
+/// `lookalike serve`: the API and the worker in one process, sharing the vector index.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run(config, Role::All, shutdown).await
+}
+
+/// Runs the parts of lookalike that `role` names until `shutdown` is cancelled.
+pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if role != Role::All && config.index.backend == "edge" {
+        anyhow::bail!(
+            "index.backend = \"edge\" keeps the index inside one process: run `lookalike serve`, \
+             or set index.backend = \"qdrant\" (a Qdrant server) to run `lookalike api` and \
+             `lookalike worker` apart"
+        );
+    }
+    if role.serves_api() {
+        config.auth.check_can_serve()?;
+        if !config.auth.enabled {
+            tracing::warn!("API keys are off (auth.enabled = false): every request is accepted");
+        }
+    }
+    // Before any job or request runs, so that no count is lost.
+    lookalike_telemetry::install();
     let config = Arc::new(config);
     let store = Store::connect_lazy(
         &config.database.url,
         config.database.max_connections,
         Duration::from_millis(config.database.acquire_timeout_ms),
     )?;
+    // Every process migrates: migrations take a database lock and skip what is applied, so
+    // processes starting together neither race nor depend on a start order.
     migrate(&store, &config.database.url).await?;
-
-    let index: Arc<dyn VectorIndex> = Arc::new(
-        EdgeIndex::open(
-            &config.index.data_dir,
-            config.model.dim,
-            EdgeOptions {
-                optimize_after_points: config.index.optimize_after_points,
-                ..Default::default()
-            },
-        )
-        .with_context(|| {
-            format!(
-                "opening the vector index in {}",
-                config.index.data_dir.display()
-            )
-        })?,
-    );
+    let index = open_index(&config).await?;
     let topology = Topology::new(&config.queue.prefix);
     let publisher = Arc::new(Publisher::new(
         &config.queue.url,
         topology.clone(),
         Duration::from_millis(config.http.publish_timeout_ms),
     ));
+    // The API searches with the first pipeline; a worker runs `worker.pipelines` of them, each with
+    // its own model session and queue consumer.
+    let count = if role.consumes() {
+        config.worker.pipelines.max(1)
+    } else {
+        1
+    };
+    let pipelines = (0..count)
+        .map(|_| build_pipeline(&config, store.clone(), index.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pipeline = pipelines[0].clone();
 
+    let mut workers = Vec::new();
+    if role.consumes() {
+        let w = &config.worker;
+        for pipeline in pipelines {
+            let consumer = Arc::new(Consumer {
+                pipeline,
+                publisher: publisher.clone(),
+                amqp_url: config.queue.url.clone(),
+                topology: topology.clone(),
+                prefetch: w.concurrency,
+                job_timeout: Duration::from_millis(w.job_timeout_ms),
+                retry_base: Duration::from_millis(config.queue.retry_base_ms),
+                retry_max: Duration::from_millis(config.queue.retry_max_ms),
+                drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
+            });
+            workers.push(tokio::spawn(consumer.run(shutdown.clone())));
+        }
+        // The outbox sweep runs beside the consumers: any number of copies may run, a job
+        // published twice is processed once (its item id is the job id).
+        tokio::spawn(lookalike_worker::republish::run(
+            store.clone(),
+            publisher.clone(),
+            Duration::from_millis(config.queue.republish_after_ms),
+            shutdown.clone(),
+        ));
+    }
+
+    let state = lookalike_api::AppState {
+        config: config.clone(),
+        store,
+        publisher,
+        index,
+        pipeline,
+    };
+    let (app, listen) = if role.serves_api() {
+        (lookalike_api::router(state), config.http.listen.as_str())
+    } else {
+        (
+            lookalike_api::ops_router(state),
+            config.worker.listen.as_str(),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, ?role, index = config.index.backend, "listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
+    for worker in workers {
+        worker.await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The vector index the configuration names.
+pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>> {
+    let i = &config.index;
+    match i.backend.as_str() {
+        "qdrant" => {
+            let opts = ServerOptions {
+                api_key: (!i.api_key.is_empty()).then(|| i.api_key.clone()),
+                on_disk: i.on_disk,
+                quantization: match i.quantization.as_str() {
+                    "int8" => Quantization::Scalar,
+                    _ => Quantization::None,
+                },
+                timeout: Duration::from_millis(i.timeout_ms),
+                ..ServerOptions::new(&i.url, &i.collection, config.model.dim)
+            };
+            let index = QdrantIndex::connect(opts).await.with_context(|| {
+                format!(
+                    "connecting to the Qdrant server at {} (collection {})",
+                    i.url, i.collection
+                )
+            })?;
+            Ok(Arc::new(index))
+        }
+        _ => {
+            let (dir, dim) = (i.data_dir.clone(), config.model.dim);
+            let opts = EdgeOptions {
+                optimize_after_points: i.optimize_after_points,
+                ..Default::default()
+            };
+            let edge = tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dim, opts))
+                .await?
+                .with_context(|| format!("opening the vector index in {}", i.data_dir.display()))?;
+            // Points stored before a restart and not yet in a graph get one now, not after
+            // another `optimize_after_points` new ones.
+            edge.optimize_if_due();
+            Ok(Arc::new(edge))
+        }
+    }
+}
+
+/// The per-job pipeline: model, batcher, fetcher, classifier. The API uses it for searches, the
+/// worker for jobs.
+pub fn build_pipeline(
+    config: &Config,
+    store: Store,
+    index: Arc<dyn VectorIndex>,
+) -> anyhow::Result<Arc<Pipeline>> {
     let loaded = std::time::Instant::now();
     let embedder = Arc::new(
         Embedder::load(
             &config.model.ort_library,
-            model_spec(&config),
+            model_spec(config),
             config.model.intra_threads,
         )
         .context("loading the embedding model (run scripts/setup.sh first)")?,
     );
     tracing::info!(model = %config.model.id, ms = loaded.elapsed().as_millis() as u64, "model loaded");
-
     let w = &config.worker;
-    let pipeline = Arc::new(Pipeline {
-        store: store.clone(),
-        index: index.clone(),
+    Ok(Arc::new(Pipeline {
+        store,
+        index,
         batcher: Batcher::start(
             embedder,
             w.batch_size,
             Duration::from_millis(w.batch_wait_ms),
         ),
         fetcher: Fetcher::new(&config.fetch)?,
-        limits: decode_limits(&config),
+        limits: decode_limits(config),
         decode_permits: Arc::new(Semaphore::new(w.decode_threads.max(1))),
         thumbnail_size: w.thumbnail_size,
         reuse_identical: w.reuse_identical_images,
         classify: config.classify.clone(),
-        prior: load_prior(&config)?,
+        prior: load_prior(config)?,
         max_attempts: config.queue.max_attempts,
-    });
-    let consumer = Arc::new(Consumer {
-        pipeline: pipeline.clone(),
-        publisher: publisher.clone(),
-        amqp_url: config.queue.url.clone(),
-        topology,
-        prefetch: w.concurrency,
-        job_timeout: Duration::from_millis(w.job_timeout_ms),
-        retry_base: Duration::from_millis(config.queue.retry_base_ms),
-        retry_max: Duration::from_millis(config.queue.retry_max_ms),
-        drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
-    });
-    let worker = tokio::spawn(consumer.run(shutdown.clone()));
-    tokio::spawn(lookalike_worker::republish::run(
-        store.clone(),
-        publisher.clone(),
-        Duration::from_millis(config.queue.republish_after_ms),
-        shutdown.clone(),
-    ));
-
-    let app = lookalike_api::router(lookalike_api::AppState {
-        config: config.clone(),
-        store,
-        publisher,
-        index,
-        pipeline,
-    });
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("binding {}", config.http.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
-    worker.await?;
-    tracing::info!("stopped");
-    Ok(())
+    }))
 }
 
 /// Cancels the token on SIGTERM or Ctrl-C.

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lookalike::Role;
 use lookalike_core::Config;
 
 mod cli_jobs;
@@ -11,6 +12,7 @@ mod folder;
 mod import;
 mod keys;
 mod reclassify;
+mod reindex;
 
 /// lookalike: finds visually similar products of the same category.
 ///
@@ -27,6 +29,13 @@ enum Command {
     /// Run the API and the worker in one process (embedded vector index).
     #[command(after_help = SERVE_HELP)]
     Serve,
+    /// Run the HTTP API alone (needs index.backend = "qdrant"; workers run as `lookalike worker`).
+    #[command(after_help = API_HELP)]
+    Api,
+    /// Run a worker alone: consume the job queue (needs index.backend = "qdrant"). Start as many as
+    /// the queue needs; each serves /healthz, /readyz and /metrics on worker.listen.
+    #[command(after_help = WORKER_HELP)]
+    Worker,
     /// Apply database migrations and exit.
     #[command(after_help = "Example:\n  LOOKALIKE_DATABASE__URL=postgres://… lookalike migrate")]
     Migrate,
@@ -50,6 +59,10 @@ enum Command {
     /// (calls POST /v1/reclassify on a running service; provided categories are never changed).
     #[command(after_help = RECLASSIFY_HELP)]
     Reclassify(reclassify::ReclassifyArgs),
+    /// Embed every item with the configured (new) model into the configured (new) index location,
+    /// while the service keeps serving the old one; restartable, with progress.
+    #[command(after_help = reindex::AFTER_HELP)]
+    Reindex(reindex::ReindexArgs),
     /// Manage API keys (README "API keys").
     #[command(subcommand, after_help = KEYS_HELP)]
     Keys(keys::KeysCommand),
@@ -69,6 +82,14 @@ const SERVE_HELP: &str = "\
 Examples:
   LOOKALIKE_AUTH__ENABLED=false lookalike serve       # local development, no API keys
   LOOKALIKE_CONFIG=prod.toml lookalike serve";
+
+const API_HELP: &str = "\
+Example (a Qdrant server, API and workers apart; README \"Scaling out\"):
+  LOOKALIKE_INDEX__BACKEND=qdrant LOOKALIKE_INDEX__URL=http://qdrant:6334 lookalike api";
+
+const WORKER_HELP: &str = "\
+Example:
+  LOOKALIKE_INDEX__BACKEND=qdrant LOOKALIKE_INDEX__URL=http://qdrant:6334 lookalike worker";
 
 const EVAL_HELP: &str = "\
 Examples:
@@ -92,10 +113,24 @@ Example:
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve => {
-            service(|config| lookalike::serve(config, lookalike::shutdown_on_signals())).await
-        }
+        Command::Serve => service(|config| run(config, Role::All)).await,
+        Command::Api => service(|config| run(config, Role::Api)).await,
+        Command::Worker => service(|config| run(config, Role::Worker)).await,
         Command::Migrate => service(migrate).await,
+        Command::Reindex(args) => {
+            // Exit 1 when some items failed, as the other bulk commands do.
+            let mut code = client::EXIT_OK;
+            let status = service(|config| async {
+                code = reindex::run(config, args).await?;
+                Ok(())
+            })
+            .await;
+            if status == ExitCode::SUCCESS {
+                ExitCode::from(code)
+            } else {
+                status
+            }
+        }
         Command::Config => {
             service(|config| async move {
                 println!("{config:#?}");
@@ -132,6 +167,10 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    lookalike::run(config, role, lookalike::shutdown_on_signals()).await
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -16,6 +16,16 @@ use tower_http::trace::TraceLayer;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
+/// What a worker process serves: liveness, readiness and metrics, no API.
+pub fn ops_router(state: AppState) -> Router {
+    lookalike_telemetry::install();
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::metrics::router(state.config.metrics.enabled))
+        .fallback(error::not_found_fallback)
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
     let keys = Arc::new(auth::Keys::from_config(&state.config.auth));

@@ -96,13 +96,40 @@ impl TestEnv {
 
     /// Starts `lookalike serve` without waiting for it (for tests of how it starts, or refuses to).
     pub fn spawn(&self) -> Service {
+        self.spawn_process("serve", &[])
+    }
+
+    /// Starts `lookalike <subcommand>` (`serve`, `api`, `worker`) with extra settings, without
+    /// waiting. The returned `Service` talks to `http.listen`, or for a worker to `worker.listen`
+    /// when the extra settings give one.
+    pub fn spawn_process(&self, subcommand: &str, extra: &[(String, String)]) -> Service {
         let log_path = self
             .dir
             .path()
-            .join(format!("service-{}.log", Uuid::new_v4().simple()));
+            .join(format!("{subcommand}-{}.log", Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).unwrap();
+        let base = extra
+            .iter()
+            .find(|(k, _)| subcommand == "worker" && k == "LOOKALIKE_WORKER__LISTEN")
+            .map_or_else(|| self.base_url(), |(_, v)| format!("http://{v}"));
+        let mut cmd = self.command(subcommand);
+        cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd.spawn().expect("starting lookalike");
+        Service {
+            child,
+            base,
+            log_path,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `lookalike <subcommand>` with this environment's settings (database, queue, index, models).
+    pub fn command(&self, subcommand: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookalike"));
-        cmd.arg("serve")
+        cmd.arg(subcommand)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info,lookalike=debug")
@@ -124,17 +151,8 @@ impl TestEnv {
             .env("LOOKALIKE_FETCH__ALLOW_CIDRS", r#"["127.0.0.0/8"]"#)
             // API keys have their own test (tests/auth.rs), which turns them back on with `set`.
             .env("LOOKALIKE_AUTH__ENABLED", "false")
-            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = cmd.spawn().expect("starting lookalike serve");
-        Service {
-            child,
-            base: self.base_url(),
-            log_path,
-            client: reqwest::Client::new(),
-        }
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
     }
 }
 
@@ -184,7 +202,7 @@ pub struct Service {
 }
 
 impl Service {
-    async fn wait_ready(&self, limit: Duration) {
+    pub async fn wait_ready(&self, limit: Duration) {
         let start = Instant::now();
         loop {
             if let Ok(r) = self

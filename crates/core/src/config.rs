@@ -279,6 +279,8 @@ pub struct Queue {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Worker {
+    /// Independent pipelines (model session, batcher, queue consumer) in one worker process.
+    pub pipelines: usize,
     pub concurrency: u16,
     pub decode_threads: usize,
     pub batch_size: usize,
@@ -286,6 +288,8 @@ pub struct Worker {
     pub job_timeout_ms: u64,
     pub reuse_identical_images: bool,
     pub thumbnail_size: u32,
+    /// Where `lookalike worker` serves /healthz, /readyz and /metrics.
+    pub listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,12 +329,39 @@ pub struct Model {
     pub std: [f32; 3],
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Index {
     pub backend: String,
     pub data_dir: PathBuf,
     pub optimize_after_points: usize,
+    /// Qdrant server (gRPC) for `backend = "qdrant"`.
+    pub url: String,
+    /// Sent as the server's `api-key`; empty for none.
+    pub api_key: String,
+    /// Collection (or alias) holding this model's vectors.
+    pub collection: String,
+    /// Keep vectors on disk (memory-mapped) instead of in RAM.
+    pub on_disk: bool,
+    /// "none" or "int8" (scalar quantisation: 4x less memory, rescored with the originals).
+    pub quantization: String,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("backend", &self.backend)
+            .field("data_dir", &self.data_dir)
+            .field("optimize_after_points", &self.optimize_after_points)
+            .field("url", &self.url)
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
+            .field("collection", &self.collection)
+            .field("on_disk", &self.on_disk)
+            .field("quantization", &self.quantization)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -431,14 +462,21 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.auth.check()?;
-        if self.worker.concurrency == 0 || self.worker.batch_size == 0 {
-            bail!("worker.concurrency and worker.batch_size must be at least 1");
+        if self.worker.concurrency == 0 || self.worker.batch_size == 0 || self.worker.pipelines == 0
+        {
+            bail!("worker.pipelines, worker.concurrency and worker.batch_size must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bail!("log.format must be \"text\" or \"json\"");
         }
-        if self.index.backend != "edge" {
-            bail!("index.backend must be \"edge\" (the embedded Qdrant engine)");
+        if !matches!(self.index.backend.as_str(), "edge" | "qdrant") {
+            bail!(
+                "index.backend must be \"edge\" (the embedded Qdrant engine) or \"qdrant\" \
+                 (a Qdrant server at index.url)"
+            );
+        }
+        if !matches!(self.index.quantization.as_str(), "none" | "int8") {
+            bail!("index.quantization must be \"none\" or \"int8\"");
         }
         if !(self.classify.confidence_temperature > 0.0) {
             bail!("classify.confidence_temperature must be above 0");

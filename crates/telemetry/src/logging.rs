@@ -24,7 +24,10 @@ use tracing_subscriber::registry::LookupSpan;
 /// tracing filter (`log.filter`), unless `RUST_LOG` is set.
 pub fn init_logging(format: &str, filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout is for what a command prints (`reindex --json`, `config`).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder
             .fmt_fields(JsonFields::new())

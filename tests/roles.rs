@@ -1,0 +1,123 @@
+//! Which parts a process runs: `serve` (everything), `api` and `worker` apart (Qdrant server only),
+//! and several pipelines in one worker process.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::images::ImageServer;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// URL jobs over the reference images, each a distinct URL so no two share a job.
+fn catalogue(images: &ImageServer, n: usize) -> Value {
+    let files = [
+        "allstar-sneakers.jpg",
+        "sneakers_01__1.png",
+        "skimage_coffee.png",
+    ];
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                json!({
+                    "url": images.url(&format!("/files/{}?v={i}", files[i % files.len()])),
+                    "external_id": format!("sku-{i}"),
+                })
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_and_worker_alone_refuse_the_embedded_index() {
+    let env = TestEnv::new().await;
+    for role in ["api", "worker"] {
+        let out = env.command(role).output().expect("running lookalike");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{role}: {stderr}");
+        assert!(
+            stderr.contains("keeps the index inside one process")
+                && stderr.contains("lookalike serve"),
+            "{role} says why and what to do: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_pipelines_in_one_process_share_the_queue_and_run_each_job_once() {
+    let mut env = TestEnv::new().await;
+    env.set("WORKER__PIPELINES", 2)
+        .set("MODEL__INTRA_THREADS", 1);
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        status["queue"]["consumers"], 2,
+        "one consumer per pipeline: {status}"
+    );
+
+    let ids = service.submit_urls(catalogue(&images, 12)).await;
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        status["index"]["points"], 12,
+        "one vector per job: {status}"
+    );
+    let mut db = env.db().await;
+    let (items,): (i64,) = sqlx::query_as("SELECT count(*) FROM items")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(items, 12);
+}
+
+/// The scaled-out layout: `lookalike api` plus two `lookalike worker` processes on one queue, with
+/// a Qdrant server. Runs where `QDRANT_URL` names one (the GitLab CI test job has it).
+#[tokio::test(flavor = "multi_thread")]
+async fn api_and_two_workers_apart_with_a_qdrant_server() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("skipped: QDRANT_URL is not set (no Qdrant server)");
+        return;
+    };
+    let mut env = TestEnv::new().await;
+    let collection = format!("test-{}", env.db_name);
+    env.set("INDEX__BACKEND", "qdrant")
+        .set("INDEX__URL", &url)
+        .set("INDEX__COLLECTION", collection)
+        // Small prefetch, so that the first worker cannot take every job before the second starts.
+        .set("WORKER__CONCURRENCY", 2);
+    let images = ImageServer::start(reference_dir()).await;
+    let api = env.spawn_process("api", &[]);
+    api.wait_ready(LIMIT).await;
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let worker = env.spawn_process("worker", &[("LOOKALIKE_WORKER__LISTEN".into(), listen)]);
+        worker.wait_ready(LIMIT).await;
+        let (status, _) = worker.get("/healthz").await;
+        assert_eq!(status, 200);
+        workers.push(worker);
+    }
+    let ids = api.submit_urls(catalogue(&images, 12)).await;
+    let jobs = api.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let (_, status) = api.get("/v1/status").await;
+    assert_eq!(status["queue"]["consumers"], 2, "{status}");
+    assert_eq!(status["index"]["points"], 12, "{status}");
+    for (i, worker) in workers.iter().enumerate() {
+        assert!(
+            worker.log().contains("job succeeded"),
+            "worker {i} took part:\n{}",
+            worker.log()
+        );
+    }
+    let item = jobs[0]["item_id"].as_str().unwrap();
+    let (status, body) = api
+        .get(&format!("/v1/items/{item}/similar?category=any"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["results"].as_array().unwrap().is_empty(), "{body}");
+}
