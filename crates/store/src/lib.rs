@@ -3,8 +3,10 @@
 //! Postgres is the source of truth. Every state change a job goes through is one statement or one
 //! transaction here, written so that running it twice (a redelivered queue message) changes nothing.
 
+#[macro_use]
 mod items;
 mod jobs;
+mod reindex;
 
 use std::time::Duration;
 

@@ -1,0 +1,199 @@
+//! Changing the model without downtime: `lookalike reindex` embeds every item with a new model (here
+//! a real change, CLIP 512-d to EfficientNet-Lite0 1280-d) into a new index while the service keeps
+//! answering from the old one; the service then restarts on the new model and location.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::images::ImageServer;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const NEW_MODEL: &str = "efficientnet-lite0-imagenet";
+
+/// The settings that describe the new model and its own index directory.
+fn new_model_env(env: &TestEnv) -> Vec<(String, String)> {
+    [
+        ("LOOKALIKE_MODEL__ID", NEW_MODEL.to_string()),
+        (
+            "LOOKALIKE_MODEL__PATH",
+            asset("models/efficientnet_lite0_imagenet.onnx")
+                .display()
+                .to_string(),
+        ),
+        ("LOOKALIKE_MODEL__INPUT_NAME", "input".into()),
+        ("LOOKALIKE_MODEL__OUTPUT_NAME", "embedding".into()),
+        ("LOOKALIKE_MODEL__DIM", "1280".into()),
+        ("LOOKALIKE_MODEL__RESIZE_SHORTER", "256".into()),
+        // (x - 127) / 128 on the 0..255 scale (MODELS.md).
+        (
+            "LOOKALIKE_MODEL__MEAN",
+            "[0.49803922, 0.49803922, 0.49803922]".into(),
+        ),
+        (
+            "LOOKALIKE_MODEL__STD",
+            "[0.50196078, 0.50196078, 0.50196078]".into(),
+        ),
+        (
+            "LOOKALIKE_INDEX__DATA_DIR",
+            env.dir.path().join("index-lite0").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Exit code, stdout, and both streams for failure messages.
+fn reindex(env: &TestEnv, extra: &[&str]) -> (i32, String) {
+    let (code, _, all) = reindex_output(env, extra);
+    (code, all)
+}
+
+fn reindex_output(env: &TestEnv, extra: &[&str]) -> (i32, String, String) {
+    let out = env
+        .command("reindex")
+        .args(extra)
+        .envs(new_model_env(env))
+        .output()
+        .expect("running lookalike reindex");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        text,
+    )
+}
+
+fn upload(name: &str, category: &str) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("category", category.to_string())
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(read(&reference_dir().join(name)))
+                .file_name(name.to_string()),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reindex_moves_the_catalogue_to_a_new_model_while_the_old_one_serves() {
+    let mut env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let mut service = env.start().await;
+
+    // Two uploads (reindex reads their stored bytes) and two URLs (reindex fetches them again).
+    let mut ids = Vec::new();
+    for (name, category) in [
+        ("sneakers_01__1.png", "shoes"),
+        ("skimage_coffee.png", "cups"),
+    ] {
+        let (status, body) = service
+            .post_multipart("/v1/images", upload(name, category))
+            .await;
+        assert_eq!(status, 202, "{body}");
+        ids.extend(job_ids(&body));
+    }
+    ids.extend(
+        service
+            .submit_urls(json!([
+                {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes", "external_id": "shoe-url"},
+                {"url": images.url("/files/skimage_coffee.png?v=2"), "category": "cups", "external_id": "cup-url"},
+            ]))
+            .await,
+    );
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let shoe = jobs[0]["item_id"].as_str().unwrap().to_string();
+
+    // The old service keeps its directory; the new model goes to another one, at the same time.
+    let (code, out) = reindex(&env, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("4 embedded, 0 already there, 0 failed"),
+        "{out}"
+    );
+    assert!(out.contains("2 category prototypes rebuilt"), "{out}");
+    let (status, body) = service.get(&format!("/v1/items/{shoe}/similar")).await;
+    assert_eq!(
+        status, 200,
+        "the old model still serves during the reindex: {body}"
+    );
+    assert_eq!(body["results"][0]["category"], "shoes", "{body}");
+
+    // Restartable: a second run finds every vector in place. An item deleted through the old
+    // service after the first run leaves the new index too.
+    let cup_url = jobs[3]["item_id"].as_str().unwrap().to_string();
+    let (status, body) = service.delete(&format!("/v1/items/{cup_url}")).await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let (code, out) = reindex(&env, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 embedded, 3 already there"), "{out}");
+
+    // The switch: the service restarts on the new model and its index.
+    service.terminate(Duration::from_secs(30));
+    env.extra_env.extend(new_model_env(&env));
+    let service = env.start().await;
+    let (status, body) = service.get(&format!("/v1/items/{cup_url}/similar")).await;
+    assert_eq!(
+        status, 404,
+        "the deleted item is gone from the new index: {body}"
+    );
+    let (status, body) = service.get(&format!("/v1/items/{shoe}/similar?k=5")).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "the other shoe, nothing of another category: {body}"
+    );
+    assert_eq!(results[0]["category"], "shoes");
+    assert_eq!(
+        results[0]["external_id"], "shoe-url",
+        "attributes come along: {body}"
+    );
+    let (_, item) = service.get(&format!("/v1/items/{shoe}?vector=true")).await;
+    assert_eq!(
+        item["vector"].as_array().map(Vec::len),
+        Some(1280),
+        "a Lite0 vector"
+    );
+
+    // Searching by upload uses the new model's rebuilt prototypes and its neighbours.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(read(&reference_dir().join("allstar-sneakers.jpg")))
+            .file_name("q.jpg"),
+    );
+    let (status, body) = service.post_multipart("/v1/search", form).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["prediction"]["category"], "shoes", "{body}");
+    drop(service);
+
+    // With the old model gone, --adopt records the new embeddings on the rows.
+    let mut db = env.db().await;
+    let before: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT model_id FROM items")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(before, vec![("clip-vit-b16-int8".to_string(),)]);
+    let (code, stdout, out) = reindex_output(&env, &["--adopt", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(summary["already_indexed"], 3, "{summary}");
+    let after: Vec<(String, i32)> =
+        sqlx::query_as("SELECT model_id, array_length(embedding, 1) FROM items")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(after.len(), 3);
+    assert!(
+        after.iter().all(|(m, d)| m == NEW_MODEL && *d == 1280),
+        "{after:?}"
+    );
+}
