@@ -17,7 +17,8 @@ COPY crates/telemetry/Cargo.toml crates/telemetry/
 RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > benches/ingest.rs && touch config/default.toml \
+ && for b in ingest query scaling; do echo 'fn main() {}' > benches/$b.rs; done \
+ && touch config/default.toml \
  && cargo build --release --locked || true
 COPY . .
 RUN touch src/main.rs api/src/lib.rs worker/src/lib.rs crates/*/src/lib.rs \
@@ -43,4 +44,6 @@ ENV LOOKALIKE_HTTP__LISTEN=0.0.0.0:8080 \
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
 ENTRYPOINT ["lookalike"]
+# `serve` (API and worker in one process, embedded index) by default; `api` and `worker` run apart
+# with a Qdrant server (docker-compose.yml). A worker listens on worker.listen (8081) instead.
 CMD ["serve"]
