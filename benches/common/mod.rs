@@ -1,0 +1,189 @@
+//! Pieces the ingest and scaling benchmarks share: the model's own throughput on decoded images, and
+//! the real service ingesting the same images by URL until every job succeeded.
+
+// Each benchmark uses only part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lookalike_core::Config;
+use serde_json::{Value, json};
+
+use crate::support;
+use crate::support::images::ImageServer;
+
+/// Which processes ingest.
+pub enum Layout {
+    /// `lookalike serve`: API and worker in one process.
+    Serve,
+    /// `lookalike api` and this many `lookalike worker` processes (needs a Qdrant server).
+    Split { workers: usize },
+}
+
+/// Images every source for the benchmarks: real colour product photos first (closest to production),
+/// then anything else available; `n` jobs cycling over them.
+pub fn bench_images(n: usize) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
+    let source = std::env::var_os("LOOKALIKE_BENCH_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let datasets = support::repo_root().join(".lookalike/datasets");
+            [datasets.join("vendure"), datasets.join("saleor")]
+                .into_iter()
+                .find(|p| p.exists())
+                .map(|_| datasets)
+                .unwrap_or_else(support::reference_dir)
+        });
+    let mut files = Vec::new();
+    support::images::collect_images(&source, &mut files);
+    anyhow::ensure!(!files.is_empty(), "no images under {}", source.display());
+    // Prefer the colour catalogues; Fashion-MNIST thumbnails are too small to be representative.
+    files.sort_by_key(|p| p.to_string_lossy().contains("fashion-mnist"));
+    let files: Vec<PathBuf> = files.iter().cycle().take(n).cloned().collect();
+    let distinct = files.iter().collect::<std::collections::HashSet<_>>().len();
+    println!(
+        "images: {n} jobs from {distinct} distinct files under {}",
+        source.display()
+    );
+    Ok((source, files))
+}
+
+/// Settings given as LOOKALIKE_<SECTION>__<KEY> in the benchmark's environment.
+pub fn overrides() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("LOOKALIKE_") && k.contains("__"))
+        .collect()
+}
+
+pub fn model_only(config: &Config, files: &[PathBuf]) -> anyhow::Result<f64> {
+    model_parallel(config, files, 1)
+}
+
+/// The model's own throughput with `sessions` independent sessions (each `model.intra_threads`
+/// threads) running side by side on their share of the images: what `worker.pipelines` can reach.
+pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> anyhow::Result<f64> {
+    let root = support::repo_root().join(".lookalike");
+    let mut spec = lookalike::model_spec(config);
+    spec.path = root.join("models/clip_vitb16_visual_int8.onnx");
+    let limits = lookalike::decode_limits(config);
+    let tensors: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits)
+                .expect("benchmark images decode");
+            lookalike_vision::to_tensor(&img.rgb, &spec)
+        })
+        .collect();
+    let batch = config.worker.batch_size;
+    let embedders = (0..sessions.max(1))
+        .map(|_| {
+            let e = lookalike_vision::Embedder::load(
+                &root.join("lib/libonnxruntime.so.1.31.1"),
+                spec.clone(),
+                config.model.intra_threads,
+            )?;
+            e.embed_batch(&tensors[..batch.min(tensors.len())])?; // warm-up
+            Ok(e)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let share = tensors.len().div_ceil(embedders.len());
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        let runs: Vec<_> = embedders
+            .iter()
+            .zip(tensors.chunks(share))
+            .map(|(e, part)| {
+                scope.spawn(move || {
+                    for chunk in part.chunks(batch) {
+                        e.embed_batch(chunk)?;
+                    }
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .try_for_each(|r| r.join().expect("model thread panicked"))
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "model only: {} images in {secs:.2}s ({} session(s) x {} threads)",
+        tensors.len(),
+        embedders.len(),
+        config.model.intra_threads
+    );
+    Ok(tensors.len() as f64 / secs)
+}
+
+/// Images per second from the first submission until every job succeeded.
+pub async fn end_to_end(
+    files: &[PathBuf],
+    root: &Path,
+    overrides: &[(String, String)],
+    layout: Layout,
+) -> anyhow::Result<f64> {
+    let mut env = support::TestEnv::new().await;
+    for (key, value) in overrides {
+        env.set(key.trim_start_matches("LOOKALIKE_"), value);
+    }
+    let images = ImageServer::start(root.to_path_buf()).await;
+    // Kept alive until the measurement ends (dropping a `Service` stops its process).
+    let mut workers = Vec::new();
+    let service = match layout {
+        Layout::Serve => env.start().await,
+        Layout::Split { workers: n } => {
+            let api = env.spawn_process("api", &[]);
+            api.wait_ready(Duration::from_secs(60)).await;
+            for _ in 0..n {
+                let listen = format!("127.0.0.1:{}", support::free_port());
+                let worker =
+                    env.spawn_process("worker", &[("LOOKALIKE_WORKER__LISTEN".into(), listen)]);
+                worker.wait_ready(Duration::from_secs(60)).await;
+                workers.push(worker);
+            }
+            api
+        }
+    };
+    let items: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('/', "%2F");
+            json!({"url": images.url(&format!("/files/{rel}?copy={i}")), "external_id": format!("bench-{i}")})
+        })
+        .collect();
+    // Warm-up, as for the model-only run: the first inference of a fresh session is slow.
+    let warm_url = items[0]["url"].as_str().unwrap().replace("copy=", "warm=");
+    let warm = service.submit_urls(json!([{"url": warm_url}])).await;
+    service.wait_jobs(&warm, Duration::from_secs(60)).await;
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for chunk in items.chunks(500) {
+        ids.extend(service.submit_urls(Value::Array(chunk.to_vec())).await);
+    }
+    let mut last_report = Instant::now();
+    loop {
+        let (_, status) = service.get("/v1/status").await;
+        let done = status["jobs"]["succeeded"].as_u64().unwrap_or(0) - warm.len() as u64
+            + status["jobs"]["failed"].as_u64().unwrap_or(0);
+        if done as usize >= ids.len() {
+            anyhow::ensure!(
+                status["jobs"]["failed"] == 0,
+                "some benchmark jobs failed: {status}"
+            );
+            break;
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            println!(
+                "  end to end: {done}/{} done after {:.0}s",
+                ids.len(),
+                start.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        // Coarse polling: status queries cost the service CPU that the measurement should not pay.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("end to end: {} images in {secs:.2}s", ids.len());
+    Ok(ids.len() as f64 / secs)
+}

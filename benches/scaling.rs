@@ -1,0 +1,115 @@
+//! How ingest throughput scales with workers, against the model-only limit of the machine.
+//!
+//!   cargo bench --bench scaling                    # 200 images per run
+//!   QDRANT_URL=http://127.0.0.1:6334 cargo bench --bench scaling   # adds the worker-process runs
+//!
+//! Embedded index (always): `lookalike serve` with 1 pipeline of `cores` ONNX threads, then
+//! `worker.pipelines = 2` with `cores / 2` threads each; next to the model alone in the same
+//! shapes (one session of `cores` threads; two sessions side by side).
+//! Qdrant server (when `QDRANT_URL` is set): `lookalike api` with 1, then 2 `lookalike worker`
+//! processes on one queue. Without a server those runs are skipped, and the output says so.
+//!
+//! Each end-to-end figure is divided by the model-only figure of the same run.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+mod common;
+
+use common::Layout;
+use lookalike_core::Config;
+
+fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scaling benchmark: run it with `cargo bench --bench scaling`");
+        return Ok(());
+    }
+    let n: usize = std::env::var("LOOKALIKE_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (source, files) = common::bench_images(n)?;
+    let base = common::overrides();
+    let with = |extra: &[(&str, String)]| {
+        let mut o = base.clone();
+        o.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        o
+    };
+    let one = with(&[
+        ("LOOKALIKE_WORKER__PIPELINES", "1".into()),
+        ("LOOKALIKE_MODEL__INTRA_THREADS", cores.to_string()),
+    ]);
+    let two = with(&[
+        ("LOOKALIKE_WORKER__PIPELINES", "2".into()),
+        (
+            "LOOKALIKE_MODEL__INTRA_THREADS",
+            (cores / 2).max(1).to_string(),
+        ),
+    ]);
+    let model_one = common::model_parallel(&Config::load_from(None, one.clone())?, &files, 1)?;
+    let model_two = common::model_parallel(&Config::load_from(None, two.clone())?, &files, 2)?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut rows = Vec::new();
+    let e2e = rt.block_on(common::end_to_end(&files, &source, &one, Layout::Serve))?;
+    rows.push(("serve, 1 pipeline", cores, e2e));
+    let e2e = rt.block_on(common::end_to_end(&files, &source, &two, Layout::Serve))?;
+    rows.push(("serve, 2 pipelines", (cores / 2).max(1), e2e));
+
+    match std::env::var("QDRANT_URL") {
+        Ok(url) => {
+            for workers in [1, 2] {
+                let mut o = with(&[
+                    ("LOOKALIKE_INDEX__BACKEND", "qdrant".into()),
+                    ("LOOKALIKE_INDEX__URL", url.clone()),
+                    (
+                        "LOOKALIKE_INDEX__COLLECTION",
+                        format!("bench-{}", uuid::Uuid::new_v4().simple()),
+                    ),
+                    // Each worker process gets its share of the cores.
+                    (
+                        "LOOKALIKE_MODEL__INTRA_THREADS",
+                        (cores / workers).max(1).to_string(),
+                    ),
+                ]);
+                o.push(("LOOKALIKE_WORKER__PIPELINES".into(), "1".into()));
+                let e2e = rt.block_on(common::end_to_end(
+                    &files,
+                    &source,
+                    &o,
+                    Layout::Split { workers },
+                ))?;
+                rows.push((
+                    if workers == 1 {
+                        "api + 1 worker process (Qdrant server)"
+                    } else {
+                        "api + 2 worker processes (Qdrant server)"
+                    },
+                    (cores / workers).max(1),
+                    e2e,
+                ));
+            }
+        }
+        Err(_) => println!(
+            "skipped: the worker-process runs need a Qdrant server (QDRANT_URL is not set)"
+        ),
+    }
+
+    println!();
+    println!("model only, 1 session x {cores} threads: {model_one:.1} images/s");
+    println!(
+        "model only, 2 sessions x {} threads: {model_two:.1} images/s",
+        (cores / 2).max(1)
+    );
+    let best = model_one.max(model_two);
+    println!();
+    println!("| layout | ONNX threads per pipeline | images/s | / model only (best shape) |");
+    println!("|---|---|---|---|");
+    for (name, threads, ips) in rows {
+        println!("| {name} | {threads} | {ips:.1} | {:.2} |", ips / best);
+    }
+    Ok(())
+}
