@@ -428,7 +428,8 @@ pub async fn attrs_roundtrip(index: &dyn VectorIndex, dim: usize) {
     let mut s = Scope::new(dim);
     let cat = s.cat("attrs");
     let mut point = s.point(Some(&cat));
-    let attrs = serde_json::json!({"external_id": "sku-1", "metadata": {"title": "coat", "n": [1, 2]}});
+    let attrs =
+        serde_json::json!({"external_id": "sku-1", "metadata": {"title": "coat", "n": [1, 2]}});
     point.attrs = Some(attrs.clone());
     let bare = s.point(Some(&cat));
     upsert(index, &[point.clone(), bare.clone()]).await;
@@ -445,7 +446,11 @@ pub async fn attrs_roundtrip(index: &dyn VectorIndex, dim: usize) {
     assert_eq!(hits[0].attrs, Some(attrs.clone()));
     assert_eq!(hits[1].attrs, None, "a point stored without attrs has none");
 
-    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    let stored = index
+        .get_point(point.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(stored.category.as_deref(), Some(cat.as_str()));
     assert_eq!(stored.model_id.as_deref(), Some(s.model.as_str()));
     assert_eq!(stored.attrs, Some(attrs.clone()));
@@ -456,12 +461,31 @@ pub async fn attrs_roundtrip(index: &dyn VectorIndex, dim: usize) {
         .set_category(point.id, Some(other.clone()))
         .await
         .expect("set_category");
-    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    let stored = index
+        .get_point(point.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(stored.category.as_deref(), Some(other.as_str()));
-    assert_eq!(stored.attrs, Some(attrs), "a category change keeps the attrs");
+    assert_eq!(
+        stored.attrs,
+        Some(attrs),
+        "a category change keeps the attrs"
+    );
 
-    upsert(index, &[Point { attrs: None, ..point.clone() }]).await;
-    let stored = index.get_point(point.id).await.expect("get").expect("present");
+    upsert(
+        index,
+        &[Point {
+            attrs: None,
+            ..point.clone()
+        }],
+    )
+    .await;
+    let stored = index
+        .get_point(point.id)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(stored.attrs, None, "an upsert replaces the whole payload");
     index.delete(&[point.id, bare.id]).await.expect("delete");
     assert_eq!(index.get_point(point.id).await.expect("get"), None);
