@@ -43,6 +43,11 @@ pub struct EvalArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
+    /// Measure the cold-start prior instead: ingest without categories into a service whose
+    /// `classify.categories` are set, and compare each predicted category with the one this JSON
+    /// file maps the image's folder to (`{"sneaker": "shoes", ...}`; unmapped folders are left out).
+    #[arg(long, value_name = "MAP.json")]
+    pub cold_start: Option<PathBuf>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -54,6 +59,7 @@ const ECE_BINS: usize = 10;
 const STALL_LIMIT: Duration = Duration::from_secs(300);
 
 /// One labelled image of the folder.
+#[derive(Clone)]
 struct Sample {
     rel: String,
     category: String,
@@ -91,6 +97,9 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     }
     let api = Api::new(&args.api, args.concurrency)?;
     api.check_ready().await?;
+    if let Some(map) = &args.cold_start {
+        return cold_start(&api, &name, &samples, map, args.json).await;
+    }
 
     // 1. Ingest.
     let t = Instant::now();
@@ -267,16 +276,27 @@ impl Api {
 
     /// Uploads every sample in batches; answers the job ids in sample order.
     async fn upload_all(&self, folder: &str, samples: &[Sample]) -> Result<Vec<String>> {
+        self.upload(folder, samples, true).await
+    }
+
+    /// Uploads every sample, with its category as a label when `labelled`.
+    async fn upload(
+        &self,
+        folder: &str,
+        samples: &[Sample],
+        labelled: bool,
+    ) -> Result<Vec<String>> {
         let batches = stream::iter(samples.chunks(UPLOAD_BATCH).map(|batch| async move {
             let mut form = Form::new();
             for s in batch {
                 let bytes = tokio::fs::read(&s.path)
                     .await
                     .with_context(|| s.path.display().to_string())?;
-                form = form
-                    .part("file", Part::bytes(bytes).file_name(file_name(&s.path)))
-                    .text("category", s.category.clone())
-                    .text("external_id", format!("eval:{folder}/{}", s.rel));
+                form = form.part("file", Part::bytes(bytes).file_name(file_name(&s.path)));
+                if labelled {
+                    form = form.text("category", s.category.clone());
+                }
+                form = form.text("external_id", format!("eval:{folder}/{}", s.rel));
             }
             let body = self
                 .json(
@@ -811,4 +831,79 @@ mod tests {
             vec![vec![2], vec![], vec![0], vec![]]
         );
     }
+}
+
+/// `--cold-start`: how often the ImageNet prior alone puts an image in the right category.
+async fn cold_start(
+    api: &Api,
+    name: &str,
+    samples: &[Sample],
+    map_path: &Path,
+    json_out: bool,
+) -> Result<u8> {
+    let text = std::fs::read_to_string(map_path)
+        .with_context(|| format!("reading {}", map_path.display()))?;
+    let map: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a {{folder: category}} object",
+            map_path.display()
+        )
+    })?;
+    let samples: Vec<Sample> = samples
+        .iter()
+        .filter(|s| map.contains_key(&s.category))
+        .cloned()
+        .collect();
+    if samples.is_empty() {
+        bail!("no image folder is named in {}", map_path.display());
+    }
+    let job_ids = api.upload(name, &samples, false).await?;
+    let outcomes = api.wait_jobs(&job_ids).await?;
+    let mut per_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let (mut right, mut predicted, mut failed) = (0usize, 0usize, 0usize);
+    for (sample, outcome) in samples.iter().zip(outcomes) {
+        let Ok(item_id) = outcome else {
+            failed += 1;
+            continue;
+        };
+        let item = api.api.get(&format!("/v1/items/{item_id}")).await?;
+        let truth = map[&sample.category].as_str();
+        let entry = per_category.entry(truth).or_default();
+        entry.1 += 1;
+        if !item["category"].is_null() {
+            predicted += 1;
+        }
+        if item["category"] == truth {
+            right += 1;
+            entry.0 += 1;
+        }
+    }
+    let ingested = samples.len() - failed;
+    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let report = json!({
+        "folder": name,
+        "mode": "cold_start",
+        "images": ingested,
+        "ingest_failures": failed,
+        "accuracy": ratio(right, ingested),
+        "with_a_prediction": ratio(predicted, ingested),
+        "per_category": per_category.iter()
+            .map(|(c, (r, n))| (c.to_string(), json!({"images": n, "accuracy": ratio(*r, *n)})))
+            .collect::<serde_json::Map<_, _>>(),
+    });
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "cold start on {name}: {} images, accuracy {:.3}, {:.3} with a prediction",
+            ingested,
+            ratio(right, ingested),
+            ratio(predicted, ingested)
+        );
+        println!("| category | images | accuracy |\n|---|---|---|");
+        for (c, (r, n)) in &per_category {
+            println!("| {c} | {n} | {:.3} |", ratio(*r, *n));
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -115,3 +115,50 @@ fn eval_fails_clearly_when_the_api_is_unreachable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unreachable"), "{stderr}");
 }
+
+/// `--cold-start`: no labels, the ImageNet prior predicts; sneakers are shoes, the cat is in no
+/// mapped folder and is left out, the cup folder maps to a category the prior never gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_start_eval_scores_the_prior_against_a_folder_map() {
+    let mut env = TestEnv::new().await;
+    env.set(
+        "CLASSIFY__CATEGORIES",
+        r#"["shoes", "bags", "outerwear", "tops", "cups"]"#,
+    )
+    .set(
+        "CLASSIFY__PRIOR_MODEL",
+        asset("models/efficientnet_lite0_imagenet.onnx").display(),
+    );
+    let service = env.start().await;
+    let folder = labelled_folder();
+    let map = folder.path().join("map.json");
+    std::fs::write(&map, r#"{"shoes": "shoes", "cups": "cups"}"#).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+        .arg("eval")
+        .arg(folder.path())
+        .args(["--api", &service.base, "--json", "--cold-start"])
+        .arg(&map)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(report["mode"], "cold_start");
+    assert_eq!(
+        report["images"], 7,
+        "4 shoes and 3 cups; cats unmapped: {report}"
+    );
+    // sneakers_01 is a shoe to the prior (tests/search.rs); the all-star photo is not always.
+    let shoes = report["per_category"]["shoes"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(shoes >= 0.5, "{report}");
+    assert_eq!(
+        report["per_category"]["cups"]["accuracy"], 0.0,
+        "no ImageNet class maps to cups: {report}"
+    );
+    let overall = report["accuracy"].as_f64().unwrap();
+    assert!((overall - shoes * 4.0 / 7.0).abs() < 1e-9, "{report}");
+}
