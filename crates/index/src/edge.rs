@@ -280,6 +280,16 @@ impl EdgeIndex {
         .map_err(join_error)
     }
 
+    /// A point lookup by id takes microseconds: run it on the calling thread rather than pay a
+    /// hand-off to the blocking pool and back (measured: a visible share of a similar-by-id request
+    /// at 10,000 items). Queries and counts, which scan, still go through [`Self::read`].
+    fn read_now<T>(
+        &self,
+        f: impl FnOnce(&EdgeShard) -> Result<T, IndexError>,
+    ) -> Result<T, IndexError> {
+        f(&self.inner.shard)
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, IndexError>
     where
         T: Send + 'static,
@@ -526,17 +536,15 @@ impl crate::VectorIndex for EdgeIndex {
     }
 
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {
-        let records = self
-            .read(move |shard| {
-                shard
-                    .retrieve(
-                        &[PointId::Uuid(id)],
-                        Some(WithPayloadInterface::Bool(true)),
-                        Some(WithVector::Bool(true)),
-                    )
-                    .map_err(engine_error)
-            })
-            .await?;
+        let records = self.read_now(|shard| {
+            shard
+                .retrieve(
+                    &[PointId::Uuid(id)],
+                    Some(WithPayloadInterface::Bool(true)),
+                    Some(WithVector::Bool(true)),
+                )
+                .map_err(engine_error)
+        })?;
         let Some(record) = records.into_iter().next() else {
             return Ok(None);
         };
