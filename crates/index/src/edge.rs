@@ -454,14 +454,7 @@ impl crate::VectorIndex for EdgeIndex {
         let mut records = Vec::with_capacity(points.len());
         for p in points {
             self.check_vector(&p.vector)?;
-            let mut payload = serde_json::Map::new();
-            payload.insert(MODEL_ID_KEY.into(), p.model_id.into());
-            if let Some(category) = p.category {
-                payload.insert(CATEGORY_KEY.into(), category.into());
-            }
-            if let Some(attrs) = p.attrs {
-                payload.insert(ATTRS_KEY.into(), attrs);
-            }
+            let payload = p.payload();
             let point = PointStruct::new(PointId::Uuid(p.id), p.vector, payload.into());
             records.push(point.into());
         }

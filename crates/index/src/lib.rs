@@ -41,6 +41,22 @@ pub struct Point {
     pub attrs: Option<serde_json::Value>,
 }
 
+impl Point {
+    /// The stored payload: model id, category and attrs under their keys. Both backends write
+    /// exactly this, and an upsert replaces the whole of it.
+    pub fn payload(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut payload = serde_json::Map::new();
+        payload.insert(MODEL_ID_KEY.into(), self.model_id.clone().into());
+        if let Some(category) = &self.category {
+            payload.insert(CATEGORY_KEY.into(), category.clone().into());
+        }
+        if let Some(attrs) = &self.attrs {
+            payload.insert(ATTRS_KEY.into(), attrs.clone());
+        }
+        payload
+    }
+}
+
 /// One search result; `score` is the cosine similarity to the query vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {

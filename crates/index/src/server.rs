@@ -35,8 +35,7 @@ use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest,
-    StoredPoint,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, Point, SearchRequest, StoredPoint,
 };
 
 mod admin;
@@ -175,14 +174,7 @@ impl crate::VectorIndex for QdrantIndex {
             self.check_vector(&p.vector)?;
             // The whole payload is replaced, as in the embedded backend: an upsert without a
             // category or attrs removes the old ones.
-            let mut payload = serde_json::Map::new();
-            payload.insert(MODEL_ID_KEY.into(), p.model_id.into());
-            if let Some(category) = p.category {
-                payload.insert(CATEGORY_KEY.into(), category.into());
-            }
-            if let Some(attrs) = p.attrs {
-                payload.insert(ATTRS_KEY.into(), attrs);
-            }
+            let payload = p.payload();
             records.push(PointStruct::new(
                 point_id(p.id),
                 p.vector,

@@ -73,23 +73,7 @@ macro_rules! conformance_tests {
     )*};
 }
 
-conformance_tests!(
-    ping_and_name,
-    nearest_first,
-    category_filter,
-    any_of_filter,
-    uncategorised_filter,
-    exclude_id,
-    paging,
-    min_score,
-    model_filter,
-    upsert_is_idempotent,
-    delete,
-    set_category,
-    get_vector_roundtrip,
-    attrs_roundtrip,
-    invalid_dimension,
-);
+lookalike_index::for_each_conformance_check!(conformance_tests);
 
 /// All checks on one collection, through `dyn`: they must not disturb each other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
