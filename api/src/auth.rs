@@ -20,6 +20,7 @@ const OPEN: &[&str] = &[
     "/healthz",
     "/readyz",
     "/metrics",
+    "/openapi.json",
     "/",
     "/app.js",
     "/style.css",

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::search::router())
         .merge(routes::catalogue::router())
         .merge(routes::web::router())
+        .merge(routes::openapi::router())
         .fallback(error::not_found_fallback)
         .layer(middleware::from_fn_with_state(keys, auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))

@@ -4,6 +4,7 @@ pub mod images;
 pub mod items;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod search;
 pub mod status;
 pub mod web;
