@@ -269,6 +269,26 @@ async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
         404,
         "item_not_found",
     );
+    // Every refusal speaks JSON, the framework's own ones included.
+    expect(
+        service
+            .get(&format!("/v1/items/{}/similar?k=abc", uuid::Uuid::new_v4()))
+            .await,
+        400,
+        "invalid_query",
+    );
+    expect(
+        service.get("/v1/jobs?limit=many").await,
+        400,
+        "invalid_query",
+    );
+    expect(
+        service
+            .send(service.client.put(service.url("/v1/jobs")))
+            .await,
+        405,
+        "method_not_allowed",
+    );
     expect(
         service.get("/v1/nothing-here").await,
         404,

@@ -79,6 +79,15 @@ impl From<lookalike_index::IndexError> for ApiError {
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Answers unknown paths in the same JSON shape as every other error.
+/// A known path with a method it does not serve: 405 in the JSON error shape.
+pub async fn method_not_allowed_fallback() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see GET /openapi.json",
+    )
+}
+
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found(
         "route_not_found",

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod error;
+mod extract;
 mod routes;
 mod state;
 mod views;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::web::router())
         .merge(routes::openapi::router())
         .fallback(error::not_found_fallback)
+        .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(middleware::from_fn_with_state(keys, auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
         // An info span, so the key's name (filled in by the auth middleware) is on every line a

@@ -1,6 +1,6 @@
 //! The catalogue: categories with counts, item pages, deletion and re-classification.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -8,6 +8,7 @@ use lookalike_worker::{CategoryDecision, Exclude};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::extract::Query;
 use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 

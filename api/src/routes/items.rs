@@ -1,6 +1,6 @@
 //! Stored items: `GET /v1/items/{id}` and its thumbnail.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::extract::Query;
 use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 

@@ -1,7 +1,7 @@
 //! Job status: `GET /v1/jobs/{id}`, `GET /v1/jobs?status=failed&limit=50` and, for clients following
 //! many jobs, `GET /v1/jobs?ids=<id>,<id>,…`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lookalike_store::JobStatus;
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::extract::Query;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {

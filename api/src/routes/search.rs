@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::auth::{self, Caller};
+use crate::extract::Query;
 use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
