@@ -278,6 +278,16 @@ async fn invalid_submissions_are_rejected_before_anything_is_enqueued() {
         "invalid_query",
     );
     expect(
+        service
+            .get(&format!(
+                "/v1/items/{}/similar?offset=1001",
+                uuid::Uuid::new_v4()
+            ))
+            .await,
+        422,
+        "invalid_parameter",
+    );
+    expect(
         service.get("/v1/jobs?limit=many").await,
         400,
         "invalid_query",

@@ -286,7 +286,7 @@ fn check_count(state: &AppState, n: usize) -> ApiResult<()> {
 
 fn valid_url(raw: &str) -> ApiResult<String> {
     let raw = raw.trim();
-    if raw.len() > MAX_URL_LEN {
+    if raw.chars().count() > MAX_URL_LEN {
         return Err(ApiError::unprocessable(
             "invalid_url",
             format!("the URL is over {MAX_URL_LEN} characters"),
@@ -317,7 +317,8 @@ fn valid_category(category: Option<String>) -> ApiResult<Option<String>> {
     else {
         return Ok(None);
     };
-    let ok = c.len() <= MAX_CATEGORY_LEN
+    // Characters, as the message says (a category in another script is as long as it looks).
+    let ok = c.chars().count() <= MAX_CATEGORY_LEN
         && c.chars()
             .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '-' | ' ' | '.' | '&' | '/'));
     if !ok {
@@ -333,7 +334,7 @@ fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResul
     let Some(id) = id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
-    if id.len() > MAX_EXTERNAL_ID_LEN {
+    if id.chars().count() > MAX_EXTERNAL_ID_LEN {
         return Err(ApiError::unprocessable(
             "invalid_external_id",
             format!("external_id is over {MAX_EXTERNAL_ID_LEN} characters"),

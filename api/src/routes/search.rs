@@ -30,6 +30,9 @@ pub fn router() -> Router<AppState> {
 }
 
 const MAX_K: usize = 100;
+/// Deepest page of similar items: the index fetches `offset + k` candidates, so paging is bounded
+/// like the depth of its search beam, not left to the caller.
+const MAX_OFFSET: usize = 1000;
 
 #[derive(Debug, Deserialize, Default)]
 pub struct SimilarQuery {
@@ -88,6 +91,13 @@ async fn similar(
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
     let k = check_k(q.k)?;
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::unprocessable(
+            "invalid_parameter",
+            format!("offset must be at most {MAX_OFFSET}"),
+        ));
+    }
     // The index alone answers: the query item's vector and category, then its neighbours with what a
     // result shows (kept with each vector), so the hot path never waits for Postgres.
     let point = state
@@ -120,7 +130,7 @@ async fn similar(
         point.vector,
         &scope,
         k,
-        q.offset.unwrap_or(0),
+        offset,
         q.min_score,
         Some(id),
     )
