@@ -64,26 +64,43 @@ pub fn item(item: &Item) -> Value {
 }
 
 /// One similarity result, from the attributes stored with its vector
-/// (`lookalike_worker::pipeline::point_attrs`); same shape as [`result`].
+/// (`lookalike_worker::pipeline::point_attrs`).
 pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> Value {
-    json!({
-        "item_id": hit.id,
-        "external_id": attrs.get("external_id").cloned().unwrap_or(Value::Null),
-        "category": hit.category,
-        "score": hit.score,
-        "thumbnail_url": thumbnail_link(hit.id),
-        "metadata": attrs.get("metadata").cloned().unwrap_or(Value::Null),
-    })
+    let field = |key: &str| attrs.get(key).cloned().unwrap_or(Value::Null);
+    similar(
+        hit.id,
+        &hit.category,
+        hit.score,
+        field("external_id"),
+        field("metadata"),
+    )
 }
 
-/// One similarity result, from the item's row.
+/// One similarity result, from the item's row (points stored before vectors carried attributes).
 pub fn result(item: &Item, score: f32) -> Value {
+    similar(
+        item.id,
+        &item.category,
+        score,
+        json!(item.external_id),
+        item.metadata.clone(),
+    )
+}
+
+/// The one shape of a similarity result, whichever store it is read from.
+fn similar(
+    id: Uuid,
+    category: &Option<String>,
+    score: f32,
+    external_id: Value,
+    metadata: Value,
+) -> Value {
     json!({
-        "item_id": item.id,
-        "external_id": item.external_id,
-        "category": item.category,
+        "item_id": id,
+        "external_id": external_id,
+        "category": category,
         "score": score,
-        "thumbnail_url": thumbnail_link(item.id),
-        "metadata": item.metadata,
+        "thumbnail_url": thumbnail_link(id),
+        "metadata": metadata,
     })
 }
