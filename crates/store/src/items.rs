@@ -151,10 +151,29 @@ impl ItemWrite {
     }
 }
 
+/// Binds a stored item's fields in the one order both writes of an item use: content_sha256,
+/// byte_size, format, width, height, category, category_source, category_confidence, model_id,
+/// embedding (a macro, since the insert and the update are different sqlx query types).
+macro_rules! bind_item_fields {
+    ($query:expr, $item:expr) => {
+        $query
+            .bind(&$item.content_sha256)
+            .bind($item.byte_size)
+            .bind(&$item.format)
+            .bind($item.width)
+            .bind($item.height)
+            .bind(&$item.category)
+            .bind($item.category_source)
+            .bind($item.category_confidence)
+            .bind(&$item.model_id)
+            .bind(&$item.vector)
+    };
+}
+
 async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) -> Result<()> {
     // `xmax = 0` is true only for a freshly inserted row: a redelivered job updates instead, and
     // must not add its vector to the prototype a second time.
-    let inserted: bool = sqlx::query_scalar(
+    let insert = sqlx::query_scalar(
         "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
              content_sha256, byte_size, format, width, height, category, category_source,
              category_confidence, model_id, metadata, embedding)
@@ -169,19 +188,8 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
              embedding = EXCLUDED.embedding, updated_at = now()
          RETURNING (xmax = 0)",
     )
-    .bind(job_id)
-    .bind(&item.content_sha256)
-    .bind(item.byte_size)
-    .bind(&item.format)
-    .bind(item.width)
-    .bind(item.height)
-    .bind(&item.category)
-    .bind(item.category_source)
-    .bind(item.category_confidence)
-    .bind(&item.model_id)
-    .bind(&item.vector)
-    .fetch_one(&mut *tx)
-    .await?;
+    .bind(job_id);
+    let inserted: bool = bind_item_fields!(insert, item).fetch_one(&mut *tx).await?;
     if inserted {
         join_prototype(tx, item).await?;
     }
@@ -218,7 +226,7 @@ async fn replace_item(
             ),
         }
     }
-    sqlx::query(
+    let update = sqlx::query(
         "UPDATE items SET job_id = j.id, source_kind = j.source_kind, source_url = j.source_url,
              file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
              height = $7, category = $8, category_source = $9, category_confidence = $10,
@@ -226,19 +234,8 @@ async fn replace_item(
          FROM jobs j WHERE items.id = $1 AND j.id = $2",
     )
     .bind(old.id)
-    .bind(job_id)
-    .bind(&item.content_sha256)
-    .bind(item.byte_size)
-    .bind(&item.format)
-    .bind(item.width)
-    .bind(item.height)
-    .bind(&item.category)
-    .bind(item.category_source)
-    .bind(item.category_confidence)
-    .bind(&item.model_id)
-    .bind(&item.vector)
-    .execute(&mut *tx)
-    .await?;
+    .bind(job_id);
+    bind_item_fields!(update, item).execute(&mut *tx).await?;
     join_prototype(tx, item).await
 }
 
