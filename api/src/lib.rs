@@ -19,7 +19,6 @@ pub use state::AppState;
 
 /// What a worker process serves: liveness, readiness and metrics, no API.
 pub fn ops_router(state: AppState) -> Router {
-    lookalike_telemetry::install();
     Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router(state.config.metrics.enabled))
@@ -30,8 +29,6 @@ pub fn ops_router(state: AppState) -> Router {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.http.max_body_bytes;
     let keys = Arc::new(auth::Keys::from_config(&state.config.auth));
-    // Idempotent; here too so that any process serving the API exports its counters.
-    lookalike_telemetry::install();
     Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router(state.config.metrics.enabled))
