@@ -110,7 +110,7 @@ pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         .await?;
         // Items deleted through the service (during this run, or after an earlier run filled the
         // target) must not live on in the target. Deleting an absent id is a no-op.
-        let deleted = store.deleted_since(None).await?;
+        let deleted = store.deleted_items().await?;
         for chunk in deleted.chunks(1000) {
             index.delete(chunk).await?;
         }

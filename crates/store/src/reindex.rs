@@ -65,14 +65,11 @@ impl Store {
         Ok(())
     }
 
-    /// Items deleted at or after `since` (all of them for `None`).
-    pub async fn deleted_since(&self, since: Option<DateTime<Utc>>) -> Result<Vec<Uuid>> {
-        Ok(sqlx::query_scalar(
-            "SELECT item_id FROM item_deletions WHERE $1::timestamptz IS NULL OR deleted_at >= $1",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
+    /// Every item ever deleted through the service (a reindex target may hold any of them).
+    pub async fn deleted_items(&self) -> Result<Vec<Uuid>> {
+        Ok(sqlx::query_scalar("SELECT item_id FROM item_deletions")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Records that an item's current embedding comes from `model_id` (after the switch to it).
