@@ -184,8 +184,8 @@ mod tests {
         }
     }
 
-    /// Runs `f` under the JSON format and returns the lines it logged, parsed.
-    fn logged(f: impl FnOnce()) -> Vec<Map<String, Value>> {
+    /// Runs `f` under the JSON format and returns what it logged, as written.
+    fn logged_text(f: impl FnOnce()) -> String {
         let out = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(out.clone())
@@ -193,8 +193,13 @@ mod tests {
             .event_format(FlatJson)
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-        text.lines()
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// Runs `f` under the JSON format and returns the lines it logged, parsed.
+    fn logged(f: impl FnOnce()) -> Vec<Map<String, Value>> {
+        logged_text(f)
+            .lines()
             .map(|l| match serde_json::from_str(l) {
                 Ok(Value::Object(m)) => m,
                 other => panic!("not a JSON object: {l} ({other:?})"),
@@ -247,20 +252,13 @@ mod tests {
 
     #[test]
     fn the_event_wins_over_its_spans_and_the_fixed_keys_come_first() {
-        let out = Captured::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(out.clone())
-            .fmt_fields(JsonFields::new())
-            .event_format(FlatJson)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged_text(|| {
             let outer = tracing::info_span!("job", job_id = "outer", attempt = 1);
             let _o = outer.enter();
             let inner = tracing::info_span!("retry", attempt = 2);
             let _i = inner.enter();
             tracing::info!(attempt = 3, level = "sneaky", "a line");
         });
-        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert!(
             text.starts_with(r#"{"timestamp":""#),
             "fixed keys first: {text}"
