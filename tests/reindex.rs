@@ -197,3 +197,48 @@ async fn reindex_moves_the_catalogue_to_a_new_model_while_the_old_one_serves() {
         "{after:?}"
     );
 }
+
+/// An item whose image can no longer be read is reported (code and item) and makes the command
+/// exit 1; the others are re-embedded, and a re-run still finds the failed one missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn items_whose_image_is_gone_are_listed_and_fail_the_run() {
+    let env = TestEnv::new().await;
+    let served = tempfile::tempdir().unwrap();
+    for name in ["allstar-sneakers.jpg", "skimage_coffee.png"] {
+        std::fs::copy(reference_dir().join(name), served.path().join(name)).unwrap();
+    }
+    let images = ImageServer::start(served.path().to_path_buf()).await;
+    let service = env.start().await;
+    let ids = service
+        .submit_urls(json!([
+            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
+            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
+        ]))
+        .await;
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let gone = jobs[1]["item_id"].as_str().unwrap().to_string();
+    std::fs::remove_file(served.path().join("skimage_coffee.png")).unwrap();
+
+    let (code, stdout, out) = reindex_output(&env, &["--json"]);
+    assert_eq!(code, 1, "{out}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(summary["embedded"], 1, "{summary}");
+    assert_eq!(
+        summary["failed_by_code"]["fetch_http_status"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["failures"][0]["item_id"],
+        gone.as_str(),
+        "{summary}"
+    );
+
+    let (code, out) = reindex(&env, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("0 embedded, 1 already there, 1 failed"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("failed: item {gone}: ")), "{out}");
+}

@@ -336,3 +336,26 @@ async fn before_any_label_the_imagenet_prior_predicts_configured_categories() {
         "a labelled look-alike is stronger evidence than the prior: {found}"
     );
 }
+
+/// An item whose vector another model made is not searched with this model's vectors: 409 with a
+/// code that says to re-index (here the same weights under a new model id).
+#[tokio::test(flavor = "multi_thread")]
+async fn similar_to_an_item_of_another_model_is_refused_with_its_code() {
+    let mut env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let mut service = env.start().await;
+    let ids = service
+        .submit_urls(
+            json!([{"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"}]),
+        )
+        .await;
+    let job = service.wait_job(&ids[0], LIMIT).await;
+    let item = job["item_id"].as_str().unwrap().to_string();
+    service.terminate(Duration::from_secs(30));
+
+    env.set("MODEL__ID", "clip-vit-b16-int8-renamed");
+    let service = env.start().await;
+    let (status, body) = service.get(&format!("/v1/items/{item}/similar")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "item_model_mismatch", "{body}");
+}
