@@ -1,6 +1,14 @@
 # syntax=docker/dockerfile:1
 # Multi-stage build: dependencies compile in their own cached layer; the runtime image holds the binary,
-# ONNX Runtime's library and the models (fetched and checksum-verified by scripts/setup.sh), nothing else.
+# ONNX Runtime's library and both models (fetched and checksum-verified by scripts/setup.sh), config/,
+# and runs as an unprivileged user. Builds on linux/amd64 and linux/arm64 (the platforms ONNX Runtime's
+# wheel exists for); scripts/setup.sh stops the build with a clear message anywhere else.
+#
+#   docker build -t lookalike .
+#   docker run --rm -p 8080:8080 -e LOOKALIKE_AUTH__ENABLED=false ... lookalike   # see README "Docker"
+#
+# tests/dockerfile.rs replays this file without a Docker engine: every COPY source, the assets stage's
+# RUN lines for real, the final layout with its links, and the binary with this image's ENV and WORKDIR.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -14,36 +22,52 @@ COPY crates/queue/Cargo.toml crates/queue/
 COPY crates/vision/Cargo.toml crates/vision/
 COPY crates/index/Cargo.toml crates/index/
 COPY crates/telemetry/Cargo.toml crates/telemetry/
+# Cargo refuses a manifest whose declared benchmarks have no source, so each gets a stub too.
 RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
  && for b in ingest query scaling; do echo 'fn main() {}' > benches/$b.rs; done \
- && touch config/default.toml \
- && cargo build --release --locked || true
+ && touch config/default.toml
+RUN cargo build --release --locked
 COPY . .
-RUN touch src/main.rs api/src/lib.rs worker/src/lib.rs crates/*/src/lib.rs \
+# The stubs are newer than the real sources' timestamps: touch the real ones so cargo rebuilds them.
+RUN touch src/main.rs src/lib.rs api/src/lib.rs worker/src/lib.rs crates/*/src/lib.rs \
  && cargo build --release --locked --bin lookalike
 
 FROM python:3.11-slim-bookworm AS assets
 WORKDIR /src
-COPY scripts/setup.sh scripts/
+ENV LOOKALIKE_ASSETS=/assets \
+    LOOKALIKE_CACHE=/tmp/lookalike-cache
+# Everything scripts/setup.sh reads: itself, the Lite0 converter it runs, and models/' text files.
+COPY scripts/setup.sh scripts/convert_lite0.py scripts/
 COPY models/ models/
-RUN LOOKALIKE_ASSETS=/assets scripts/setup.sh
+# --copy: real files, no links into this stage (they would dangle in the final image);
+# --strict: both models or fail (the cold-start model is not optional in an image).
+RUN scripts/setup.sh --copy --strict
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home /app lookalike
+ && groupadd --system --gid 10001 lookalike \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home lookalike
 WORKDIR /app
 COPY --from=build /src/target/release/lookalike /usr/local/bin/lookalike
 COPY --from=assets /assets /app/.lookalike
-RUN mkdir -p /app/.lookalike/data && chown -R lookalike /app/.lookalike/data
-USER lookalike
+# classify.prior_map and the other files config/default.toml names, relative to WORKDIR.
+COPY config/ /app/config/
+RUN mkdir -p /app/.lookalike/data && chown -R 10001:10001 /app/.lookalike/data
+USER 10001:10001
+# `serve` and `api` answer on http.listen, a `worker` on worker.listen.
 ENV LOOKALIKE_HTTP__LISTEN=0.0.0.0:8080 \
+    LOOKALIKE_WORKER__LISTEN=0.0.0.0:8081 \
     LOOKALIKE_LOG__FORMAT=json
-EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+EXPOSE 8080 8081
+# One check for every role: the port comes from the same variables the process reads, and a container
+# runs one process, so whichever of the two ports answers is that process's.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
+  CMD curl -fsS "http://127.0.0.1:${LOOKALIKE_HTTP__LISTEN##*:}/healthz" \
+   || curl -fsS "http://127.0.0.1:${LOOKALIKE_WORKER__LISTEN##*:}/healthz" || exit 1
 ENTRYPOINT ["lookalike"]
 # `serve` (API and worker in one process, embedded index) by default; `api` and `worker` run apart
-# with a Qdrant server (docker-compose.yml). A worker listens on worker.listen (8081) instead.
+# with a Qdrant server (docker-compose.yml).
 CMD ["serve"]
