@@ -21,11 +21,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `../shared/models/reference` beside the repository (or `$LOOKALIKE_REFERENCE_DIR`).
+/// The reference images and their expected embeddings: `tests/fixtures/reference` in the repository
+/// (or `$LOOKALIKE_REFERENCE_DIR`).
 pub fn reference_dir() -> PathBuf {
     std::env::var_os("LOOKALIKE_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/models/reference"))
+        .unwrap_or_else(|| repo_root().join("tests/fixtures/reference"))
 }
 
 pub fn asset(rel: &str) -> PathBuf {

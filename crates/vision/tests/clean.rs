@@ -1,6 +1,6 @@
 //! `clean` turns hostile bytes into an upright 8-bit RGB image or a stable error code.
 //! Inputs are generated here, so the tests need no fixture files (except the CMYK
-//! JPEG from the shared reference folder).
+//! JPEG from the reference fixtures, tests/fixtures/reference).
 
 mod common;
 #[path = "common/corpus.rs"]

@@ -38,12 +38,11 @@ pub fn model(file: &str) -> PathBuf {
     )
 }
 
+/// The reference images and their expected embeddings, kept in the repository
+/// (`tests/fixtures/reference`), or `$LOOKALIKE_REFERENCE_DIR`.
 pub fn reference_dir() -> PathBuf {
     must_exist(
-        from_env_or(
-            "LOOKALIKE_REFERENCE_DIR",
-            "../../../shared/models/reference",
-        ),
+        from_env_or("LOOKALIKE_REFERENCE_DIR", "../../tests/fixtures/reference"),
         "reference image folder",
         "LOOKALIKE_REFERENCE_DIR",
     )
