@@ -2,7 +2,9 @@
 //! the files are parsed and checked against what the binary really reads and serves: every
 //! LOOKALIKE_* variable is a setting (an unknown one would stop the service at startup), every
 //! command is a subcommand, every healthcheck probes the port its process listens on, every
-//! workspace crate reaches the image build, and the CI file runs the README's test command.
+//! workspace crate reaches the image build, compose runs the image CI pushes, and the CI file runs the
+//! README's test command on a job that has what the tests need. tests/dockerfile.rs replays the
+//! Dockerfile itself.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -192,6 +194,38 @@ fn docker_compose_matches_the_code() {
         compose["services"]["worker"]["ports"].is_null(),
         "workers publish no host port, so `--scale worker=N` works"
     );
+    // The image CI pushed runs where LOOKALIKE_IMAGE names it (`deploy`); `build:` stays for local use.
+    for name in ["api", "worker"] {
+        let service = &compose["services"][name];
+        let image = service["image"].as_str().unwrap_or_else(|| {
+            panic!(
+                "`{name}` has no `image:`, so `docker compose pull` never fetches what CI pushed"
+            )
+        });
+        assert!(
+            image.starts_with("${LOOKALIKE_IMAGE"),
+            "`{name}` runs the image named by $LOOKALIKE_IMAGE (the registry's), so `docker compose \
+             pull` fetches what CI pushed: image: {image}"
+        );
+        let context = match &service["build"] {
+            Value::String(s) => s.clone(),
+            Value::Mapping(_) => str_of(&service["build"]["context"]),
+            other => panic!("`{name}` keeps `build:` for local builds: {other:?}"),
+        };
+        assert!(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(&context)
+                .join("Dockerfile")
+                .is_file(),
+            "`{name}` builds from {context}, which has no Dockerfile"
+        );
+    }
+    assert_eq!(
+        str_of(&compose["services"]["qdrant"]["image"]),
+        QDRANT_IMAGE,
+        "the Qdrant server version the tests run against"
+    );
+    assert_qdrant_client_speaks_to(QDRANT_IMAGE);
     let grace = str_of(&compose["services"]["worker"]["stop_grace_period"]);
     let grace_s: u64 = grace.trim_end_matches('s').parse().unwrap();
     let drain_ms = Config::load_from(None, Vec::new())
@@ -210,6 +244,64 @@ fn docker_compose_matches_the_code() {
             "volume `{volume}`"
         );
     }
+}
+
+/// The Qdrant server image compose and the GitLab test job run (`../shared/bin/qdrant` is the same
+/// version, built from its tag).
+const QDRANT_IMAGE: &str = "qdrant/qdrant:v1.18.3";
+
+/// qdrant-client refuses a server more than one minor version away from its own.
+fn assert_qdrant_client_speaks_to(image: &str) {
+    let server: Vec<u32> = image
+        .rsplit(":v")
+        .next()
+        .unwrap()
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let manifest: toml::Table = read("Cargo.toml").parse().unwrap();
+    let dep = &manifest["workspace"]["dependencies"]["qdrant-client"];
+    let req = dep
+        .get("version")
+        .and_then(|v| v.as_str())
+        .or(dep.as_str())
+        .unwrap();
+    let client: Vec<u32> = req
+        .trim_start_matches(['~', '^', '='])
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(
+        client[0], server[0],
+        "qdrant-client {req} vs server {image}"
+    );
+    assert!(
+        client[1].abs_diff(server[1]) <= 1,
+        "qdrant-client {req} is more than one minor version from the server {image}"
+    );
+}
+
+/// Dockerfile lines grouped by stage (`FROM` starts one), continuations joined, comments dropped.
+fn dockerfile_stages() -> Vec<Vec<String>> {
+    let mut stages: Vec<Vec<String>> = Vec::new();
+    let mut acc = String::new();
+    for line in read("Dockerfile").lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && acc.is_empty()) {
+            continue;
+        }
+        if let Some(cont) = line.trim_end().strip_suffix('\\') {
+            acc.push_str(cont);
+            continue;
+        }
+        acc.push_str(line);
+        let full = std::mem::take(&mut acc).trim().to_string();
+        if full.starts_with("FROM ") {
+            stages.push(Vec::new());
+        }
+        stages.last_mut().expect("FROM first").push(full);
+    }
+    stages
 }
 
 #[test]
@@ -240,16 +332,91 @@ fn dockerfile_builds_every_crate_and_runs_unprivileged() {
         );
     }
     for line in [
-        "USER lookalike",
         "HEALTHCHECK",
-        "EXPOSE 8080",
+        "EXPOSE 8080 8081",
         "ENTRYPOINT [\"lookalike\"]",
     ] {
         assert!(dockerfile.contains(line), "Dockerfile lacks `{line}`");
     }
+    let stages = dockerfile_stages();
+    let runtime = stages.last().unwrap();
+    let user = runtime
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the runtime stage sets USER");
     assert!(
-        dockerfile.contains("scripts/setup.sh"),
-        "models and ONNX Runtime come from the set-up script"
+        !matches!(user.split(':').next(), Some("0" | "root")),
+        "the image runs as root: USER {user}"
+    );
+
+    // The assets stage brings in every repository file scripts/setup.sh reads ($ROOT/...): without
+    // scripts/convert_lite0.py it cannot make the cold-start model.
+    let assets = stages
+        .iter()
+        .find(|s| s[0].ends_with(" AS assets"))
+        .expect("an `assets` stage");
+    let copied: Vec<String> = assets
+        .iter()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .flat_map(|l| {
+            let mut words: Vec<String> = l.split_whitespace().map(str::to_owned).collect();
+            words.pop(); // destination
+            words
+        })
+        .map(|w| w.trim_end_matches('/').to_string())
+        .collect();
+    let setup = read("scripts/setup.sh");
+    let mut reads = BTreeSet::new();
+    for marker in ["$ROOT/", "\"$ROOT\"/"] {
+        for (pos, _) in setup.match_indices(marker) {
+            let rest = &setup[pos + marker.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || "_./-".contains(c)))
+                .unwrap_or(rest.len());
+            let path = rest[..end].trim_end_matches('/');
+            if !path.is_empty() && !path.starts_with(".lookalike") {
+                reads.insert(path.to_string());
+            }
+        }
+    }
+    assert!(
+        reads.contains("scripts/convert_lite0.py") && reads.contains("models"),
+        "scripts/setup.sh's reads: {reads:?}"
+    );
+    for path in &reads {
+        assert!(
+            copied
+                .iter()
+                .any(|c| path == c || path.starts_with(&format!("{c}/"))),
+            "scripts/setup.sh reads $ROOT/{path}, which the assets stage does not COPY ({copied:?})"
+        );
+    }
+    let setup_run = assets
+        .iter()
+        .find(|l| l.starts_with("RUN ") && l.contains("scripts/setup.sh"))
+        .expect("the assets stage runs scripts/setup.sh");
+    for flag in ["--copy", "--strict"] {
+        assert!(
+            setup_run.contains(flag),
+            "the image's assets are made with setup.sh {flag}: {setup_run}"
+        );
+    }
+    assert!(
+        !setup_run.contains("||"),
+        "a failing setup.sh fails the image build: {setup_run}"
+    );
+    // config/ beside the binary: classify.prior_map and friends are relative to WORKDIR.
+    let workdir = runtime
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("WORKDIR "))
+        .expect("WORKDIR");
+    assert!(
+        runtime
+            .iter()
+            .any(|l| l == &format!("COPY config/ {workdir}/config/")),
+        "the runtime image has config/ in {workdir}"
     );
 }
 
@@ -274,9 +441,49 @@ fn gitlab_job(ci: &Value, name: &str) -> Value {
     job
 }
 
+/// Every `#[test]` / `#[tokio::test]` function of the workspace's test targets, by file.
+fn test_functions() -> Vec<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = vec![root.join("tests")];
+    for member in std::fs::read_dir(root.join("crates")).unwrap() {
+        dirs.push(member.unwrap().path().join("tests"));
+    }
+    dirs.push(root.join("api/tests"));
+    dirs.push(root.join("worker/tests"));
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut armed = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[test]") || line.starts_with("#[tokio::test") {
+                    armed = true;
+                } else if armed && let Some(pos) = line.find("fn ") {
+                    let name: String = line[pos + 3..]
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    out.push((rel.clone(), name));
+                    armed = false;
+                }
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn gitlab_ci_builds_tests_and_ships() {
     let ci = yaml(".gitlab-ci.yml");
+    let ci_text = read(".gitlab-ci.yml");
     assert_eq!(strings(&ci["stages"]), ["build", "test", "deploy"]);
     let test = &gitlab_job(&ci, "test");
     assert_eq!(str_of(&test["stage"]), "test");
@@ -291,22 +498,124 @@ fn gitlab_ci_builds_tests_and_ships() {
         readme.contains("scripts/test.sh"),
         "the README names the test command"
     );
-    let services: Vec<String> = test["services"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|s| str_of(&s["name"]))
+    // The job builds with the image's toolchain.
+    let dockerfile = read("Dockerfile");
+    let rust_image = str_of(&test["image"]);
+    assert!(
+        dockerfile.contains(&format!("FROM {rust_image} AS build")),
+        "the test job's {rust_image} is the Dockerfile's build image"
+    );
+
+    // What the test command needs, installed in the job: the Lite0 converter's venv, npm for the
+    // Vendure photos, and Postgres and RabbitMQ local to the job, because tests/restart.rs stops and
+    // starts them (pg_ctlcluster, rabbitmqctl), which it cannot do to a service container.
+    let setup = [strings(&test["before_script"]), strings(&test["script"])]
+        .concat()
+        .join("\n");
+    let installs: BTreeSet<&str> = setup
+        .lines()
+        .filter(|l| l.contains("apt-get install"))
+        .flat_map(|l| l.split_whitespace())
+        .filter(|w| !w.starts_with('-'))
         .collect();
-    for wanted in ["postgres", "rabbitmq", "qdrant"] {
+    for package in [
+        "python3-venv",
+        "npm",
+        "postgresql",
+        "rabbitmq-server",
+        "python3-pip",
+    ] {
         assert!(
-            services.iter().any(|s| s.starts_with(wanted)),
-            "the test job has a {wanted} service: {services:?}"
+            installs.contains(package),
+            "the test job installs {package}: {installs:?}"
         );
     }
     assert!(
-        !str_of(&test["variables"]["QDRANT_URL"]).is_empty(),
-        "the server backend's tests run in CI"
+        setup.contains("pg_hba.conf") && setup.contains("trust"),
+        "the job's Postgres trusts local connections, as scripts/services.sh expects"
     );
+    assert!(
+        !setup.contains("socat"),
+        "no port forwarding to service containers: the services are local to the job"
+    );
+    let services: Vec<(String, String)> = test["services"]
+        .as_sequence()
+        .expect("the test job has its Qdrant service")
+        .iter()
+        .map(|s| match s {
+            Value::String(name) => (name.clone(), String::new()),
+            _ => (str_of(&s["name"]), str_of(&s["alias"])),
+        })
+        .collect();
+    for (name, _) in &services {
+        assert!(
+            !name.starts_with("postgres") && !name.starts_with("rabbitmq"),
+            "{name} as a service container: tests/restart.rs must be able to stop and start it"
+        );
+    }
+    let (qdrant_image, qdrant_alias) = services
+        .iter()
+        .find(|(n, _)| n.starts_with("qdrant/"))
+        .expect("a Qdrant service container");
+    assert_eq!(qdrant_image, QDRANT_IMAGE, "the same server as compose");
+    let qdrant_url = str_of(&test["variables"]["QDRANT_URL"]);
+    assert_eq!(
+        host_of(&qdrant_url),
+        *qdrant_alias,
+        "QDRANT_URL names the service"
+    );
+    assert_eq!(port_of(&qdrant_url), 6334, "gRPC port");
+    assert_eq!(
+        compose_qdrant_image(),
+        *qdrant_image,
+        "compose and CI run one Qdrant version"
+    );
+
+    // Tests that start and stop a Qdrant binary of their own cannot run there: they are left out by
+    // name, with the reason written beside the variable.
+    let skip = str_of(&test["variables"]["LOOKALIKE_TEST_SKIP"]);
+    let functions = test_functions();
+    for word in skip.split_whitespace() {
+        assert!(
+            functions.iter().any(|(_, f)| f.contains(word)),
+            "LOOKALIKE_TEST_SKIP `{word}` matches no test name (it is given to the harness as \
+             --skip, which matches test names, not files)"
+        );
+    }
+    let at = ci_text
+        .find("LOOKALIKE_TEST_SKIP:")
+        .expect("the variable in the file");
+    let comment: String = ci_text[..at]
+        .lines()
+        .rev()
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let file = comment
+        .split_whitespace()
+        .find(|w| w.starts_with("tests/") && w.contains(".rs"))
+        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '/' && c != '_' && c != '.'))
+        .unwrap_or_else(|| {
+            panic!("the comment above LOOKALIKE_TEST_SKIP names the test file and why: {comment:?}")
+        });
+    let file = file.trim_end_matches('.');
+    let in_file: Vec<&String> = functions
+        .iter()
+        .filter(|(f, _)| f == file)
+        .map(|(_, n)| n)
+        .collect();
+    assert!(
+        !in_file.is_empty(),
+        "{file} (named beside LOOKALIKE_TEST_SKIP) has no tests"
+    );
+    for name in in_file {
+        assert!(
+            skip.split_whitespace().any(|w| name.contains(w)),
+            "{file}::{name} needs its own Qdrant binary but LOOKALIKE_TEST_SKIP `{skip}` keeps it"
+        );
+    }
+
     // One image job per channel, each pushing its tag.
     for (job, tag) in [
         ("image:latest", "$CI_REGISTRY_IMAGE:latest"),
@@ -320,13 +629,168 @@ fn gitlab_ci_builds_tests_and_ships() {
             "{job} pushes {tag}"
         );
         assert_eq!(str_of(&job_def["stage"]), "deploy");
+        let login = strings(&job_def["before_script"]).join("\n");
+        assert!(
+            login.contains("--password-stdin") && !login.contains(" -p "),
+            "{job}: the registry password goes through stdin, not the command line"
+        );
     }
-    assert_eq!(
-        str_of(&ci["deploy"]["when"]),
-        "manual",
-        "deploying is a manual job"
-    );
     assert_eq!(str_of(&gitlab_job(&ci, "build")["stage"]), "build");
+}
+
+fn compose_qdrant_image() -> String {
+    str_of(&yaml("docker-compose.yml")["services"]["qdrant"]["image"])
+}
+
+#[test]
+fn deploy_runs_the_image_ci_pushed_over_ssh() {
+    let ci = yaml(".gitlab-ci.yml");
+    let deploy = gitlab_job(&ci, "deploy");
+    assert_eq!(str_of(&deploy["stage"]), "deploy");
+    // Manual: on the job (without rules) or in every rule that lets it run.
+    let rules = deploy["rules"].as_sequence().cloned().unwrap_or_default();
+    if rules.is_empty() {
+        assert_eq!(
+            str_of(&deploy["when"]),
+            "manual",
+            "deploying is a manual job"
+        );
+    } else {
+        for rule in &rules {
+            // A rule without `when` takes the job's.
+            let when = rule
+                .get("when")
+                .or(deploy.get("when"))
+                .map(str_of)
+                .unwrap_or_default();
+            assert!(
+                when == "manual" || when == "never",
+                "deploying is a manual job: rule {rule:?}"
+            );
+        }
+    }
+    let before = strings(&deploy["before_script"]).join("\n");
+    let script = strings(&deploy["script"]).join("\n");
+    let all = format!("{before}\n{script}");
+
+    // SSH from CI variables: the key into an agent, the host checked against known hosts.
+    assert!(
+        all.contains("$SSH_PRIVATE_KEY") && all.contains("ssh-add"),
+        "the deploy key (CI variable SSH_PRIVATE_KEY) is loaded into an ssh agent"
+    );
+    assert!(
+        all.contains("$SSH_KNOWN_HOSTS") && all.contains("known_hosts"),
+        "the host's identity comes from the CI variable SSH_KNOWN_HOSTS"
+    );
+    assert!(
+        !all.contains("StrictHostKeyChecking=no"),
+        "host keys are checked, not skipped"
+    );
+    for var in ["SSH_PRIVATE_KEY", "SSH_KNOWN_HOSTS", "DEPLOY_HOST"] {
+        assert!(
+            read(".gitlab-ci.yml").contains(&format!("#   {var}")),
+            "the CI file's header documents the variable {var}"
+        );
+    }
+
+    // It runs the image CI pushed: compose's api and worker take LOOKALIKE_IMAGE, deploy sets it to a
+    // tag an image job it waits for pushes, and pulls before starting (never building on the host).
+    let image = str_of(&deploy["variables"]["LOOKALIKE_IMAGE"]);
+    let needs = strings(&deploy["needs"]);
+    let pushed = needs.iter().any(|job| {
+        strings(&gitlab_job(&ci, job)["script"])
+            .iter()
+            .any(|l| l.contains(&format!("docker push \"{image}\"")))
+    });
+    assert!(
+        pushed,
+        "deploy runs {image}, which no job it needs ({needs:?}) pushes"
+    );
+    assert!(
+        script.contains("LOOKALIKE_IMAGE") && script.contains("$LOOKALIKE_IMAGE"),
+        "the host's compose gets LOOKALIKE_IMAGE"
+    );
+    let pull = script
+        .find("docker compose pull")
+        .expect("docker compose pull");
+    let up = script.find("docker compose up").expect("docker compose up");
+    assert!(pull < up, "pull, then up");
+    assert!(
+        script[up..].contains("--no-build"),
+        "the host never builds the image"
+    );
+    assert!(
+        script.contains("scp docker-compose.yml"),
+        "the host runs this commit's docker-compose.yml"
+    );
+    assert!(
+        script.contains("--password-stdin"),
+        "the host logs in to the registry to pull, password through stdin"
+    );
+}
+
+#[test]
+fn reference_images_live_in_the_repository() {
+    // The images and embeddings the parity and end-to-end tests compare with are committed, so a
+    // checkout (a GitLab job) without ../shared runs the tests.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let images = expected["images"].as_object().unwrap();
+    assert!(images.len() >= 5);
+    for name in images.keys() {
+        assert!(dir.join(name).is_file(), "tests/fixtures/reference/{name}");
+    }
+    assert!(dir.join("allstar-sneakers.jpg").is_file());
+    let gitignore = read(".gitignore");
+    for line in gitignore.lines() {
+        assert!(
+            !(line.contains("fixtures")
+                || line.trim_start_matches('*') == ".jpg"
+                || line.trim_start_matches('*') == ".png"
+                || line.trim_start_matches('*') == ".json"),
+            ".gitignore `{line}` would keep the fixtures out of git"
+        );
+    }
+    // Nothing the tests or benchmarks compile reads the shared folder's copy any more.
+    let needle = ["shared", "models", "reference"].join("/");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![
+        root.join("tests"),
+        root.join("benches"),
+        root.join("crates"),
+    ];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    !text.contains(&needle),
+                    "{} reads ../{needle}; use tests/fixtures/reference",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_readme_says_how_to_run_the_image_and_what_the_pipeline_does() {
+    let readme = read("README.md");
+    for needle in [
+        "docker build",
+        "docker compose up",
+        "LOOKALIKE_IMAGE",
+        ".gitlab-ci.yml",
+        "SSH_PRIVATE_KEY",
+        "tests/fixtures/reference",
+        "tests/dockerfile.rs",
+    ] {
+        assert!(readme.contains(needle), "the README mentions {needle}");
+    }
 }
 
 #[test]
