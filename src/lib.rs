@@ -153,6 +153,7 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> any
                 retry_base: Duration::from_millis(config.queue.retry_base_ms),
                 retry_max: Duration::from_millis(config.queue.retry_max_ms),
                 drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
+                pause: Default::default(),
             });
             workers.push(tokio::spawn(consumer.run(shutdown.clone())));
         }
@@ -200,22 +201,16 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>>
     let i = &config.index;
     match i.backend.as_str() {
         "qdrant" => {
-            let opts = ServerOptions {
-                api_key: (!i.api_key.is_empty()).then(|| i.api_key.clone()),
-                on_disk: i.on_disk,
-                quantization: match i.quantization.as_str() {
-                    "int8" => Quantization::Scalar,
-                    _ => Quantization::None,
-                },
-                timeout: Duration::from_millis(i.timeout_ms),
-                ..ServerOptions::new(&i.url, &i.collection, config.model.dim)
-            };
-            let index = QdrantIndex::connect(opts).await.with_context(|| {
-                format!(
-                    "connecting to the Qdrant server at {} (collection {})",
-                    i.url, i.collection
-                )
-            })?;
+            // Starts while the server is away (the index answers "unavailable" until it is
+            // reached); refuses only what waiting cannot fix (server version, collection layout).
+            let index = QdrantIndex::open(server_options(config))
+                .await
+                .with_context(|| {
+                    format!(
+                        "connecting to the Qdrant server at {} (alias {})",
+                        i.url, i.collection
+                    )
+                })?;
             Ok(Arc::new(index))
         }
         _ => {
@@ -233,6 +228,33 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>>
             Ok(Arc::new(edge))
         }
     }
+}
+
+/// How the configuration reaches a Qdrant server: `index.collection` is the alias, and the process
+/// uses its model's own collection (`<alias>-<model id>`).
+pub fn server_options(config: &Config) -> ServerOptions {
+    let i = &config.index;
+    ServerOptions {
+        api_key: (!i.api_key.is_empty()).then(|| i.api_key.clone()),
+        model_id: Some(config.model.id.clone()),
+        on_disk: i.on_disk,
+        quantization: match i.quantization.as_str() {
+            "int8" => Quantization::Scalar,
+            _ => Quantization::None,
+        },
+        timeout: Duration::from_millis(i.timeout_ms),
+        ..ServerOptions::new(&i.url, &i.collection, config.model.dim)
+    }
+}
+
+/// The last step of a model change on a Qdrant server: point `index.collection` (the alias) at
+/// the configured model's collection. `None` for the embedded index, which has no alias.
+pub async fn adopt_alias(config: &Config) -> anyhow::Result<Option<lookalike_index::AliasSwitch>> {
+    if config.index.backend != "qdrant" {
+        return Ok(None);
+    }
+    let index = QdrantIndex::connect(server_options(config)).await?;
+    Ok(Some(index.adopt_alias().await?))
 }
 
 /// The per-job pipeline: model, batcher, fetcher, classifier. The API uses it for searches, the

@@ -18,19 +18,20 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt;
 use lookalike_core::Config;
-use lookalike_index::{Point, VectorIndex};
+use lookalike_index::{AliasSwitch, Point, VectorIndex};
 use lookalike_store::{Item, Store};
 use lookalike_worker::pipeline::point_attrs;
 use lookalike_worker::{JobError, Pipeline};
 use serde_json::json;
 
 pub const AFTER_HELP: &str = "\
-Run it with the NEW model's configuration and a NEW index location, beside the running service:
+Run it with the NEW model's configuration beside the running service; the embedded index needs a NEW
+directory, a Qdrant server gives every model a collection of its own (<index.collection>-<model id>):
   LOOKALIKE_CONFIG=new-model.toml LOOKALIKE_INDEX__DATA_DIR=.lookalike/data/index-v2 lookalike reindex
-  LOOKALIKE_CONFIG=new-model.toml LOOKALIKE_INDEX__COLLECTION=lookalike-v2 lookalike reindex
-Then point the service at the new model and location (README \"Changing the model\"), and run it once
-more with --adopt to pick up what the old workers wrote meanwhile and record the new embeddings on the
-items.
+  LOOKALIKE_CONFIG=new-model.toml lookalike reindex          # index.backend = \"qdrant\"
+Then point the service at the new model (README \"Changing the model\"), and run it once more with
+--adopt to pick up what the old workers wrote meanwhile, record the new embeddings on the items and, on
+a Qdrant server, point the alias index.collection at the new model's collection.
 
 Exit codes: 0 every item has a vector by the new model; 1 some items failed (listed); 2 could not run.";
 
@@ -84,6 +85,11 @@ pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
     let index = lookalike::open_index(&config)
         .await
         .context("opening the target index (is the service using this location? give the new model a new one)")?;
+    // A service may start before its Qdrant server; a one-off command has nothing to wait for.
+    index
+        .ping()
+        .await
+        .context("the target index does not answer")?;
     let pipeline = lookalike::build_pipeline(&config, store.clone(), index.clone())?;
     let model = pipeline.model_id().to_string();
     let total = store.item_count().await? as usize;
@@ -125,6 +131,36 @@ pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
     progress.draw(&tally, true);
 
     let prototypes = rebuild_prototypes(&store, index.as_ref(), &model).await?;
+    // On a Qdrant server the alias (index.collection) names the current model's collection; it
+    // moves only once every item has its vector there.
+    let alias = if args.adopt && tally.failed() == 0 {
+        lookalike::adopt_alias(&config)
+            .await
+            .context("pointing the index alias at the new model's collection")?
+    } else {
+        None
+    };
+    let alias_note = match &alias {
+        Some(AliasSwitch::Switched { previous }) => format!(
+            "alias {} now names {}{}",
+            config.index.collection,
+            lookalike_index::collection_for_model(&config.index.collection, &model),
+            previous
+                .as_ref()
+                .map(|p| format!(" (was {p})"))
+                .unwrap_or_default()
+        ),
+        Some(AliasSwitch::IsTheCollection) => format!(
+            "{} is this model's collection (made before per-model collections)",
+            config.index.collection
+        ),
+        Some(AliasSwitch::NameTaken) => format!(
+            "alias {0} not made: the previous model's collection is named {0}; drop it once \
+             no process runs the previous model, then run --adopt again",
+            config.index.collection
+        ),
+        None => String::new(),
+    };
     let summary = json!({
         "model": model,
         "items": total,
@@ -139,6 +175,7 @@ pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         "settled": settled,
         "prototype_categories": prototypes,
         "adopted": args.adopt,
+        "alias": alias_note,
         "seconds": started.elapsed().as_secs_f64(),
     });
     if args.json {
@@ -160,6 +197,9 @@ pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         );
         for (id, msg) in tally.failures.iter().take(20) {
             println!("  failed: item {id}: {msg}");
+        }
+        if !alias_note.is_empty() {
+            println!("{alias_note}");
         }
     }
     Ok(if tally.failed() > 0 { 1 } else { 0 })

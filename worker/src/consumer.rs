@@ -27,7 +27,36 @@ pub struct Consumer {
     pub retry_max: Duration,
     /// How long shutdown waits for in-flight jobs before handing them back to the broker.
     pub drain_deadline: Duration,
+    /// Set when a job finds a dependency misconfigured: consuming stops until it is fixed.
+    pub pause: Pause,
 }
+
+/// Whether the consumer is paused because a dependency is misconfigured, and why.
+#[derive(Default)]
+pub struct Pause {
+    why: std::sync::Mutex<Option<String>>,
+    signal: tokio::sync::Notify,
+}
+
+impl Pause {
+    fn set(&self, why: &str) {
+        let mut current = self.why.lock().expect("not poisoned");
+        if current.is_none() {
+            *current = Some(why.to_owned());
+            self.signal.notify_one();
+        }
+    }
+    fn clear(&self) {
+        *self.why.lock().expect("not poisoned") = None;
+    }
+    /// Why consuming is paused, if it is.
+    pub fn reason(&self) -> Option<String> {
+        self.why.lock().expect("not poisoned").clone()
+    }
+}
+
+/// How often a paused consumer checks whether the index works again.
+const PAUSED_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 impl Consumer {
     /// Runs until `shutdown` fires, then stops taking jobs, lets in-flight ones finish (up to the drain
@@ -65,6 +94,12 @@ impl Consumer {
                         let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
                         break;
                     }
+                    _ = self.pause.signal.notified() => {
+                        if self.pause.reason().is_some() {
+                            let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                            break;
+                        }
+                    }
                     Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
                         if let Err(e) = done { tracing::error!(error = %e, "job task panicked"); }
                     }
@@ -87,9 +122,44 @@ impl Consumer {
                 .await;
                 break 'connect;
             }
+            if let Some(why) = self.pause.reason() {
+                // Jobs in flight meet the same problem and go back to the queue; closing the
+                // connection returns the messages prefetched but not started.
+                self.drain(&mut in_flight).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), conn.close(200, "paused".into()))
+                        .await;
+                tracing::error!(reason = %why, "consuming paused: a dependency is misconfigured; jobs wait in the queue until it is fixed");
+                self.wait_until_index_works(&shutdown).await;
+            }
         }
         self.drain(&mut in_flight).await;
         tracing::info!("worker stopped");
+    }
+
+    /// Returns once the index answers again (or on shutdown).
+    async fn wait_until_index_works(&self, shutdown: &CancellationToken) {
+        let mut checks = 0u32;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PAUSED_CHECK_EVERY) => {}
+            }
+            match self.pipeline.index.ping().await {
+                Ok(()) => {
+                    self.pause.clear();
+                    tracing::info!("the vector index works again; consuming resumed");
+                    return;
+                }
+                Err(e) => {
+                    checks += 1;
+                    // About once a minute, so the log keeps saying why nothing moves.
+                    if checks % 30 == 0 {
+                        tracing::warn!(error = %e, "consuming still paused");
+                    }
+                }
+            }
+        }
     }
 
     async fn drain(&self, in_flight: &mut JoinSet<()>) {
@@ -136,6 +206,16 @@ impl Consumer {
                 Ok(Outcome::Done) => self.ack(&delivery).await,
                 Ok(Outcome::Retry { error, attempt }) => {
                     self.retry(&delivery, message, error, attempt).await
+                }
+                Ok(Outcome::Blocked { error }) => {
+                    self.pause.set(&error.message);
+                    let _ = delivery
+                        .acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await;
                 }
                 Err(e) => {
                     self.hand_back(&delivery, "cannot record job state", &e)

@@ -10,6 +10,10 @@ pub struct JobError {
     /// Transient failures (network, broker, database, index) are retried with backoff; permanent
     /// ones (bad input) fail the job at once.
     pub transient: bool,
+    /// Nothing about this job is wrong, but no job can succeed until an operator fixes a
+    /// dependency's configuration (the index's collection or key): the job goes back to the
+    /// queue without spending an attempt, and the worker stops consuming until it is fixed.
+    pub blocked: bool,
 }
 
 impl JobError {
@@ -18,6 +22,7 @@ impl JobError {
             code,
             message: message.into(),
             transient: false,
+            blocked: false,
         }
     }
     pub fn transient(code: &'static str, message: impl Into<String>) -> Self {
@@ -25,6 +30,15 @@ impl JobError {
             code,
             message: message.into(),
             transient: true,
+            blocked: false,
+        }
+    }
+    pub fn blocked(code: &'static str, message: impl Into<String>) -> Self {
+        JobError {
+            code,
+            message: message.into(),
+            transient: false,
+            blocked: true,
         }
     }
 }
@@ -52,8 +66,10 @@ impl From<lookalike_index::IndexError> for JobError {
     fn from(e: lookalike_index::IndexError) -> Self {
         if e.is_transient() {
             JobError::transient(code::INDEX_UNAVAILABLE, e.to_string())
+        } else if e.is_misconfigured() {
+            JobError::blocked(code::INDEX_MISCONFIGURED, e.to_string())
         } else {
-            JobError::permanent(code::INFERENCE_FAILED, e.to_string())
+            JobError::permanent(code::INDEX_REJECTED, e.to_string())
         }
     }
 }
@@ -61,5 +77,21 @@ impl From<lookalike_index::IndexError> for JobError {
 impl From<lookalike_vision::DecodeError> for JobError {
     fn from(e: lookalike_vision::DecodeError) -> Self {
         JobError::permanent(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lookalike_index::IndexError;
+
+    #[test]
+    fn index_errors_map_to_their_own_codes_and_kinds() {
+        let e = JobError::from(IndexError::Unavailable("down".into()));
+        assert!(e.transient && !e.blocked && e.code == code::INDEX_UNAVAILABLE);
+        let e = JobError::from(IndexError::Misconfigured("collection missing".into()));
+        assert!(!e.transient && e.blocked && e.code == code::INDEX_MISCONFIGURED);
+        let e = JobError::from(IndexError::Invalid("dimension 65".into()));
+        assert!(!e.transient && !e.blocked && e.code == code::INDEX_REJECTED);
     }
 }

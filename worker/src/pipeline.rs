@@ -64,6 +64,9 @@ pub enum Outcome {
     Done,
     /// A transient failure on attempt `attempt`: schedule a retry (or give up past the limit).
     Retry { error: JobError, attempt: u32 },
+    /// A dependency is misconfigured ([`JobError::blocked`]); the job is queued again with its
+    /// attempt uncounted: hand the message back and stop consuming until it is fixed.
+    Blocked { error: JobError },
 }
 
 /// The result of analysing one image: what both ingest and search need.
@@ -122,6 +125,13 @@ impl Pipeline {
                 Ok(Outcome::Done)
             }
             Err(error) if error.transient => Ok(Outcome::Retry { error, attempt }),
+            Err(error) if error.blocked => {
+                self.store
+                    .release_job(job.id, error.code, &error.message)
+                    .await?;
+                tracing::warn!(code = error.code, error = %error.message, "job put back: a dependency is misconfigured");
+                Ok(Outcome::Blocked { error })
+            }
             Err(error) => {
                 self.store
                     .fail_job(job.id, error.code, &error.message)

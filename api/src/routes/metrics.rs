@@ -14,7 +14,6 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use lookalike_index::CategoryFilter;
 use lookalike_store::JobStatus;
 use lookalike_telemetry::exposition::{CONTENT_TYPE, Gauges};
 use lookalike_telemetry::{
@@ -49,7 +48,7 @@ async fn scrape(state: &AppState) -> String {
     let (queue, jobs, points) = tokio::join!(
         tokio::time::timeout(SOURCE_TIMEOUT, state.publisher.depth()),
         tokio::time::timeout(SOURCE_TIMEOUT, state.store.job_counts()),
-        tokio::time::timeout(SOURCE_TIMEOUT, state.index.count(CategoryFilter::Any)),
+        tokio::time::timeout(SOURCE_TIMEOUT, state.index.approx_count()),
     );
     let mut g = Gauges::new();
     let mut up = Vec::new();

@@ -446,7 +446,7 @@ async fn read_form(
 
 /// A query image that cannot be used is the caller's problem (422) unless the failure is ours (503).
 fn job_error(e: JobError) -> ApiError {
-    if e.transient {
+    if e.transient || e.blocked {
         ApiError::unavailable(e.code, e.message)
     } else {
         ApiError::unprocessable(e.code, e.message)

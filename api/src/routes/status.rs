@@ -5,7 +5,6 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use lookalike_index::CategoryFilter;
 use serde_json::{Map, Value, json};
 
 use crate::{ApiResult, AppState};
@@ -32,7 +31,7 @@ async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         );
     }
     let items = state.store.item_count().await?;
-    let points = state.index.count(CategoryFilter::Any).await?;
+    let points = state.index.approx_count().await?;
     Ok(Json(json!({
         "jobs": jobs,
         "queue": queue_depth(&state).await,

@@ -14,6 +14,11 @@ pub mod job {
     pub const EXTERNAL_ID_TAKEN: &str = "external_id_taken";
     pub const INFERENCE_FAILED: &str = "inference_failed";
     pub const INDEX_UNAVAILABLE: &str = "index_unavailable";
+    /// The index refused the vector for good (e.g. a dimension its collection does not hold).
+    pub const INDEX_REJECTED: &str = "index_rejected";
+    /// Recorded (as the last error of a job waiting in the queue) while the index is
+    /// misconfigured: workers stop consuming until it is fixed, so no job fails with it.
+    pub const INDEX_MISCONFIGURED: &str = "index_misconfigured";
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     pub const TIMEOUT: &str = "job_timeout";
     pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";

@@ -18,7 +18,10 @@ pub mod edge;
 pub mod server;
 
 pub use edge::{EdgeIndex, EdgeOptions, EdgeStats};
-pub use server::{QdrantIndex, Quantization, ServerOptions};
+pub use server::{
+    AliasSwitch, CLIENT_VERSION, QdrantIndex, Quantization, ServerOptions, check_versions,
+    collection_for_model,
+};
 
 /// Payload key holding a point's category (absent when uncategorised).
 pub const CATEGORY_KEY: &str = "category";
@@ -136,12 +139,23 @@ pub enum IndexError {
     /// The point does not exist (only for operations on one given id, e.g. `set_category`).
     #[error("point {0} not found in the vector index")]
     NotFound(Uuid),
+    /// The backend answers but refuses every request until an operator acts: its collection is
+    /// missing, the API key is refused, or the server's version is one this client cannot use.
+    /// Nothing about the request is wrong, so a queue consumer should neither fail the job nor
+    /// spend its attempts: it stops consuming until [`VectorIndex::ping`] succeeds again.
+    #[error("vector index misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 impl IndexError {
     /// True when the same request may succeed if retried later.
     pub fn is_transient(&self) -> bool {
         matches!(self, IndexError::Unavailable(_))
+    }
+
+    /// True when no request can succeed until the index's configuration is fixed.
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, IndexError::Misconfigured(_))
     }
 }
 
@@ -166,6 +180,12 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError>;
     /// Exact number of points matching `filter`.
     async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError>;
+    /// Number of points, cheap enough for every status page and metrics scrape: exact for the
+    /// embedded index, the server's own estimate for a Qdrant server (it may briefly count points
+    /// deleted or replaced moments ago, never misses stored ones).
+    async fn approx_count(&self) -> Result<u64, IndexError> {
+        self.count(CategoryFilter::Any).await
+    }
     /// Change only the category of an existing point (reclassification); `None` removes it.
     /// Fails with [`IndexError::NotFound`] when the point does not exist.
     async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError>;

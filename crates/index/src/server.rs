@@ -20,7 +20,8 @@
 //! [`QdrantIndex::with_collection`]) and then switches the alias over in one atomic step
 //! ([`QdrantIndex::point_alias`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +41,7 @@ use crate::{
 
 mod admin;
 mod convert;
+pub use admin::{AliasSwitch, CLIENT_VERSION, check_versions, collection_for_model};
 use convert::{build_filter, client_error, point_id, status_code};
 
 /// Points per upsert request: keeps one gRPC message far below the server's size limit
@@ -63,8 +65,15 @@ pub struct ServerOptions {
     /// gRPC endpoint, e.g. `http://127.0.0.1:6334` (`https://` for TLS).
     pub url: String,
     pub api_key: Option<String>,
-    /// Collection (or alias) holding the points; created on connect if neither exists.
+    /// Collection (or alias) holding the points; created on connect if neither exists. With
+    /// `model_id` set, the name of the alias that points at the current model's collection,
+    /// and the prefix of every model's collection name (see [`collection_for_model`]).
     pub collection: String,
+    /// The model whose vectors this process reads and writes. When set, the process uses that
+    /// model's own collection by its own name (made on first start, with the alias `collection`
+    /// pointed at it if there was none), so processes of an old and a new model never query
+    /// each other's vectors while a model change rolls out.
+    pub model_id: Option<String>,
     /// Vector dimension; an existing collection must have it.
     pub dim: usize,
     /// Keep full vectors on disk (memory-mapped) instead of in RAM. Applies to collections
@@ -87,6 +96,7 @@ impl ServerOptions {
             url: url.into(),
             api_key: None,
             collection: collection.into(),
+            model_id: None,
             dim,
             on_disk: false,
             quantization: Quantization::None,
@@ -103,6 +113,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("url", &self.url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("collection", &self.collection)
+            .field("model_id", &self.model_id)
             .field("dim", &self.dim)
             .field("on_disk", &self.on_disk)
             .field("quantization", &self.quantization)
@@ -116,17 +127,54 @@ impl std::fmt::Debug for ServerOptions {
 /// gRPC connections are shared.
 pub struct QdrantIndex {
     client: Qdrant,
-    collection: String,
+    /// The collection (or alias) requests go to: decided when the server is first reached (it
+    /// depends on what the server holds, see [`ServerOptions::model_id`]).
+    collection: Arc<OnceLock<String>>,
     /// Dimension of `collection`, when known; `None` (from `with_collection`) leaves the check
     /// to the server, which rejects a wrong dimension just the same.
     dim: Option<usize>,
     opts: Arc<ServerOptions>,
+    readiness: Arc<Readiness>,
+}
+
+/// Whether the server has been reached and the collection checked since this process started
+/// (see [`QdrantIndex::open`]), and if not, why.
+#[derive(Default)]
+struct Readiness {
+    ready: AtomicBool,
+    problem: Mutex<Option<(bool, String)>>,
+}
+
+impl Readiness {
+    fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn set_problem(&self, e: IndexError) {
+        *self.problem.lock().expect("not poisoned") = Some((e.is_misconfigured(), e.to_string()));
+    }
+
+    /// `Ok` once ready; until then the last reason it is not, as the error every request gets.
+    fn check(&self) -> Result<(), IndexError> {
+        if self.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match self.problem.lock().expect("not poisoned").clone() {
+            Some((true, why)) => Err(IndexError::Misconfigured(why)),
+            Some((false, why)) => Err(IndexError::Unavailable(why)),
+            None => Err(IndexError::Unavailable(
+                "the Qdrant server has not been reached yet".into(),
+            )),
+        }
+    }
 }
 
 impl QdrantIndex {
     /// The collection (or alias) this index reads and writes.
     pub fn collection(&self) -> &str {
-        &self.collection
+        self.collection
+            .get()
+            .map_or(self.opts.collection.as_str(), String::as_str)
     }
 
     fn check_vector(&self, vector: &[f32]) -> Result<(), IndexError> {
@@ -136,7 +184,7 @@ impl QdrantIndex {
             return Err(IndexError::Invalid(format!(
                 "vector has dimension {}, collection {} expects {dim}",
                 vector.len(),
-                self.collection
+                self.collection()
             )));
         }
         if vector.iter().any(|x| !x.is_finite()) {
@@ -151,7 +199,7 @@ impl QdrantIndex {
         id: Uuid,
         with_vector: bool,
     ) -> Result<Option<RetrievedPoint>, IndexError> {
-        let request = GetPointsBuilder::new(&self.collection, vec![point_id(id)])
+        let request = GetPointsBuilder::new(self.collection(), vec![point_id(id)])
             .with_payload(true)
             .with_vectors(with_vector);
         let response = self
@@ -166,6 +214,7 @@ impl QdrantIndex {
 #[async_trait]
 impl crate::VectorIndex for QdrantIndex {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
+        self.readiness.check()?;
         if points.is_empty() {
             return Ok(());
         }
@@ -181,7 +230,7 @@ impl crate::VectorIndex for QdrantIndex {
                 Payload::from(payload),
             ));
         }
-        let request = UpsertPointsBuilder::new(&self.collection, records).wait(true);
+        let request = UpsertPointsBuilder::new(self.collection(), records).wait(true);
         self.client
             .upsert_points_chunked(request, UPSERT_CHUNK)
             .await
@@ -190,6 +239,7 @@ impl crate::VectorIndex for QdrantIndex {
     }
 
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
+        self.readiness.check()?;
         self.check_vector(&req.vector)?;
         let Some(filter) = build_filter(&req.filter, req.model_id.as_deref(), req.exclude) else {
             return Ok(Vec::new()); // AnyOf([]) matches nothing
@@ -206,7 +256,7 @@ impl crate::VectorIndex for QdrantIndex {
             // Explicit, so exact scores never depend on a server default.
             params = params.quantization(QuantizationSearchParamsBuilder::default().rescore(true));
         }
-        let mut request = QueryPointsBuilder::new(&self.collection)
+        let mut request = QueryPointsBuilder::new(self.collection())
             .query(Query::new_nearest(req.vector))
             .limit(fetch as u64)
             .params(params)
@@ -231,6 +281,7 @@ impl crate::VectorIndex for QdrantIndex {
     }
 
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {
+        self.readiness.check()?;
         self.retrieve(id, true)
             .await?
             .map(convert::stored_point)
@@ -238,11 +289,12 @@ impl crate::VectorIndex for QdrantIndex {
     }
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), IndexError> {
+        self.readiness.check()?;
         if ids.is_empty() {
             return Ok(());
         }
         let ids: Vec<_> = ids.iter().copied().map(point_id).collect();
-        let request = DeletePointsBuilder::new(&self.collection)
+        let request = DeletePointsBuilder::new(self.collection())
             .points(ids)
             .wait(true);
         self.client
@@ -253,10 +305,11 @@ impl crate::VectorIndex for QdrantIndex {
     }
 
     async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError> {
+        self.readiness.check()?;
         let Some(filter) = build_filter(&filter, None, None) else {
             return Ok(0);
         };
-        let mut request = CountPointsBuilder::new(&self.collection).exact(true);
+        let mut request = CountPointsBuilder::new(self.collection()).exact(true);
         if let Some(filter) = filter {
             request = request.filter(filter);
         }
@@ -264,20 +317,30 @@ impl crate::VectorIndex for QdrantIndex {
         Ok(response.result.map_or(0, |r| r.count))
     }
 
+    async fn approx_count(&self) -> Result<u64, IndexError> {
+        self.readiness.check()?;
+        // The server's estimate from its segments' sizes: no scan, whatever the collection's
+        // size (an exact count walks every point's id).
+        let request = CountPointsBuilder::new(self.collection()).exact(false);
+        let response = self.client.count(request).await.map_err(client_error)?;
+        Ok(response.result.map_or(0, |r| r.count))
+    }
+
     async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError> {
+        self.readiness.check()?;
         // Both calls touch only the category key, so the model id and attrs stay as they are.
         let result = match category {
             Some(category) => {
                 let mut payload = Payload::new();
                 payload.insert(CATEGORY_KEY, category);
-                let request = SetPayloadPointsBuilder::new(&self.collection, payload)
+                let request = SetPayloadPointsBuilder::new(self.collection(), payload)
                     .points_selector(vec![point_id(id)])
                     .wait(true);
                 self.client.set_payload(request).await
             }
             None => {
                 let request =
-                    DeletePayloadPointsBuilder::new(&self.collection, vec![CATEGORY_KEY.into()])
+                    DeletePayloadPointsBuilder::new(self.collection(), vec![CATEGORY_KEY.into()])
                         .points_selector(vec![point_id(id)])
                         .wait(true);
                 self.client.delete_payload(request).await
@@ -298,9 +361,10 @@ impl crate::VectorIndex for QdrantIndex {
     }
 
     async fn ping(&self) -> Result<(), IndexError> {
+        self.readiness.check()?;
         // A cheap approximate count: proves the server answers, the key is accepted and the
         // collection (or alias) exists, which a bare health check would not.
-        let request = CountPointsBuilder::new(&self.collection).exact(false);
+        let request = CountPointsBuilder::new(self.collection()).exact(false);
         self.client.count(request).await.map_err(client_error)?;
         Ok(())
     }

@@ -213,6 +213,22 @@ impl Store {
     }
 
     /// Back to `queued` while a retry waits, keeping the reason so a user can see why it is slow.
+    /// Back to `queued` without counting the attempt just claimed: the job did not run because a
+    /// dependency is misconfigured, which is no fault of the job's.
+    pub async fn release_job(&self, id: Uuid, code: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), error_code = $2,
+             error_message = $3, updated_at = now()
+             WHERE id = $1 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(code)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     pub async fn requeue_job(&self, id: Uuid, code: &str, message: &str) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET status = 'queued', error_code = $2, error_message = $3, updated_at = now()

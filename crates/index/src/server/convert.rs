@@ -134,17 +134,21 @@ pub(super) fn client_error(e: QdrantError) -> IndexError {
     }
 }
 
-/// gRPC status codes by what retrying can achieve. The client reports a failed connection as
+/// gRPC status codes by what the caller should do. The client reports a failed connection as
 /// `Internal` ("Failed to connect to ..."), and a client-side timeout as `Cancelled`; Qdrant
-/// answers `FailedPrecondition` while writes are locked (e.g. disk full) and `NotFound` when the
-/// collection is gone: all of these may pass once an operator steps in, so they are transient.
-/// A wrong API key is too: the request itself is fine, and dead-lettering every image over a
-/// configuration mistake would lose them.
+/// answers `FailedPrecondition` while writes are locked (e.g. disk full): all of these may pass
+/// by themselves, so they are transient. A missing collection (`NotFound`: operations on one
+/// missing *point* answer differently, see `set_category`) and a refused API key
+/// (`Unauthenticated`, `PermissionDenied`) will not pass until an operator acts: misconfigured,
+/// so that a worker pauses instead of spending every job's attempts on them.
 pub(super) fn status_error(status: &tonic::Status) -> IndexError {
     let message = format!("qdrant: {:?}: {}", status.code(), status.message());
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists | Code::Unimplemented => {
             IndexError::Invalid(message)
+        }
+        Code::NotFound | Code::Unauthenticated | Code::PermissionDenied => {
+            IndexError::Misconfigured(message)
         }
         _ => IndexError::Unavailable(message),
     }
@@ -351,7 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn status_codes_split_into_transient_and_permanent() {
+    fn status_codes_split_into_transient_misconfigured_and_permanent() {
         use tonic::Status;
         let transient = [
             Status::unavailable("down"),
@@ -359,12 +363,19 @@ mod tests {
             Status::internal("Failed to connect to http://127.0.0.1:6334"),
             Status::cancelled("Timeout expired"),
             Status::failed_precondition("writes locked"),
-            Status::not_found("collection missing"),
-            Status::unauthenticated("bad key"),
         ];
         for status in transient {
             let e = client_error(QdrantError::ResponseError { status });
             assert!(e.is_transient(), "{e:?}");
+        }
+        let misconfigured = [
+            Status::not_found("Collection `lookalike` doesn't exist!"),
+            Status::unauthenticated("Must provide an API key"),
+            Status::permission_denied("read-only key"),
+        ];
+        for status in misconfigured {
+            let e = client_error(QdrantError::ResponseError { status });
+            assert!(e.is_misconfigured() && !e.is_transient(), "{e:?}");
         }
         let permanent = [
             Status::invalid_argument("Vector dimension error: expected dim: 64, got 65"),
