@@ -242,3 +242,124 @@ async fn items_whose_image_is_gone_are_listed_and_fail_the_run() {
     );
     assert!(out.contains(&format!("failed: item {gone}: ")), "{out}");
 }
+
+/// The same change on a Qdrant server, with `lookalike api` and `lookalike worker` apart: every
+/// model has a collection of its own (`<alias>-<model>`), the alias names the current one from
+/// the first start, and `--adopt` moves it. The old API answers similarity queries all the way
+/// through (never a 5xx), from its own model's collection, also after the alias moved; an API
+/// started on the new model answers from the new collection.
+#[tokio::test(flavor = "multi_thread")]
+async fn model_switch_on_a_qdrant_server_never_fails_a_query() {
+    let Some(url) = support::qdrant::shared_url() else {
+        return;
+    };
+    let mut env = TestEnv::new().await;
+    let alias = format!("switch-{}", env.db_name);
+    env.set("INDEX__BACKEND", "qdrant")
+        .set("INDEX__URL", &url)
+        .set("INDEX__COLLECTION", &alias);
+    let old_collection = format!("{alias}-clip-vit-b16-int8");
+    let new_collection = format!("{alias}-{NEW_MODEL}");
+    let admin = lookalike_index::QdrantIndex::connect_admin(lookalike_index::ServerOptions::new(
+        &url, &alias, 512,
+    ))
+    .await
+    .expect("the test server");
+
+    let api = env.spawn_process("api", &[]);
+    api.wait_ready(LIMIT).await;
+    let worker_listen = format!("127.0.0.1:{}", free_port());
+    let worker = env.spawn_process(
+        "worker",
+        &[("LOOKALIKE_WORKER__LISTEN".into(), worker_listen)],
+    );
+    worker.wait_ready(LIMIT).await;
+    assert_eq!(
+        admin.collection_behind(&alias).await.unwrap(),
+        Some(old_collection.clone()),
+        "the first start made the model's collection and pointed the alias at it"
+    );
+
+    let images = ImageServer::start(reference_dir()).await;
+    let ids = api
+        .submit_urls(json!([
+            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
+            {"url": images.url("/files/sneakers_01__1.png"), "category": "shoes"},
+            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
+            {"url": images.url("/files/skimage_chelsea.png"), "category": "cats"},
+        ]))
+        .await;
+    let jobs = api.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let shoe = jobs[0]["item_id"].as_str().unwrap().to_string();
+
+    // Queries against the old API for the whole switch.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let (stop, url) = (
+            stop.clone(),
+            api.url(&format!("/v1/items/{shoe}/similar?k=3")),
+        );
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = client.get(&url).send().await.expect("the old API answers");
+                let status = r.status().as_u16();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                statuses.push((status, body["results"][0]["category"].clone()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            statuses
+        })
+    };
+
+    let (code, out) = reindex(&env, &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("4 embedded"), "{out}");
+    assert_eq!(
+        admin.collection_behind(&alias).await.unwrap(),
+        Some(old_collection.clone()),
+        "the alias moves only with --adopt"
+    );
+
+    // The new model's API beside the old one; then --adopt moves the alias.
+    let mut new_settings = new_model_env(&env);
+    new_settings.push((
+        "LOOKALIKE_HTTP__LISTEN".into(),
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    let new_api = env.spawn_process("api", &new_settings);
+    new_api.wait_ready(LIMIT).await;
+    let (code, out) = reindex(&env, &["--adopt"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "alias {alias} now names {new_collection} (was {old_collection})"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        admin.collection_behind(&alias).await.unwrap(),
+        Some(new_collection.clone())
+    );
+    let (status, body) = new_api.get(&format!("/v1/items/{shoe}/similar?k=3")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["category"], "shoes", "{body}");
+    let (_, item) = new_api.get(&format!("/v1/items/{shoe}?vector=true")).await;
+    assert_eq!(item["vector"].as_array().map(Vec::len), Some(1280));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = hammer.await.unwrap();
+    assert!(statuses.len() > 10, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|(status, category)| *status == 200 && category == "shoes"),
+        "every query during the switch answered from the old model: {statuses:?}"
+    );
+    for name in [old_collection, new_collection] {
+        let _ = admin.drop_collection(&name).await;
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod images;
+pub mod qdrant;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -101,17 +102,22 @@ impl TestEnv {
     }
 
     /// Starts `lookalike <subcommand>` (`serve`, `api`, `worker`) with extra settings, without
-    /// waiting. The returned `Service` talks to `http.listen`, or for a worker to `worker.listen`
-    /// when the extra settings give one.
+    /// waiting. The returned `Service` talks to `http.listen` (the extra settings' own, if they
+    /// give one), or for a worker to `worker.listen` when the extra settings give one.
     pub fn spawn_process(&self, subcommand: &str, extra: &[(String, String)]) -> Service {
         let log_path = self
             .dir
             .path()
             .join(format!("{subcommand}-{}.log", Uuid::new_v4().simple()));
         let log = std::fs::File::create(&log_path).unwrap();
+        let listen_key = if subcommand == "worker" {
+            "LOOKALIKE_WORKER__LISTEN"
+        } else {
+            "LOOKALIKE_HTTP__LISTEN"
+        };
         let base = extra
             .iter()
-            .find(|(k, _)| subcommand == "worker" && k == "LOOKALIKE_WORKER__LISTEN")
+            .find(|(k, _)| k == listen_key)
             .map_or_else(|| self.base_url(), |(_, v)| format!("http://{v}"));
         let mut cmd = self.command(subcommand);
         cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -1,10 +1,12 @@
 //! QdrantIndex against a real Qdrant server: the shared conformance checks plus what only the
 //! server backend has (collection set-up on connect, aliases).
 //!
-//! They need a server: set `QDRANT_URL` to its gRPC endpoint (and `QDRANT_API_KEY` if it wants
-//! one), e.g. `docker run -p 6334:6334 qdrant/qdrant` and `QDRANT_URL=http://127.0.0.1:6334`.
-//! Without it each test says it was skipped and passes. Every test works in collections of its
-//! own, named with a random token, and drops them at the end, pass or fail.
+//! They need a server: `QDRANT_URL` names its gRPC endpoint (and `QDRANT_API_KEY` its key, if it
+//! wants one). `scripts/test.sh` starts a private Qdrant 1.18.3 from `../shared/bin/qdrant` and
+//! sets both `QDRANT_URL` and `LOOKALIKE_REQUIRE_QDRANT`; with that variable (or `CI`) set, a test
+//! that finds no server fails and says what is missing. Only a developer's partial run (plain
+//! `cargo test`) skips them, and says so. Every test works in collections of its own, named with
+//! a random token, and drops them at the end, pass or fail.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,14 +19,28 @@ use uuid::Uuid;
 
 const DIM: usize = 64;
 
-fn server_options(collection: &str, dim: usize) -> Option<ServerOptions> {
-    let Some(url) = std::env::var("QDRANT_URL")
+/// The server's URL; `None` (the test is skipped) only on a developer's partial run.
+fn server_url() -> Option<String> {
+    let url = std::env::var("QDRANT_URL")
         .ok()
-        .filter(|url| !url.trim().is_empty())
-    else {
+        .filter(|url| !url.trim().is_empty());
+    if url.is_none() {
+        let required = ["LOOKALIKE_REQUIRE_QDRANT", "CI"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|v| !v.is_empty() && v != "false" && v != "0"));
+        assert!(
+            !required,
+            "no Qdrant server: QDRANT_URL is not set. scripts/test.sh starts one from \
+             ../shared/bin/qdrant (or LOOKALIKE_QDRANT_BIN); run the tests through it, or set \
+             QDRANT_URL to a Qdrant 1.18 server's gRPC endpoint"
+        );
         eprintln!("skipped: QDRANT_URL is not set (no Qdrant server)");
-        return None;
-    };
+    }
+    url
+}
+
+fn server_options(collection: &str, dim: usize) -> Option<ServerOptions> {
+    let url = server_url()?;
     Some(ServerOptions {
         api_key: std::env::var("QDRANT_API_KEY").ok(),
         ..ServerOptions::new(url, collection, dim)
@@ -221,4 +237,77 @@ async fn connect_to_a_closed_port_fails_cleanly() {
         .expect("nothing listens");
     assert!(format!("{err:#}").contains(&url), "{err:#}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A service process opens the index while the server is away: it starts, and every request
+/// (the readiness check included) answers "unavailable", which queue consumers retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_without_a_server_starts_and_answers_unavailable() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let opts = ServerOptions {
+        timeout: Duration::from_secs(2),
+        ..ServerOptions::new(format!("http://127.0.0.1:{port}"), "unused", DIM)
+    };
+    let index = QdrantIndex::open(opts)
+        .await
+        .expect("starts without a server");
+    let err = index.ping().await.expect_err("not reached");
+    assert!(err.is_transient(), "{err:?}");
+    let err = index
+        .upsert(vec![point(unit(DIM, 0), "coat")])
+        .await
+        .expect_err("not reached");
+    assert!(err.is_transient(), "{err:?}");
+}
+
+/// The server's version is checked against the client's on connect (and reported in the log);
+/// the one the test command runs is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_server_version_is_one_the_client_accepts() {
+    with_fresh_index(|index, _| async move {
+        index.ping().await.expect("connected and ready");
+        assert!(lookalike_index::check_versions("1.18.3", lookalike_index::CLIENT_VERSION).is_ok());
+    })
+    .await;
+}
+
+/// A collection deleted under a running service is a configuration problem, not a passing fault:
+/// requests and the readiness check say "misconfigured" (workers pause on it), and all is well
+/// again once the collection is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_collection_is_misconfigured_until_it_is_back() {
+    with_fresh_index(|index, _| async move {
+        let name = index.collection().to_owned();
+        index.drop_collection(&name).await.expect("drop");
+        let err = index
+            .upsert(vec![point(unit(DIM, 0), "coat")])
+            .await
+            .expect_err("collection gone");
+        assert!(err.is_misconfigured(), "{err:?}");
+        let err = index.ping().await.expect_err("collection gone");
+        assert!(err.is_misconfigured(), "{err:?}");
+        index.create_collection(&name, DIM).await.expect("recreate");
+        index.ping().await.expect("ready again");
+        index
+            .upsert(vec![point(unit(DIM, 0), "coat")])
+            .await
+            .expect("writes again");
+    })
+    .await;
+}
+
+/// The count behind `/v1/status` and `/metrics` is the server's estimate, not a scan; on a
+/// collection that only grew it equals the exact count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approximate_count_matches_a_collection_that_only_grew() {
+    with_fresh_index(|index, _| async move {
+        let points: Vec<_> = (0..5).map(|i| point(unit(DIM, i), "coat")).collect();
+        index.upsert(points).await.expect("upsert");
+        assert_eq!(index.approx_count().await.expect("approx"), 5);
+        assert_eq!(index.count(CategoryFilter::Any).await.expect("exact"), 5);
+    })
+    .await;
 }
