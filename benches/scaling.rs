@@ -1,15 +1,17 @@
 //! How ingest throughput scales with workers, against the model-only limit of the machine.
 //!
 //!   cargo bench --bench scaling                    # 200 images per run
-//!   QDRANT_URL=http://127.0.0.1:6334 cargo bench --bench scaling   # adds the worker-process runs
+//!   QDRANT_URL=http://HOST:6334 cargo bench --bench scaling   # on that server instead of a private one
 //!
-//! Embedded index (always): `lookalike serve` with 1 pipeline of `cores` ONNX threads, then
+//! Embedded index: `lookalike serve` with 1 pipeline of `cores` ONNX threads, then
 //! `worker.pipelines = 2` with `cores / 2` threads each; next to the model alone in the same
 //! shapes (one session of `cores` threads; two sessions side by side).
-//! Qdrant server (when `QDRANT_URL` is set): `lookalike api` with 1, then 2 `lookalike worker`
-//! processes on one queue. Without a server those runs are skipped, and the output says so.
+//! Qdrant server: `lookalike api` with 1, then 2 `lookalike worker` processes on one queue, on the
+//! server `QDRANT_URL` names, or else on a private one started from `../shared/bin/qdrant`
+//! (`LOOKALIKE_QDRANT_BIN`). Without either, those rows are missing and the output says why.
 //!
-//! Each end-to-end figure is divided by the model-only figure of the same run.
+//! Each end-to-end figure is divided by the model-only figure of the same run. The figures also go
+//! to `bench-results/scaling-<date>.json` with the date, the machine and the command.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -59,8 +61,16 @@ fn main() -> anyhow::Result<()> {
     let e2e = rt.block_on(common::end_to_end(&files, &source, &two, Layout::Serve))?;
     rows.push(("serve, 2 pipelines", (cores / 2).max(1), e2e));
 
-    match std::env::var("QDRANT_URL") {
-        Ok(url) => {
+    // The server: QDRANT_URL's, or a private one for this run (stopped when it ends).
+    let private = match std::env::var("QDRANT_URL") {
+        Ok(_) => None,
+        Err(_) => rt.block_on(support::qdrant::PrivateQdrant::start()),
+    };
+    let server = std::env::var("QDRANT_URL")
+        .ok()
+        .or_else(|| private.as_ref().map(|p| p.url()));
+    match server {
+        Some(url) => {
             for workers in [1, 2] {
                 let mut o = with(&[
                     ("LOOKALIKE_INDEX__BACKEND", "qdrant".into()),
@@ -93,10 +103,12 @@ fn main() -> anyhow::Result<()> {
                 ));
             }
         }
-        Err(_) => println!(
-            "skipped: the worker-process runs need a Qdrant server (QDRANT_URL is not set)"
+        None => println!(
+            "skipped: the worker-process runs need a Qdrant server (QDRANT_URL is not set, and \
+             no server binary to start one)"
         ),
     }
+    drop(private);
 
     println!();
     println!("model only, 1 session x {cores} threads: {model_one:.1} images/s");
@@ -108,8 +120,19 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| layout | ONNX threads per pipeline | images/s | / model only (best shape) |");
     println!("|---|---|---|---|");
+    let mut measured = vec![
+        serde_json::json!({"layout": "model alone, 1 session", "threads": cores, "images_per_s": model_one, "ratio": model_one / best}),
+        serde_json::json!({"layout": "model alone, 2 sessions", "threads": (cores / 2).max(1), "images_per_s": model_two, "ratio": model_two / best}),
+    ];
     for (name, threads, ips) in rows {
         println!("| {name} | {threads} | {ips:.1} | {:.2} |", ips / best);
+        measured.push(serde_json::json!({"layout": name, "threads": threads, "images_per_s": ips, "ratio": ips / best}));
     }
+    let path = common::write_result(
+        "scaling",
+        "cargo bench --bench scaling",
+        serde_json::json!({"images": n, "rows": measured}),
+    )?;
+    println!("\nresults: {}", path.display());
     Ok(())
 }

@@ -187,3 +187,44 @@ pub async fn end_to_end(
     println!("end to end: {} images in {secs:.2}s", ids.len());
     Ok(ids.len() as f64 / secs)
 }
+
+/// Writes `figures` to `bench-results/<name>-<date>.json` with the date, the machine and the
+/// command that made them (the README's tables quote these files).
+pub fn write_result(name: &str, command: &str, figures: Value) -> anyhow::Result<PathBuf> {
+    let now = chrono::Utc::now();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let result = json!({
+        "date": now.to_rfc3339(),
+        "command": command,
+        "machine": {
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "cpu": cpu,
+            "memory_gib": (mem_gib * 10.0).round() / 10.0,
+            "os": std::env::consts::OS,
+            "arch": std::env::consts::ARCH,
+        },
+        "figures": figures,
+    });
+    let dir = support::repo_root().join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}-{}.json", now.format("%Y-%m-%d")));
+    std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
+    Ok(path)
+}
