@@ -311,3 +311,89 @@ async fn approximate_count_matches_a_collection_that_only_grew() {
     })
     .await;
 }
+
+/// A service names its model: it reads and writes `<alias>-<model>`, made on first start with
+/// the alias pointing at it. A collection from before per-model collections, holding one model's
+/// points under the alias's name, stays that model's collection; a second model gets its own
+/// beside it, and the alias can be made for it only once the old collection is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_model_gets_its_own_collection_behind_the_alias() {
+    let Some(url) = server_url() else {
+        return;
+    };
+    let model_opts = |alias: &str, model: &str| ServerOptions {
+        model_id: Some(model.to_owned()),
+        api_key: std::env::var("QDRANT_API_KEY").ok(),
+        ..ServerOptions::new(url.clone(), alias, DIM)
+    };
+    let admin = QdrantIndex::connect_admin(ServerOptions::new(url.clone(), "unused", DIM))
+        .await
+        .expect("admin connection");
+
+    // A fresh deployment.
+    let alias = unique_name("fresh");
+    let m1 = QdrantIndex::open(model_opts(&alias, "m1"))
+        .await
+        .expect("open");
+    assert_eq!(m1.collection(), format!("{alias}-m1"));
+    assert_eq!(
+        admin.collection_behind(&alias).await.unwrap(),
+        Some(format!("{alias}-m1"))
+    );
+    let m2 = QdrantIndex::open(model_opts(&alias, "m2"))
+        .await
+        .expect("open");
+    assert_eq!(m2.collection(), format!("{alias}-m2"));
+    assert_eq!(
+        admin.collection_behind(&alias).await.unwrap(),
+        Some(format!("{alias}-m1")),
+        "a second model does not move the alias by starting"
+    );
+    assert_eq!(
+        m2.adopt_alias().await.unwrap(),
+        lookalike_index::AliasSwitch::Switched {
+            previous: Some(format!("{alias}-m1"))
+        }
+    );
+    for name in [format!("{alias}-m1"), format!("{alias}-m2")] {
+        admin.drop_collection(&name).await.unwrap();
+    }
+
+    // A deployment from before: a real collection under the alias's name, holding m1's points.
+    let legacy = unique_name("legacy");
+    admin.create_collection(&legacy, DIM).await.expect("create");
+    admin
+        .with_collection(&legacy)
+        .upsert(vec![point(unit(DIM, 0), "coat")])
+        .await
+        .expect("upsert");
+    let old = QdrantIndex::open(model_opts(&legacy, "m1"))
+        .await
+        .expect("open");
+    assert_eq!(old.collection(), legacy, "m1 keeps its collection");
+    assert_eq!(
+        old.adopt_alias().await.unwrap(),
+        lookalike_index::AliasSwitch::IsTheCollection
+    );
+    let new = QdrantIndex::open(model_opts(&legacy, "m2"))
+        .await
+        .expect("open");
+    assert_eq!(new.collection(), format!("{legacy}-m2"));
+    assert_eq!(
+        new.adopt_alias().await.unwrap(),
+        lookalike_index::AliasSwitch::NameTaken
+    );
+    admin.drop_collection(&legacy).await.unwrap();
+    assert_eq!(
+        new.adopt_alias().await.unwrap(),
+        lookalike_index::AliasSwitch::Switched { previous: None }
+    );
+    assert_eq!(
+        admin.collection_behind(&legacy).await.unwrap(),
+        Some(format!("{legacy}-m2"))
+    );
+    admin
+        .drop_collection(&format!("{legacy}-m2"))
+        .await
+        .unwrap();
+}
