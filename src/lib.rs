@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lookalike_core::Config;
+use lookalike_core::config::ReducedDecode;
 use lookalike_index::{
     EdgeIndex, EdgeOptions, QdrantIndex, Quantization, ServerOptions, VectorIndex,
 };
@@ -34,7 +35,26 @@ pub fn model_spec(config: &Config) -> ModelSpec {
         resize_shorter: m.resize_shorter,
         mean: m.mean,
         std: m.std,
+        reduced_decode: m.reduced_decode == ReducedDecode::On,
     }
+}
+
+/// Settles `model.reduced_decode = "auto"` against the catalogue (see
+/// [`lookalike_core::config::Model::resolve_decode`]); call once, after migrating.
+pub async fn resolve_decode(config: &mut Config, store: &Store) -> anyhow::Result<()> {
+    let before = config.model.reduced_decode;
+    let has_items = store
+        .has_items_of_model(&config.model.id)
+        .await
+        .context("looking for items of the configured model")?;
+    config.model.resolve_decode(has_items);
+    tracing::info!(
+        model = %config.model.id,
+        setting = ?before,
+        reduced_decode = config.model.reduced_decode == ReducedDecode::On,
+        "decode recipe settled"
+    );
+    Ok(())
 }
 
 pub fn decode_limits(config: &Config) -> DecodeLimits {
@@ -95,7 +115,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Resul
 }
 
 /// Runs the parts of lookalike that `role` names until `shutdown` is cancelled.
-pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    role: Role,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if role != Role::All && config.index.backend == "edge" {
         anyhow::bail!(
             "index.backend = \"edge\" keeps the index inside one process: run `lookalike serve`, \
@@ -111,7 +135,6 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> any
     }
     // Before any job or request runs, so that no count is lost.
     lookalike_telemetry::install();
-    let config = Arc::new(config);
     let store = Store::connect_lazy(
         &config.database.url,
         config.database.max_connections,
@@ -120,6 +143,8 @@ pub async fn run(config: Config, role: Role, shutdown: CancellationToken) -> any
     // Every process migrates: migrations take a database lock and skip what is applied, so
     // processes starting together neither race nor depend on a start order.
     migrate(&store, &config.database.url).await?;
+    resolve_decode(&mut config, &store).await?;
+    let config = Arc::new(config);
     let index = open_index(&config).await?;
     let topology = Topology::new(&config.queue.prefix);
     let publisher = Arc::new(Publisher::new(

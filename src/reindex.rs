@@ -78,10 +78,11 @@ enum Outcome {
     Failed(String, String),
 }
 
-pub async fn run(config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
-    let config = Arc::new(config);
+pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
     let store = Store::connect_lazy(&config.database.url, 4, Duration::from_secs(10))?;
     lookalike::migrate(&store, &config.database.url).await?;
+    lookalike::resolve_decode(&mut config, &store).await?;
+    let config = Arc::new(config);
     let index = lookalike::open_index(&config)
         .await
         .context("opening the target index (is the service using this location? give the new model a new one)")?;

@@ -11,8 +11,19 @@ use support::*;
 
 const JOB_LIMIT: Duration = Duration::from_secs(120);
 
+/// The reference CLIP embedding of a fixture image as a new catalogue makes it (JPEGs decoded
+/// in draft: `model.reduced_decode = "auto"`).
 fn expected_clip(name: &str) -> Vec<f32> {
-    let text = std::fs::read_to_string(reference_dir().join("expected.json")).unwrap();
+    reference_clip("expected_draft.json", name)
+}
+
+/// From a full decode (expected.json): what a catalogue made before draft decoding keeps.
+fn expected_clip_full(name: &str) -> Vec<f32> {
+    reference_clip("expected.json", name)
+}
+
+fn reference_clip(file: &str, name: &str) -> Vec<f32> {
+    let text = std::fs::read_to_string(reference_dir().join(file)).unwrap();
     let all: Value = serde_json::from_str(&text).unwrap();
     floats(&all["images"][name]["clip_vitb16_visual_int8"]["embedding_l2"])
 }
@@ -59,8 +70,13 @@ async fn url_and_upload_jobs_become_categorised_items_with_the_models_vectors() 
     assert_eq!(item["category"], "shoes");
     assert_eq!(item["category_source"], "provided");
     assert_eq!(item["metadata"]["brand"], "allstar");
-    assert_eq!(item["model_id"], "clip-vit-b16-int8");
+    assert_eq!(item["model_id"], "clip-vit-b16-int8+draft");
     assert_eq!(item["format"], "jpeg");
+    assert_eq!(
+        (item["width"].as_u64(), item["height"].as_u64()),
+        (Some(1600), Some(1067)),
+        "the image's own size, though decoded at 1/4: {item}"
+    );
     assert_eq!(item["content_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(
         item["byte_size"].as_i64().unwrap() as usize,
@@ -646,5 +662,49 @@ async fn identical_bytes_reuse_the_stored_embedding_instead_of_running_the_model
     assert!(
         service.log().contains("embedding reused"),
         "the worker says it skipped the model"
+    );
+}
+
+/// An existing catalogue (items embedded from full decodes) keeps its recipe across an upgrade:
+/// with `model.reduced_decode = "auto"` the service finds items of the model id and decodes in
+/// full, so new vectors stay comparable with the stored ones; a new catalogue decodes in draft.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_catalogue_of_full_decode_vectors_stays_on_full_decode() {
+    let mut env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    env.set("MODEL__REDUCED_DECODE", "off");
+    let mut service = env.start().await;
+    let ids = service
+        .submit_urls(json!([{"url": images.url("/files/allstar-sneakers.jpg?v=1")}]))
+        .await;
+    let job = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    service.terminate(Duration::from_secs(30));
+
+    // The upgrade: the same catalogue, now with the default ("auto").
+    env.extra_env
+        .retain(|(k, _)| k != "LOOKALIKE_MODEL__REDUCED_DECODE");
+    let service = env.start().await;
+    let ids = service
+        .submit_urls(json!([{"url": images.url("/files/allstar-sneakers.jpg?v=2")}]))
+        .await;
+    let job = service.wait_job(&ids[0], JOB_LIMIT).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let (_, item) = service
+        .get(&format!(
+            "/v1/items/{}?vector=true",
+            job["item_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(item["model_id"], "clip-vit-b16-int8", "{item}");
+    let parity = cosine(
+        &floats(&item["vector"]),
+        &expected_clip_full("allstar-sneakers.jpg"),
+    );
+    assert!(parity >= 0.99, "full decode, as before: cosine {parity}");
+    assert!(
+        service.log().contains("decode recipe settled"),
+        "{}",
+        service.log()
     );
 }

@@ -241,7 +241,7 @@ async fn every_line_of_a_job_carries_its_id_and_metrics_count_what_happened() {
             "lookalike_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("model", "clip-vit-b16-int8")
+                ("model", "clip-vit-b16-int8+draft")
             ]
         ),
         1.0

@@ -36,7 +36,7 @@ impl Layout {
     async fn spawn(server: &PrivateQdrant, workers: usize, key: Option<&str>) -> Layout {
         let mut env = TestEnv::new().await;
         let alias = format!("test-{}", env.db_name);
-        let collection = lookalike_index::collection_for_model(&alias, "clip-vit-b16-int8");
+        let collection = lookalike_index::collection_for_model(&alias, "clip-vit-b16-int8+draft");
         env.set("INDEX__BACKEND", "qdrant")
             .set("INDEX__URL", server.url())
             .set("INDEX__COLLECTION", &alias)

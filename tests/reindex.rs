@@ -12,6 +12,10 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 const NEW_MODEL: &str = "efficientnet-lite0-imagenet";
+/// The ids the vectors carry: a new catalogue decodes JPEGs in draft (`model.reduced_decode =
+/// "auto"`), which the id names.
+const OLD_MODEL_ID: &str = "clip-vit-b16-int8+draft";
+const NEW_MODEL_ID: &str = "efficientnet-lite0-imagenet+draft";
 
 /// The settings that describe the new model and its own index directory.
 fn new_model_env(env: &TestEnv) -> Vec<(String, String)> {
@@ -181,7 +185,7 @@ async fn reindex_moves_the_catalogue_to_a_new_model_while_the_old_one_serves() {
         .fetch_all(&mut db)
         .await
         .unwrap();
-    assert_eq!(before, vec![("clip-vit-b16-int8".to_string(),)]);
+    assert_eq!(before, vec![(OLD_MODEL_ID.to_string(),)]);
     let (code, stdout, out) = reindex_output(&env, &["--adopt", "--json"]);
     assert_eq!(code, 0, "{out}");
     let summary: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -193,7 +197,7 @@ async fn reindex_moves_the_catalogue_to_a_new_model_while_the_old_one_serves() {
             .unwrap();
     assert_eq!(after.len(), 3);
     assert!(
-        after.iter().all(|(m, d)| m == NEW_MODEL && *d == 1280),
+        after.iter().all(|(m, d)| m == NEW_MODEL_ID && *d == 1280),
         "{after:?}"
     );
 }
@@ -258,8 +262,8 @@ async fn model_switch_on_a_qdrant_server_never_fails_a_query() {
     env.set("INDEX__BACKEND", "qdrant")
         .set("INDEX__URL", &url)
         .set("INDEX__COLLECTION", &alias);
-    let old_collection = format!("{alias}-clip-vit-b16-int8");
-    let new_collection = format!("{alias}-{NEW_MODEL}");
+    let old_collection = lookalike_index::collection_for_model(&alias, OLD_MODEL_ID);
+    let new_collection = lookalike_index::collection_for_model(&alias, NEW_MODEL_ID);
     let admin = lookalike_index::QdrantIndex::connect_admin(lookalike_index::ServerOptions::new(
         &url, &alias, 512,
     ))

@@ -336,7 +336,9 @@ impl Pipeline {
         let (image, tensor, thumbnail_jpeg, prior) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let decoding = time_stage(Stage::Decode);
-            let image = lookalike_vision::clean(&bytes, &limits)?;
+            // In draft when the model's recipe says so: the DCT-scaled decode of a large JPEG
+            // is the cheapest way to the pixels the model (and the thumbnail) needs.
+            let image = lookalike_vision::clean_for(&bytes, &limits, spec.draft_size())?;
             let tensor = lookalike_vision::to_tensor(&image.rgb, &spec);
             let thumbnail = if thumbnail {
                 lookalike_vision::thumbnail_jpeg(&image.rgb, thumb)

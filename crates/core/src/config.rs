@@ -327,6 +327,43 @@ pub struct Model {
     pub resize_shorter: u32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    pub reduced_decode: ReducedDecode,
+}
+
+/// Whether JPEGs are decoded in draft for the model (`model.reduced_decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReducedDecode {
+    /// On for a new catalogue, off for one whose items were embedded from full decodes
+    /// (the database has items of `model.id`), so an upgrade never mixes the two recipes.
+    Auto,
+    On,
+    Off,
+}
+
+impl Model {
+    /// The suffix the model id takes when JPEGs are decoded in draft: the vectors differ
+    /// (slightly) from a full decode's, so they must not be compared with them.
+    pub const REDUCED_DECODE_SUFFIX: &'static str = "+draft";
+
+    /// Settles `reduced_decode = "auto"` (`has_full_decode_items`: the catalogue already has
+    /// items of `id` made from full decodes) and, when on, makes the model id name the recipe.
+    /// Every process and command that embeds calls it once, before the id is used.
+    pub fn resolve_decode(&mut self, has_full_decode_items: bool) {
+        let on = match self.reduced_decode {
+            ReducedDecode::On => true,
+            ReducedDecode::Off => false,
+            ReducedDecode::Auto => !has_full_decode_items,
+        };
+        self.reduced_decode = if on {
+            ReducedDecode::On
+        } else {
+            ReducedDecode::Off
+        };
+        if on && !self.id.ends_with(Self::REDUCED_DECODE_SUFFIX) {
+            self.id.push_str(Self::REDUCED_DECODE_SUFFIX);
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -543,6 +580,38 @@ fn merge(base: &mut Table, overlay: Table) {
 
 #[cfg(test)]
 mod tests {
+    use super::{Model, ReducedDecode};
+
+    fn model(reduced: ReducedDecode) -> Model {
+        let mut m = super::Config::load_from(None, Vec::new())
+            .expect("defaults load")
+            .model;
+        m.reduced_decode = reduced;
+        m
+    }
+
+    #[test]
+    fn auto_decodes_in_draft_only_for_a_catalogue_without_full_decode_items() {
+        let mut new = model(ReducedDecode::Auto);
+        new.resolve_decode(false);
+        assert_eq!(new.reduced_decode, ReducedDecode::On);
+        assert_eq!(new.id, "clip-vit-b16-int8+draft");
+        new.resolve_decode(false);
+        assert_eq!(new.id, "clip-vit-b16-int8+draft", "settled once");
+
+        let mut existing = model(ReducedDecode::Auto);
+        existing.resolve_decode(true);
+        assert_eq!(existing.reduced_decode, ReducedDecode::Off);
+        assert_eq!(existing.id, "clip-vit-b16-int8");
+
+        let mut forced = model(ReducedDecode::On);
+        forced.resolve_decode(true);
+        assert_eq!(forced.id, "clip-vit-b16-int8+draft");
+        let mut off = model(ReducedDecode::Off);
+        off.resolve_decode(false);
+        assert_eq!(off.id, "clip-vit-b16-int8");
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

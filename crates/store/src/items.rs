@@ -432,6 +432,16 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether any item's vector was made by `model_id` (settles `model.reduced_decode = "auto"`).
+    pub async fn has_items_of_model(&self, model_id: &str) -> Result<bool> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM items WHERE model_id = $1)")
+                .bind(model_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Items whose category was predicted (or is missing), for reclassification.
     pub async fn unlabelled_item_ids(&self, model_id: &str) -> Result<Vec<Uuid>> {
         Ok(sqlx::query_scalar(

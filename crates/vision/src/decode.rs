@@ -50,6 +50,8 @@ impl Default for DecodeLimits {
 /// A decoded, upright, 8-bit RGB image.
 #[derive(Debug, Clone)]
 pub struct CleanImage {
+    /// The pixels: the whole image, or (decoded in draft, see [`clean_for`]) the whole image
+    /// at 1/2, 1/4 or 1/8 of its size.
     pub rgb: RgbImage,
     /// Format found from the magic bytes: "jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "pnm".
     pub format: &'static str,
@@ -92,6 +94,18 @@ impl DecodeError {
 ///
 /// The format comes from the magic bytes only: content types and file names lie.
 pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeError> {
+    clean_for(bytes, limits, None)
+}
+
+/// Like [`clean`]; with `draft = Some(size)`, a JPEG is decoded at the smallest scale that
+/// leaves both sides at least `size` (Pillow's `draft`, see [`crate::jpeg::draft_scale`]):
+/// what a model that resizes the shorter side to `size` needs, at a fraction of the cost.
+/// `width` and `height` still give the image's own size.
+pub fn clean_for(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    draft: Option<u32>,
+) -> Result<CleanImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -130,11 +144,13 @@ pub fn clean(bytes: &[u8], limits: &DecodeLimits) -> Result<CleanImage, DecodeEr
     }
     // Decoders are third-party code fed hostile input; a panic in one must become a
     // rejected image, not a dead worker thread.
-    let rgb = catch_unwind(AssertUnwindSafe(|| decode_rgb(bytes, format, limits)))
-        .map_err(|_| DecodeError::Corrupt(format!("the {} decoder panicked", name(format))))??;
+    let (rgb, (width, height)) = catch_unwind(AssertUnwindSafe(|| {
+        decode_rgb(bytes, format, limits, draft)
+    }))
+    .map_err(|_| DecodeError::Corrupt(format!("the {} decoder panicked", name(format))))??;
     Ok(CleanImage {
-        width: rgb.width(),
-        height: rgb.height(),
+        width,
+        height,
         rgb,
         format: name(format),
     })
@@ -181,17 +197,36 @@ fn name(format: ImageFormat) -> &'static str {
     }
 }
 
+/// The upright pixels, and the upright size of the whole image (larger than the pixels'
+/// when a JPEG was decoded in draft).
 fn decode_rgb(
     bytes: &[u8],
     format: ImageFormat,
     limits: &DecodeLimits,
-) -> Result<RgbImage, DecodeError> {
+    draft: Option<u32>,
+) -> Result<(RgbImage, (u32, u32)), DecodeError> {
     if format == ImageFormat::Jpeg {
-        let check = |w, h| check_dimensions(w, h, u64::from(w) * u64::from(h) * 3, limits);
-        let (rgb, orientation) = jpeg::decode(bytes, check)?;
+        let mut declared = (0, 0);
+        let check = |w, h| {
+            declared = (w, h);
+            check_dimensions(w, h, u64::from(w) * u64::from(h) * 3, limits)
+        };
+        let (rgb, orientation) = jpeg::decode(bytes, check, draft)?;
         let mut img = DynamicImage::ImageRgb8(rgb);
         img.apply_orientation(orientation);
-        return Ok(flatten_to_rgb8(img));
+        let turned = matches!(
+            orientation,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::Rotate90FlipH
+                | Orientation::Rotate270FlipH
+        );
+        let size = if turned {
+            (declared.1, declared.0)
+        } else {
+            declared
+        };
+        return Ok((flatten_to_rgb8(img), size));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Dimension caps are checked by us (with the real numbers in the message); the
@@ -209,7 +244,9 @@ fn decode_rgb(
     // Animated GIF/WebP/APNG decoders yield their first frame through this interface.
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits))?;
     img.apply_orientation(orientation);
-    Ok(flatten_to_rgb8(img))
+    let rgb = flatten_to_rgb8(img);
+    let size = rgb.dimensions();
+    Ok((rgb, size))
 }
 
 /// The EXIF orientation of a non-JPEG image.

@@ -24,15 +24,29 @@ use mozjpeg::{ColorSpace, Decompress, Marker};
 
 use crate::decode::DecodeError;
 
+/// The DCT scale-down factor (1, 2, 4 or 8) Pillow's `Image.draft("RGB", (size, size))`
+/// picks for a `w` x `h` JPEG: the largest that leaves both sides at least `size`
+/// (rounded up, as libjpeg does). Decoding at 1/2 to 1/8 in the DCT domain skips most
+/// of the inverse transform and colour conversion work of a large photo.
+pub fn draft_scale(w: u32, h: u32, size: u32) -> u32 {
+    if size == 0 {
+        return 1;
+    }
+    let scale = (w / size).min(h / size);
+    [8, 4, 2].into_iter().find(|&s| scale >= s).unwrap_or(1)
+}
+
 /// Decodes a JPEG to RGB. `check` sees the declared width and height before any
-/// pixel buffer is allocated and can veto the decode.
+/// pixel buffer is allocated and can veto the decode. With `draft`, the image is
+/// decoded at [`draft_scale`] for that size, as Pillow's `draft()` does.
 pub(crate) fn decode(
     bytes: &[u8],
     check: impl FnOnce(u32, u32) -> Result<(), DecodeError>,
+    draft: Option<u32>,
 ) -> Result<(RgbImage, Orientation), DecodeError> {
     // The mozjpeg crate turns libjpeg's fatal errors into unwinds out of the C code
     // (without invoking the panic hook); catching them here makes them plain errors.
-    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, check))) {
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, check, draft))) {
         Ok(result) => result,
         Err(payload) => {
             let msg = payload
@@ -53,9 +67,10 @@ pub(crate) fn decode(
 fn decode_inner(
     bytes: &[u8],
     check: impl FnOnce(u32, u32) -> Result<(), DecodeError>,
+    draft: Option<u32>,
 ) -> Result<(RgbImage, Orientation), DecodeError> {
     let io_err = |e: std::io::Error| DecodeError::Corrupt(format!("JPEG: {e}"));
-    let dec = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
+    let mut dec = Decompress::with_markers(&[Marker::APP(1), Marker::APP(14)])
         .from_mem(bytes)
         .map_err(io_err)?;
     let cmyk = matches!(
@@ -74,13 +89,21 @@ fn decode_inner(
         .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
         .find_map(Orientation::from_exif_chunk)
         .unwrap_or(Orientation::NoTransforms);
-    // Defaults are Pillow's: accurate integer IDCT, "fancy" (smooth) chroma upsampling.
+    if let Some(size) = draft {
+        // Pillow asks libjpeg for 1/s; mozjpeg takes the same ratio as n/8.
+        let s = draft_scale(w as u32, h as u32, size);
+        dec.scale((8 / s) as u8);
+    }
+    // Defaults are Pillow's, also in its draft mode: accurate integer IDCT, "fancy"
+    // (smooth) chroma upsampling.
     let mut started = if cmyk {
         dec.to_colorspace(ColorSpace::JCS_CMYK)
     } else {
         dec.rgb()
     }
     .map_err(io_err)?;
+    // The output size: the declared one, or less when decoding in draft.
+    let (w, h) = (started.width(), started.height());
     let pixels: Vec<u8> = started.read_scanlines().map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             DecodeError::Truncated(format!("JPEG: {e}"))
@@ -123,6 +146,19 @@ fn cmyk_to_rgb(cmyk: &[u8], inverted: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draft_scale_is_pillows_choice() {
+        // min(w // size, h // size), then the largest of 8, 4, 2, 1 not above it.
+        assert_eq!(draft_scale(1600, 1067, 224), 4);
+        assert_eq!(draft_scale(1067, 1600, 224), 4);
+        assert_eq!(draft_scale(4000, 3000, 224), 8);
+        assert_eq!(draft_scale(900, 600, 224), 2);
+        assert_eq!(draft_scale(447, 447, 224), 1);
+        assert_eq!(draft_scale(448, 5000, 224), 2);
+        assert_eq!(draft_scale(100, 100, 224), 1);
+        assert_eq!(draft_scale(1000, 1000, 0), 1);
+    }
 
     #[test]
     fn cmyk_conversion_matches_pillow_corner_cases() {

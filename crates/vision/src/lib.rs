@@ -13,7 +13,8 @@ pub mod preprocess;
 mod sniff;
 pub mod thumbnail;
 
-pub use decode::{CleanImage, DecodeError, DecodeLimits, clean};
+pub use decode::{CleanImage, DecodeError, DecodeLimits, clean, clean_for};
+pub use jpeg::draft_scale;
 pub use embed::{Embedder, Output};
 pub use model::ModelSpec;
 pub use preprocess::to_tensor;

@@ -3,7 +3,7 @@
 
 mod common;
 
-use lookalike_vision::{DecodeLimits, Embedder, ModelSpec, clean, cosine, to_tensor};
+use lookalike_vision::{DecodeLimits, Embedder, ModelSpec, clean, clean_for, cosine, to_tensor};
 use serde_json::Value;
 
 /// MODELS.md asks for 0.99. The CMYK JPEG is called informational there because
@@ -11,8 +11,13 @@ use serde_json::Value;
 /// held to the same floor (its value is printed like the others).
 const FLOOR: f32 = 0.99;
 
-fn expected() -> Value {
-    let path = common::reference_dir().join("expected.json");
+/// With JPEGs decoded in draft, against `expected_draft.json` (Pillow's `draft()`, made by
+/// `scripts/reference_embeddings.py --draft`): the same decoder and resampler on both sides, so
+/// the vectors must agree almost exactly.
+const DRAFT_FLOOR: f32 = 0.999;
+
+fn expected(file: &str) -> Value {
+    let path = common::reference_dir().join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("expected.json is valid JSON")
 }
@@ -25,17 +30,25 @@ fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-/// Embeds every reference image with `spec` and checks it against `key` in expected.json.
+/// Embeds every reference image with `spec` and checks it against `key` in `file`: a full decode
+/// against expected.json, a draft decode (`spec.reduced_decode`) against expected_draft.json.
 fn check_model(spec: ModelSpec, key: &str) {
+    let (file, floor) = if spec.reduced_decode {
+        ("expected_draft.json", DRAFT_FLOOR)
+    } else {
+        ("expected.json", FLOOR)
+    };
+    let draft = spec.draft_size();
     let embedder = Embedder::load(&common::ort_dylib(), spec, 2).expect("model loads");
-    let expected = expected();
+    let expected = expected(file);
     let images = expected["images"].as_object().expect("images object");
     assert!(!images.is_empty(), "expected.json lists no images");
     let mut failures = Vec::new();
     for (name, want) in images {
         let bytes =
             std::fs::read(common::reference_dir().join(name)).expect("reference image readable");
-        let img = clean(&bytes, &DecodeLimits::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let img = clean_for(&bytes, &DecodeLimits::default(), draft)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let size = &want["size"];
         assert_eq!(
             [img.width, img.height],
@@ -43,17 +56,27 @@ fn check_model(spec: ModelSpec, key: &str) {
                 size[0].as_u64().unwrap_or(0) as u32,
                 size[1].as_u64().unwrap_or(0) as u32
             ],
-            "{name}: decoded size"
+            "{name}: image size"
         );
+        if let Some(decoded) = want[key].get("decoded_size") {
+            assert_eq!(
+                [img.rgb.width(), img.rgb.height()],
+                [
+                    decoded[0].as_u64().unwrap_or(0) as u32,
+                    decoded[1].as_u64().unwrap_or(0) as u32
+                ],
+                "{name}: pixels decoded in draft"
+            );
+        }
         let out = embedder
             .embed_batch(&[to_tensor(&img.rgb, embedder.spec())])
             .expect("inference runs");
         let out = &out[0];
         let reference = floats(&want[key]["embedding_l2"]);
         let cos = cosine(&out.embedding, &reference);
-        println!("{key:<28} {name:<24} cosine {cos:.5}");
-        if cos < FLOOR {
-            failures.push(format!("{name}: cosine {cos:.5} < {FLOOR}"));
+        println!("{key:<28} {name:<24} {file:<20} cosine {cos:.5}");
+        if cos < floor {
+            failures.push(format!("{name}: cosine {cos:.5} < {floor}"));
         }
         if let Some(top5) = want[key].get("top5") {
             let logits = out
@@ -89,6 +112,55 @@ fn clip_embeddings_match_the_python_reference() {
         ModelSpec::clip_vitb16(common::model(common::CLIP_FILE)),
         "clip_vitb16_visual_int8",
     );
+}
+
+#[test]
+fn clip_embeddings_decoded_in_draft_match_pillows_draft() {
+    check_model(
+        ModelSpec::clip_vitb16(common::model(common::CLIP_FILE)).reduced(),
+        "clip_vitb16_visual_int8",
+    );
+}
+
+#[test]
+fn lite0_embeddings_decoded_in_draft_match_pillows_draft() {
+    check_model(
+        ModelSpec::efficientnet_lite0(common::model(common::LITE0_FILE)).reduced(),
+        "efficientnet_lite0_imagenet",
+    );
+}
+
+/// Draft decoding changes the pixels of a large JPEG, so its vectors are a recipe of their own
+/// (the model id says so): for the reference photo it is measurably apart from the full decode.
+#[test]
+fn a_large_jpeg_decoded_in_draft_is_a_different_recipe() {
+    let bytes = std::fs::read(common::reference_dir().join("allstar-sneakers.jpg")).unwrap();
+    let full = clean(&bytes, &DecodeLimits::default()).unwrap();
+    let draft = clean_for(&bytes, &DecodeLimits::default(), Some(224)).unwrap();
+    assert_eq!((full.width, full.height), (1600, 1067));
+    assert_eq!(
+        (draft.width, draft.height),
+        (1600, 1067),
+        "the image's own size"
+    );
+    assert_eq!(draft.rgb.dimensions(), (400, 267), "decoded at 1/4");
+    let embedder = Embedder::load(
+        &common::ort_dylib(),
+        ModelSpec::clip_vitb16(common::model(common::CLIP_FILE)),
+        2,
+    )
+    .expect("model loads");
+    // One at a time: the int8 model quantises activations per batch.
+    let embed = |img: &image::RgbImage| {
+        embedder
+            .embed_batch(&[to_tensor(img, embedder.spec())])
+            .unwrap()
+            .remove(0)
+            .embedding
+    };
+    let cos = cosine(&embed(&full.rgb), &embed(&draft.rgb));
+    println!("full vs draft decode, CLIP: cosine {cos:.5}");
+    assert!(cos < 0.99 && cos > 0.9, "{cos}");
 }
 
 #[test]
