@@ -643,7 +643,9 @@ fn time_model(
     for _ in 0..reps {
         for image in images {
             let t = Instant::now();
-            let clean = lookalike_vision::clean(&image.bytes, &limits)?;
+            // As the service decodes for a new catalogue (JPEGs in draft, `model.reduced_decode`).
+            let clean =
+                lookalike_vision::clean_for(&image.bytes, &limits, embedder.spec().draft_size())?;
             out.decode.push(ms(t));
             let t = Instant::now();
             let tensor = lookalike_vision::to_tensor(&clean.rgb, embedder.spec());

@@ -35,7 +35,9 @@ pub fn model_spec(config: &Config) -> ModelSpec {
         resize_shorter: m.resize_shorter,
         mean: m.mean,
         std: m.std,
-        reduced_decode: m.reduced_decode == ReducedDecode::On,
+        // "auto" is settled by `resolve_decode` before a process embeds; a tool that builds a spec
+        // without a catalogue (benchmarks) gets what a new catalogue gets: draft.
+        reduced_decode: m.reduced_decode != ReducedDecode::Off,
     }
 }
 
