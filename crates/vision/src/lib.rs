@@ -14,8 +14,8 @@ mod sniff;
 pub mod thumbnail;
 
 pub use decode::{CleanImage, DecodeError, DecodeLimits, clean, clean_for};
-pub use jpeg::draft_scale;
 pub use embed::{Embedder, Output};
+pub use jpeg::draft_scale;
 pub use model::ModelSpec;
 pub use preprocess::to_tensor;
 pub use thumbnail::thumbnail_jpeg;
