@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The real-photo set of the ingest benchmark: 297 distinct JPEGs (median 1.26 megapixels, 0.80-2.30) made from the
-# 54 Vendure photos and the 45 Saleor renders (scripts/fetch-datasets.sh), three variants of each:
-# a crop of 85-95% of each side at a random offset (never below 0.8 megapixels), re-encoded as JPEG at
-# quality 85-92, alpha composited over white. Fixed seed: the same bytes on every machine with the
-# pinned Pillow (scripts/pyenv.sh). Every file's bytes are distinct, so the service's reuse of identical
-# images cannot help. Prints the folder.
+# The real-photo set of the ingest benchmark: 297 distinct JPEGs (median 1.26 megapixels, 0.80-2.30)
+# made from the 54 Vendure photos and the 45 Saleor renders (scripts/fetch-datasets.sh), three variants
+# of each: a crop of 85-95% of each side at a random offset (never below 0.8 megapixels), re-encoded as
+# JPEG at quality 85-92, alpha composited over white. Fixed seed: the same bytes on every machine with
+# the pinned Pillow (scripts/pyenv.sh); manifest.json lists each file's source, size, crop, quality and
+# SHA-256. Every file's bytes are distinct, so the service's reuse of identical images cannot help.
+# Prints the folder.
 #
 #   scripts/bench-photos.sh            # -> $LOOKALIKE_CACHE/bench-photos-v1 (default ~/.cache/lookalike)
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${LOOKALIKE_CACHE:-$HOME/.cache/lookalike}
 DATA=${LOOKALIKE_DATA:-$ROOT/.lookalike/datasets}
-RECIPE="bench-photos v1: vendure+saleor, 3 variants, crop 0.85-0.95, >=0.8MP, jpeg q85-92, seed 14"
+RECIPE="bench-photos v1: vendure+saleor, 3 variants, crop 0.85-0.95, >=0.8MP, jpeg q85-92, seed 14, manifest"
 OUT=$CACHE/bench-photos-v1
 
 if [ "$(cat "$OUT/.complete" 2>/dev/null)" = "$RECIPE" ]; then
@@ -25,7 +26,7 @@ PY=$("$ROOT/scripts/pyenv.sh")
 TMP=$(mktemp -d "$CACHE/bench-photos.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 "$PY" - "$DATA" "$TMP" <<'EOF'
-import hashlib, io, random, statistics, sys
+import hashlib, io, json, random, statistics, sys
 from pathlib import Path
 from PIL import Image
 
@@ -34,7 +35,7 @@ SEED, VARIANTS, MIN_PIXELS = 14, 3, 800_000
 sources = sorted(p for s in ("vendure", "saleor") for p in (data / s).glob("*/*")
                  if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
 assert len(sources) == 99, f"expected the 54 Vendure and 45 Saleor images, found {len(sources)}"
-digests, pixels = {}, []
+digests, pixels, manifest = {}, [], []
 for src in sources:
     with Image.open(src) as im:
         im.load()
@@ -65,8 +66,11 @@ for src in sources:
         pixels.append(cw * ch)
         name = f"{rel.parts[0]}-{rel.parts[1]}-{src.stem}-v{k}.jpg"
         (out / name).write_bytes(body)
+        manifest.append({"file": name, "source": rel.as_posix(), "width": cw, "height": ch,
+                         "crop": [x, y], "quality": quality, "bytes": len(body), "sha256": digest})
 median = statistics.median(pixels) / 1e6
 assert median >= 0.8, f"median {median:.2f} MP"
+(out / "manifest.json").write_text(json.dumps({"files": manifest}, indent=1) + "\n")
 print(f"bench-photos: {len(pixels)} distinct JPEGs, median {median:.2f} MP, "
       f"smallest {min(pixels) / 1e6:.2f} MP, largest {max(pixels) / 1e6:.2f} MP", file=sys.stderr)
 EOF

@@ -121,12 +121,31 @@ pub async fn end_to_end(
     overrides: &[(String, String)],
     layout: Layout,
 ) -> anyhow::Result<f64> {
+    let (_env, service, _workers) = start_layout(overrides, layout).await;
+    let images = ImageServer::start(root.to_path_buf()).await;
+    let items: Vec<Value> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('/', "%2F");
+            json!({"url": images.url(&format!("/files/{rel}?copy={i}")), "external_id": format!("bench-{i}")})
+        })
+        .collect();
+    // Warm-up, as for the model-only run: the first inference of a fresh session is slow.
+    let warm_url = items[0]["url"].as_str().unwrap().replace("copy=", "warm=");
+    ingest_until_done(&service, items, &warm_url).await
+}
+
+/// Starts `layout` with `overrides` (each `LOOKALIKE_<SECTION>__<KEY>`) on a fresh database and queue,
+/// and returns it with the worker processes it needs (a `Service` stops its process when dropped).
+async fn start_layout(
+    overrides: &[(String, String)],
+    layout: Layout,
+) -> (support::TestEnv, support::Service, Vec<support::Service>) {
     let mut env = support::TestEnv::new().await;
     for (key, value) in overrides {
         env.set(key.trim_start_matches("LOOKALIKE_"), value);
     }
-    let images = ImageServer::start(root.to_path_buf()).await;
-    // Kept alive until the measurement ends (dropping a `Service` stops its process).
     let mut workers = Vec::new();
     let service = match layout {
         Layout::Serve => env.start().await,
@@ -143,16 +162,35 @@ pub async fn end_to_end(
             api
         }
     };
-    let items: Vec<Value> = files
+    (env, service, workers)
+}
+
+/// End to end on URLs the caller serves: starts `layout` with `overrides`, ingests `warm_url` once
+/// (not timed), then submits every URL of `urls` and waits until every job succeeded. Images per
+/// second from the first submission. `warm_url` should not carry the bytes of any measured URL:
+/// the service reuses the analysis of identical bytes.
+pub async fn end_to_end_urls(
+    urls: &[String],
+    warm_url: &str,
+    overrides: &[(String, String)],
+    layout: Layout,
+) -> anyhow::Result<f64> {
+    let (_env, service, _workers) = start_layout(overrides, layout).await;
+    let items: Vec<Value> = urls
         .iter()
         .enumerate()
-        .map(|(i, f)| {
-            let rel = f.strip_prefix(root).unwrap().to_string_lossy().replace('/', "%2F");
-            json!({"url": images.url(&format!("/files/{rel}?copy={i}")), "external_id": format!("bench-{i}")})
-        })
+        .map(|(i, url)| json!({"url": url, "external_id": format!("bench-{i}")}))
         .collect();
-    // Warm-up, as for the model-only run: the first inference of a fresh session is slow.
-    let warm_url = items[0]["url"].as_str().unwrap().replace("copy=", "warm=");
+    ingest_until_done(&service, items, warm_url).await
+}
+
+/// Ingests `warm_url` (not timed), then submits `items` and waits until every job finished; images per
+/// second from the first submission until then. Fails if any job failed.
+async fn ingest_until_done(
+    service: &support::Service,
+    items: Vec<Value>,
+    warm_url: &str,
+) -> anyhow::Result<f64> {
     let warm = service.submit_urls(json!([{"url": warm_url}])).await;
     service.wait_jobs(&warm, Duration::from_secs(60)).await;
     let start = Instant::now();
@@ -227,4 +265,175 @@ pub fn write_result(name: &str, command: &str, figures: Value) -> anyhow::Result
     let path = dir.join(format!("{name}-{}.json", now.format("%Y-%m-%d")));
     std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
     Ok(path)
+}
+
+/// The real-photo set (`scripts/bench-photos.sh`, or the folder `LOOKALIKE_BENCH_IMAGES` names), its
+/// image files in name order, and its manifest (sizes, sources) when it has one.
+pub fn photo_set() -> anyhow::Result<(PathBuf, Vec<PathBuf>, Option<Value>)> {
+    let dir = match std::env::var_os("LOOKALIKE_BENCH_IMAGES") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let script = support::repo_root().join("scripts/bench-photos.sh");
+            let out = std::process::Command::new("bash")
+                .arg(&script)
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            anyhow::ensure!(out.status.success(), "{} failed", script.display());
+            let text = String::from_utf8(out.stdout)?;
+            PathBuf::from(text.lines().last().unwrap_or_default().trim())
+        }
+    };
+    let mut files = Vec::new();
+    support::images::collect_images(&dir, &mut files);
+    anyhow::ensure!(!files.is_empty(), "no images under {}", dir.display());
+    let manifest = std::fs::read(dir.join("manifest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok((dir, files, manifest))
+}
+
+/// Median megapixels of `files` according to the photo set's manifest.
+pub fn median_megapixels(manifest: Option<&Value>, files: &[PathBuf]) -> Option<f64> {
+    let entries = manifest?["files"].as_array()?;
+    let mut mp: Vec<f64> = files
+        .iter()
+        .filter_map(|f| {
+            let name = f.file_name()?.to_str()?;
+            let e = entries.iter().find(|e| e["file"] == name)?;
+            Some(e["width"].as_f64()? * e["height"].as_f64()? / 1e6)
+        })
+        .collect();
+    if mp.len() != files.len() {
+        return None;
+    }
+    mp.sort_by(f64::total_cmp);
+    let n = mp.len();
+    Some(if n % 2 == 1 {
+        mp[n / 2]
+    } else {
+        (mp[n / 2 - 1] + mp[n / 2]) / 2.0
+    })
+}
+
+/// One shape of the model alone: `sessions` sessions of `threads` ONNX threads side by side, each
+/// running batches of `batch` on its share of the images.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelShape {
+    pub batch: usize,
+    pub sessions: usize,
+    pub threads: usize,
+    pub images_per_s: f64,
+}
+
+/// The model alone on `files`, decoded and preprocessed into tensors first (not timed), in every
+/// combination of `batches` and `layouts` (sessions, threads per session). Each run is warmed up
+/// with one batch per session first.
+pub fn model_grid(
+    config: &Config,
+    files: &[PathBuf],
+    batches: &[usize],
+    layouts: &[(usize, usize)],
+) -> anyhow::Result<Vec<ModelShape>> {
+    let root = support::repo_root().join(".lookalike");
+    let mut spec = lookalike::model_spec(config);
+    spec.path = root.join("models/clip_vitb16_visual_int8.onnx");
+    let limits = lookalike::decode_limits(config);
+    let started = Instant::now();
+    let tensors: Vec<_> = files
+        .iter()
+        .map(|f| {
+            let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits)
+                .expect("benchmark images decode");
+            lookalike_vision::to_tensor(&img.rgb, &spec)
+        })
+        .collect();
+    println!(
+        "model alone: {} images decoded into tensors in {:.1}s (not timed)",
+        tensors.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // Sessions are loaded once per thread count and reused across batch sizes.
+    let mut sessions: std::collections::BTreeMap<usize, Vec<lookalike_vision::Embedder>> =
+        Default::default();
+    for &(n, threads) in layouts {
+        let have = sessions.entry(threads).or_default();
+        while have.len() < n {
+            have.push(lookalike_vision::Embedder::load(
+                &root.join("lib/libonnxruntime.so.1.31.1"),
+                spec.clone(),
+                threads,
+            )?);
+        }
+    }
+    let mut cells = Vec::new();
+    for &(n, threads) in layouts {
+        for &batch in batches {
+            let embedders = &sessions[&threads][..n];
+            for e in embedders {
+                e.embed_batch(&tensors[..batch.min(tensors.len())])?; // warm-up
+            }
+            let share = tensors.len().div_ceil(n);
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                let runs: Vec<_> = embedders
+                    .iter()
+                    .zip(tensors.chunks(share))
+                    .map(|(e, part)| {
+                        scope.spawn(move || {
+                            for chunk in part.chunks(batch) {
+                                e.embed_batch(chunk)?;
+                            }
+                            anyhow::Ok(())
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .try_for_each(|r| r.join().expect("model thread panicked"))
+            })?;
+            let secs = start.elapsed().as_secs_f64();
+            let cell = ModelShape {
+                batch,
+                sessions: n,
+                threads,
+                images_per_s: tensors.len() as f64 / secs,
+            };
+            println!(
+                "model alone: batch {batch}, {n} session(s) x {threads} thread(s): {} images in \
+                 {secs:.2}s, {:.1} images/s",
+                tensors.len(),
+                cell.images_per_s
+            );
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// Runs `benches/python/ingest.py` with the pinned environment of `scripts/pyenv.sh` on the URLs in
+/// `urls_file`, with `args` added; returns the JSON object it prints.
+pub fn python_ingest(urls_file: &Path, args: &[String]) -> anyhow::Result<Value> {
+    let repo = support::repo_root();
+    let out = std::process::Command::new("bash")
+        .arg(repo.join("scripts/pyenv.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(out.status.success(), "scripts/pyenv.sh failed");
+    let python = String::from_utf8(out.stdout)?.trim().to_owned();
+    let out = std::process::Command::new(&python)
+        .arg(repo.join("benches/python/ingest.py"))
+        .arg("--urls")
+        .arg(urls_file)
+        .arg("--model")
+        .arg(repo.join(".lookalike/models/clip_vitb16_visual_int8.onnx"))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "benches/python/ingest.py {args:?} failed"
+    );
+    let text = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(
+        text.lines().last().unwrap_or_default(),
+    )?)
 }
