@@ -178,6 +178,16 @@ async fn check_item(
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     let thumb = lookalike_vision::clean(&bytes, &Default::default())
         .map_err(|e| format!("thumbnail does not decode: {e}"))?;
+    // The thumbnail is made from the pixels the model gets: a JPEG decoded in draft (a new
+    // catalogue's recipe, README "Decoding at the size the model needs") gives a thumbnail of at
+    // most that decode's size, which is still at least the model's.
+    let model = &defaults().model;
+    let s = if format == "jpeg" {
+        lookalike_vision::draft_scale(width, height, model.resize_shorter.max(model.input_size))
+    } else {
+        1
+    };
+    let (width, height) = (width.div_ceil(s), height.div_ceil(s));
     let long = width.max(height);
     let want_long = long.min(defaults().worker.thumbnail_size);
     let want_short = ((u64::from(width.min(height)) * u64::from(want_long) + u64::from(long) / 2)
