@@ -129,7 +129,10 @@ place_model() { # name sha fetch-function [other accepted sha]
   fi
   rm -f "$dest"
   if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$name" ]; then
-    need_sha "$MODELS_FROM/$name" "$sha" || return 1
+    # A local copy may be the other accepted build (Lite0 converted from the registry's weights).
+    if ! { [ -n "$alt" ] && sha_ok "$MODELS_FROM/$name" "$alt"; }; then
+      need_sha "$MODELS_FROM/$name" "$sha" || return 1
+    fi
     place_file "$MODELS_FROM/$name" "$dest" || return 1
   else
     "$fetcher" "$dest" || { rm -f "$dest"; return 1; }
