@@ -1,6 +1,6 @@
 //! How ingest throughput scales with workers, against the model-only limit of the machine.
 //!
-//!   cargo bench --bench scaling                    # 200 images per run
+//!   cargo bench --bench scaling                    # 200 distinct real photos per run
 //!   QDRANT_URL=http://HOST:6334 cargo bench --bench scaling   # on that server instead of a private one
 //!
 //! Embedded index: `lookalike serve` with 1 pipeline of `cores` ONNX threads, then
@@ -31,7 +31,15 @@ fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (source, files) = common::bench_images(n)?;
+    // Distinct real photos (`scripts/bench-photos.sh`): repeated bytes would skip the model.
+    let (source, all, _) = common::photo_set()?;
+    anyhow::ensure!(
+        n <= all.len(),
+        "{n} jobs but only {} distinct photos",
+        all.len()
+    );
+    let files: Vec<_> = (0..n).map(|i| all[i * all.len() / n].clone()).collect();
+    println!("images: {n} distinct photos under {}", source.display());
     let base = common::overrides();
     let with = |extra: &[(&str, String)]| {
         let mut o = base.clone();
