@@ -485,10 +485,16 @@ impl Config {
             let Some(Value::Table(sec)) = table.get_mut(&section) else {
                 bail!("{key}: unknown section `{section}` (see config/default.toml)");
             };
-            if !sec.contains_key(&field) {
-                bail!("{key}: unknown setting `{section}.{field}` (see config/default.toml)");
-            }
-            sec.insert(field, parse_env_value(&value));
+            let value = match sec.get(&field) {
+                None => {
+                    bail!("{key}: unknown setting `{section}.{field}` (see config/default.toml)")
+                }
+                // A text setting stays text whatever it looks like: an API key of digits, a
+                // password "true".
+                Some(Value::String(_)) => Value::String(value),
+                Some(_) => parse_env_value(&value),
+            };
+            sec.insert(field, value);
         }
         let config: Config = Value::Table(table)
             .try_into()
@@ -588,6 +594,20 @@ mod tests {
             .model;
         m.reduced_decode = reduced;
         m
+    }
+
+    #[test]
+    fn a_text_setting_from_the_environment_stays_text() {
+        let env = [
+            ("LOOKALIKE_INDEX__API_KEY", "123456"),
+            ("LOOKALIKE_QUEUE__PREFIX", "2026"),
+            ("LOOKALIKE_WORKER__CONCURRENCY", "8"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = super::Config::load_from(None, env).expect("loads");
+        assert_eq!(config.index.api_key, "123456");
+        assert_eq!(config.queue.prefix, "2026");
+        assert_eq!(config.worker.concurrency, 8, "numbers still parse");
     }
 
     #[test]
