@@ -118,7 +118,8 @@ async fn main() -> ExitCode {
         Command::Worker => service(|config| run(config, Role::Worker)).await,
         Command::Migrate => service(migrate).await,
         Command::Reindex(args) => {
-            // Exit 1 when some items failed, as the other bulk commands do.
+            // As the other bulk commands (and its help) say: 1 when some items failed, 2 when it
+            // could not run.
             let mut code = client::EXIT_OK;
             let status = service(|config| async {
                 code = reindex::run(config, args).await?;
@@ -128,7 +129,7 @@ async fn main() -> ExitCode {
             if status == ExitCode::SUCCESS {
                 ExitCode::from(code)
             } else {
-                status
+                ExitCode::from(client::EXIT_ERROR)
             }
         }
         Command::Config => {

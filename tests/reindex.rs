@@ -367,3 +367,17 @@ async fn model_switch_on_a_qdrant_server_never_fails_a_query() {
         let _ = admin.drop_collection(&name).await;
     }
 }
+
+/// A reindex that cannot run (here: its Qdrant target does not answer) exits 2, apart from the
+/// 1 of a run where some items failed, as its help says.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reindex_that_cannot_run_exits_2() {
+    let mut env = TestEnv::new().await;
+    let port = free_port();
+    env.set("INDEX__BACKEND", "qdrant")
+        .set("INDEX__URL", format!("http://127.0.0.1:{port}"))
+        .set("INDEX__TIMEOUT_MS", 2000);
+    let (code, out) = reindex(&env, &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("does not answer"), "{out}");
+}
