@@ -192,12 +192,23 @@ impl Drop for TestEnv {
     }
 }
 
+/// A port nothing listens on now, and that no other caller in this test process was given: a
+/// process spawned with one may not have bound it yet when the next one is asked for, and two
+/// processes told the same port would answer for each other.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `lookalike serve` process.
