@@ -213,30 +213,32 @@ impl Store {
     }
 
     /// Back to `queued` while a retry waits, keeping the reason so a user can see why it is slow.
+    pub async fn requeue_job(&self, id: Uuid, code: &str, message: &str) -> Result<()> {
+        self.back_to_queue(id, code, message, false).await
+    }
+
     /// Back to `queued` without counting the attempt just claimed: the job did not run because a
     /// dependency is misconfigured, which is no fault of the job's.
     pub async fn release_job(&self, id: Uuid, code: &str, message: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET status = 'queued', attempts = greatest(attempts - 1, 0), error_code = $2,
-             error_message = $3, updated_at = now()
-             WHERE id = $1 AND status = 'processing'",
-        )
-        .bind(id)
-        .bind(code)
-        .bind(message)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.back_to_queue(id, code, message, true).await
     }
 
-    pub async fn requeue_job(&self, id: Uuid, code: &str, message: &str) -> Result<()> {
+    async fn back_to_queue(
+        &self,
+        id: Uuid,
+        code: &str,
+        message: &str,
+        uncount_attempt: bool,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE jobs SET status = 'queued', error_code = $2, error_message = $3, updated_at = now()
+            "UPDATE jobs SET status = 'queued', error_code = $2, error_message = $3, updated_at = now(),
+                    attempts = CASE WHEN $4 THEN greatest(attempts - 1, 0) ELSE attempts END
              WHERE id = $1 AND status = 'processing'",
         )
         .bind(id)
         .bind(code)
         .bind(message)
+        .bind(uncount_attempt)
         .execute(&self.pool)
         .await?;
         Ok(())
