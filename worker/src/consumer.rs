@@ -208,14 +208,9 @@ impl Consumer {
                     self.retry(&delivery, message, error, attempt).await
                 }
                 Ok(Outcome::Blocked { error }) => {
+                    // At once: the consumer pauses, so nothing spins on the message.
                     self.pause.set(&error.message);
-                    let _ = delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await;
+                    requeue(&delivery).await;
                 }
                 Err(e) => {
                     self.hand_back(&delivery, "cannot record job state", &e)
@@ -302,13 +297,7 @@ impl Consumer {
     ) {
         tracing::warn!(error = %error, "{why}; message returned to the queue");
         tokio::time::sleep(jitter(self.retry_base)).await;
-        let _ = delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+        requeue(delivery).await;
     }
 
     async fn ack(&self, delivery: &Delivery) {
@@ -318,6 +307,17 @@ impl Consumer {
             tracing::warn!(error = %e, "ack failed; the job will be redelivered and skipped");
         }
     }
+}
+
+/// Returns the message to the queue for any consumer to take.
+async fn requeue(delivery: &Delivery) {
+    let _ = delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await;
 }
 
 /// `base * 2^(attempt-1)`, capped, with +-20% jitter so retries of many jobs do not arrive together.
