@@ -67,6 +67,16 @@ pub(super) enum PrepareError {
     Refuse(anyhow::Error),
 }
 
+impl PrepareError {
+    /// For callers that give up at once (admin commands, tests): the error as it stands.
+    fn into_anyhow(self) -> anyhow::Error {
+        match self {
+            PrepareError::Retry(e) => anyhow::Error::new(e),
+            PrepareError::Refuse(e) => e,
+        }
+    }
+}
+
 impl std::fmt::Display for PrepareError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -113,10 +123,7 @@ impl QdrantIndex {
     /// uses [`QdrantIndex::open`], which also starts while the server is away.
     pub async fn connect(opts: ServerOptions) -> anyhow::Result<QdrantIndex> {
         let index = Self::unprepared(opts)?;
-        index.prepare().await.map_err(|e| match e {
-            PrepareError::Retry(e) => anyhow::Error::new(e),
-            PrepareError::Refuse(e) => e,
-        })?;
+        index.prepare().await.map_err(PrepareError::into_anyhow)?;
         index.readiness.set_ready();
         Ok(index)
     }
@@ -125,12 +132,10 @@ impl QdrantIndex {
     /// collection made or checked); requests on points go to `opts.collection` as it is.
     pub async fn connect_admin(opts: ServerOptions) -> anyhow::Result<QdrantIndex> {
         let index = Self::unprepared(opts)?;
-        let health = index
-            .client
-            .health_check()
+        index
+            .check_server()
             .await
-            .with_context(|| format!("Qdrant at {} is not reachable", index.opts.url))?;
-        check_versions(&health.version, CLIENT_VERSION).map_err(|e| anyhow::anyhow!(e))?;
+            .map_err(PrepareError::into_anyhow)?;
         index.readiness.set_ready();
         Ok(index)
     }
@@ -211,6 +216,25 @@ impl QdrantIndex {
 
     /// Health check, version check, collection check (or creation).
     async fn prepare(&self) -> Result<(), PrepareError> {
+        self.check_server().await?;
+        self.ensure_collection().await.map_err(|e| {
+            // A gRPC answer (server away, key refused) may change; a wrong collection layout
+            // found by the checks below will not.
+            match e
+                .chain()
+                .find_map(|c| c.downcast_ref::<qdrant_client::QdrantError>())
+            {
+                Some(q) => PrepareError::Retry(match status_code(q) {
+                    Some(code) => status_error(&tonic::Status::new(code, format!("{e:#}"))),
+                    None => IndexError::Unavailable(format!("{e:#}")),
+                }),
+                None => PrepareError::Refuse(e),
+            }
+        })
+    }
+
+    /// The server answers, and runs a version this client may talk to.
+    async fn check_server(&self) -> Result<(), PrepareError> {
         let health = self.client.health_check().await.map_err(|e| {
             // Down (unavailable) or refusing the key (misconfigured): both may be fixed later.
             PrepareError::Retry(match client_error(e) {
@@ -227,20 +251,7 @@ impl QdrantIndex {
         check_versions(&health.version, CLIENT_VERSION)
             .map_err(|e| PrepareError::Refuse(anyhow::anyhow!(e)))?;
         tracing::info!(url = %self.opts.url, version = %health.version, "connected to Qdrant");
-        self.ensure_collection().await.map_err(|e| {
-            // A gRPC answer (server away, key refused) may change; a wrong collection layout
-            // found by the checks below will not.
-            match e
-                .chain()
-                .find_map(|c| c.downcast_ref::<qdrant_client::QdrantError>())
-            {
-                Some(q) => PrepareError::Retry(match status_code(q) {
-                    Some(code) => status_error(&tonic::Status::new(code, format!("{e:#}"))),
-                    None => IndexError::Unavailable(format!("{e:#}")),
-                }),
-                None => PrepareError::Refuse(e),
-            }
-        })
+        Ok(())
     }
 
     /// Decides which collection this index uses, making it (and the alias) when missing, and
