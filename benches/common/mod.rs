@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lookalike_core::Config;
+use lookalike_vision::{Embedder, ModelSpec};
+use ndarray::Array3;
 use serde_json::{Value, json};
 
 use crate::support;
@@ -21,33 +23,6 @@ pub enum Layout {
     Split { workers: usize },
 }
 
-/// Images every source for the benchmarks: real colour product photos first (closest to production),
-/// then anything else available; `n` jobs cycling over them.
-pub fn bench_images(n: usize) -> anyhow::Result<(PathBuf, Vec<PathBuf>)> {
-    let source = std::env::var_os("LOOKALIKE_BENCH_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let datasets = support::repo_root().join(".lookalike/datasets");
-            [datasets.join("vendure"), datasets.join("saleor")]
-                .into_iter()
-                .find(|p| p.exists())
-                .map(|_| datasets)
-                .unwrap_or_else(support::reference_dir)
-        });
-    let mut files = Vec::new();
-    support::images::collect_images(&source, &mut files);
-    anyhow::ensure!(!files.is_empty(), "no images under {}", source.display());
-    // Prefer the colour catalogues; Fashion-MNIST thumbnails are too small to be representative.
-    files.sort_by_key(|p| p.to_string_lossy().contains("fashion-mnist"));
-    let files: Vec<PathBuf> = files.iter().cycle().take(n).cloned().collect();
-    let distinct = files.iter().collect::<std::collections::HashSet<_>>().len();
-    println!(
-        "images: {n} jobs from {distinct} distinct files under {}",
-        source.display()
-    );
-    Ok((source, files))
-}
-
 /// Settings given as LOOKALIKE_<SECTION>__<KEY> in the benchmark's environment.
 pub fn overrides() -> Vec<(String, String)> {
     std::env::vars()
@@ -55,18 +30,30 @@ pub fn overrides() -> Vec<(String, String)> {
         .collect()
 }
 
-pub fn model_only(config: &Config, files: &[PathBuf]) -> anyhow::Result<f64> {
-    model_parallel(config, files, 1)
-}
-
 /// The model's own throughput with `sessions` independent sessions (each `model.intra_threads`
 /// threads) running side by side on their share of the images: what `worker.pipelines` can reach.
 pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> anyhow::Result<f64> {
-    let root = support::repo_root().join(".lookalike");
+    let (spec, tensors) = model_tensors(config, files);
+    let batch = config.worker.batch_size;
+    let embedders = (0..sessions.max(1))
+        .map(|_| load_embedder(&spec, config.model.intra_threads))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let secs = timed_run(&embedders, &tensors, batch)?;
+    println!(
+        "model only: {} images in {secs:.2}s ({} session(s) x {} threads)",
+        tensors.len(),
+        embedders.len(),
+        config.model.intra_threads
+    );
+    Ok(tensors.len() as f64 / secs)
+}
+
+/// The model spec the service would run, and `files` decoded and preprocessed for it (not timed).
+fn model_tensors(config: &Config, files: &[PathBuf]) -> (ModelSpec, Vec<Array3<f32>>) {
     let mut spec = lookalike::model_spec(config);
-    spec.path = root.join("models/clip_vitb16_visual_int8.onnx");
+    spec.path = assets().join("models/clip_vitb16_visual_int8.onnx");
     let limits = lookalike::decode_limits(config);
-    let tensors: Vec<_> = files
+    let tensors = files
         .iter()
         .map(|f| {
             let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits)
@@ -74,18 +61,27 @@ pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> an
             lookalike_vision::to_tensor(&img.rgb, &spec)
         })
         .collect();
-    let batch = config.worker.batch_size;
-    let embedders = (0..sessions.max(1))
-        .map(|_| {
-            let e = lookalike_vision::Embedder::load(
-                &root.join("lib/libonnxruntime.so.1.31.1"),
-                spec.clone(),
-                config.model.intra_threads,
-            )?;
-            e.embed_batch(&tensors[..batch.min(tensors.len())])?; // warm-up
-            Ok(e)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    (spec, tensors)
+}
+
+fn assets() -> PathBuf {
+    support::repo_root().join(".lookalike")
+}
+
+fn load_embedder(spec: &ModelSpec, threads: usize) -> anyhow::Result<Embedder> {
+    Embedder::load(
+        &assets().join("lib/libonnxruntime.so.1.31.1"),
+        spec.clone(),
+        threads,
+    )
+}
+
+/// Warms every session with one batch, then runs them side by side, each on its share of the
+/// tensors in batches of `batch`; returns the seconds the timed part took.
+fn timed_run(embedders: &[Embedder], tensors: &[Array3<f32>], batch: usize) -> anyhow::Result<f64> {
+    for e in embedders {
+        e.embed_batch(&tensors[..batch.min(tensors.len())])?;
+    }
     let share = tensors.len().div_ceil(embedders.len());
     let start = Instant::now();
     std::thread::scope(|scope| {
@@ -104,14 +100,7 @@ pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> an
         runs.into_iter()
             .try_for_each(|r| r.join().expect("model thread panicked"))
     })?;
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "model only: {} images in {secs:.2}s ({} session(s) x {} threads)",
-        tensors.len(),
-        embedders.len(),
-        config.model.intra_threads
-    );
-    Ok(tensors.len() as f64 / secs)
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// Images per second from the first submission until every job succeeded.
@@ -153,9 +142,7 @@ async fn start_layout(
             let api = env.spawn_process("api", &[]);
             api.wait_ready(Duration::from_secs(60)).await;
             for _ in 0..n {
-                let listen = format!("127.0.0.1:{}", support::free_port());
-                let worker =
-                    env.spawn_process("worker", &[("LOOKALIKE_WORKER__LISTEN".into(), listen)]);
+                let worker = env.spawn_worker(&[]);
                 worker.wait_ready(Duration::from_secs(60)).await;
                 workers.push(worker);
             }
@@ -334,19 +321,8 @@ pub fn model_grid(
     batches: &[usize],
     layouts: &[(usize, usize)],
 ) -> anyhow::Result<Vec<ModelShape>> {
-    let root = support::repo_root().join(".lookalike");
-    let mut spec = lookalike::model_spec(config);
-    spec.path = root.join("models/clip_vitb16_visual_int8.onnx");
-    let limits = lookalike::decode_limits(config);
     let started = Instant::now();
-    let tensors: Vec<_> = files
-        .iter()
-        .map(|f| {
-            let img = lookalike_vision::clean(&std::fs::read(f).unwrap(), &limits)
-                .expect("benchmark images decode");
-            lookalike_vision::to_tensor(&img.rgb, &spec)
-        })
-        .collect();
+    let (spec, tensors) = model_tensors(config, files);
     println!(
         "model alone: {} images decoded into tensors in {:.1}s (not timed)",
         tensors.len(),
@@ -358,39 +334,13 @@ pub fn model_grid(
     for &(n, threads) in layouts {
         let have = sessions.entry(threads).or_default();
         while have.len() < n {
-            have.push(lookalike_vision::Embedder::load(
-                &root.join("lib/libonnxruntime.so.1.31.1"),
-                spec.clone(),
-                threads,
-            )?);
+            have.push(load_embedder(&spec, threads)?);
         }
     }
     let mut cells = Vec::new();
     for &(n, threads) in layouts {
         for &batch in batches {
-            let embedders = &sessions[&threads][..n];
-            for e in embedders {
-                e.embed_batch(&tensors[..batch.min(tensors.len())])?; // warm-up
-            }
-            let share = tensors.len().div_ceil(n);
-            let start = Instant::now();
-            std::thread::scope(|scope| {
-                let runs: Vec<_> = embedders
-                    .iter()
-                    .zip(tensors.chunks(share))
-                    .map(|(e, part)| {
-                        scope.spawn(move || {
-                            for chunk in part.chunks(batch) {
-                                e.embed_batch(chunk)?;
-                            }
-                            anyhow::Ok(())
-                        })
-                    })
-                    .collect();
-                runs.into_iter()
-                    .try_for_each(|r| r.join().expect("model thread panicked"))
-            })?;
-            let secs = start.elapsed().as_secs_f64();
+            let secs = timed_run(&sessions[&threads][..n], &tensors, batch)?;
             let cell = ModelShape {
                 batch,
                 sessions: n,
