@@ -51,7 +51,7 @@ impl Layout {
             env.set("INDEX__API_KEY", key);
         }
         let api = env.spawn_process("api", &[]);
-        let workers = (0..workers).map(|_| spawn_worker(&env, &[])).collect();
+        let workers = (0..workers).map(|_| env.spawn_worker(&[])).collect();
         Layout {
             env,
             api,
@@ -75,15 +75,6 @@ impl Layout {
         }
         all
     }
-}
-
-fn spawn_worker(env: &TestEnv, extra: &[(&str, &str)]) -> Service {
-    let mut settings = vec![(
-        "LOOKALIKE_WORKER__LISTEN".to_string(),
-        format!("127.0.0.1:{}", free_port()),
-    )];
-    settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    env.spawn_process("worker", &settings)
 }
 
 /// The exact number of points in `collection`, asked of the server itself.
@@ -316,10 +307,9 @@ async fn private_qdrant_refused_key_keeps_jobs_waiting_until_fixed() {
 
     // The fix is a configuration change: a worker started with the right key.
     layout.workers[0].terminate(Duration::from_secs(30));
-    let fixed = spawn_worker(
-        &layout.env,
-        &[("LOOKALIKE_INDEX__API_KEY", "the-right-key")],
-    );
+    let fixed = layout
+        .env
+        .spawn_worker(&[("LOOKALIKE_INDEX__API_KEY", "the-right-key")]);
     fixed.wait_ready(LIMIT).await;
     layout.workers.push(fixed);
     for job in layout.api.wait_jobs(&ids, LIMIT).await {

@@ -272,11 +272,7 @@ async fn model_switch_on_a_qdrant_server_never_fails_a_query() {
 
     let api = env.spawn_process("api", &[]);
     api.wait_ready(LIMIT).await;
-    let worker_listen = format!("127.0.0.1:{}", free_port());
-    let worker = env.spawn_process(
-        "worker",
-        &[("LOOKALIKE_WORKER__LISTEN".into(), worker_listen)],
-    );
+    let worker = env.spawn_worker(&[]);
     worker.wait_ready(LIMIT).await;
     assert_eq!(
         admin.collection_behind(&alias).await.unwrap(),

@@ -93,8 +93,7 @@ async fn api_and_two_workers_apart_with_a_qdrant_server() {
     api.wait_ready(LIMIT).await;
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let worker = env.spawn_process("worker", &[("LOOKALIKE_WORKER__LISTEN".into(), listen)]);
+        let worker = env.spawn_worker(&[]);
         worker.wait_ready(LIMIT).await;
         let (status, _) = worker.get("/healthz").await;
         assert_eq!(status, 200);

@@ -133,6 +133,17 @@ impl TestEnv {
         }
     }
 
+    /// Starts `lookalike worker` on a port of its own (`worker.listen`), with `extra` settings
+    /// (`LOOKALIKE_<SECTION>__<KEY>`), without waiting; the `Service` talks to its health port.
+    pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> Service {
+        let mut settings = vec![(
+            "LOOKALIKE_WORKER__LISTEN".to_string(),
+            format!("127.0.0.1:{}", free_port()),
+        )];
+        settings.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.spawn_process("worker", &settings)
+    }
+
     /// `lookalike <subcommand>` with this environment's settings (database, queue, index, models).
     pub fn command(&self, subcommand: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lookalike"));
