@@ -14,6 +14,7 @@ use lookalike_store::Store;
 use lookalike_vision::{DecodeLimits, Embedder, ModelSpec};
 use lookalike_worker::batcher::Batcher;
 use lookalike_worker::fetch::Fetcher;
+use lookalike_worker::heads::Heads;
 use lookalike_worker::{Consumer, Pipeline};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -161,10 +162,23 @@ pub async fn run(
     } else {
         1
     };
+    // One trained classifier head per process, shared by its pipelines and kept current from the
+    // database; processes that consume jobs also retrain it when the labels changed enough.
+    let heads = Arc::new(Heads::default());
     let pipelines = (0..count)
-        .map(|_| build_pipeline(&config, store.clone(), index.clone()))
+        .map(|_| build_pipeline(&config, store.clone(), index.clone(), heads.clone()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let pipeline = pipelines[0].clone();
+    if config.classify.head {
+        tokio::spawn(lookalike_worker::heads::maintain(
+            store.clone(),
+            heads,
+            pipeline.model_id().to_string(),
+            config.classify.clone(),
+            role.consumes(),
+            shutdown.clone(),
+        ));
+    }
 
     let mut workers = Vec::new();
     if role.consumes() {
@@ -290,6 +304,7 @@ pub fn build_pipeline(
     config: &Config,
     store: Store,
     index: Arc<dyn VectorIndex>,
+    heads: Arc<Heads>,
 ) -> anyhow::Result<Arc<Pipeline>> {
     let loaded = std::time::Instant::now();
     let embedder = Arc::new(
@@ -317,6 +332,7 @@ pub fn build_pipeline(
         reuse_identical: w.reuse_identical_images,
         classify: config.classify.clone(),
         prior: load_prior(config)?,
+        heads,
         max_attempts: config.queue.max_attempts,
     }))
 }

@@ -91,7 +91,9 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         .ping()
         .await
         .context("the target index does not answer")?;
-    let pipeline = lookalike::build_pipeline(&config, store.clone(), index.clone())?;
+    // Reindexing keeps every category as it is: no classifier head needed.
+    let pipeline =
+        lookalike::build_pipeline(&config, store.clone(), index.clone(), Default::default())?;
     let model = pipeline.model_id().to_string();
     let total = store.item_count().await? as usize;
     tracing::info!(model, total, backend = index.name(), "reindex started");

@@ -369,7 +369,7 @@ async fn keys_and_their_scopes_guard_every_endpoint_but_health_and_the_page() {
         service.log()
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["lookalike"]["searches"], 4, "{report}");
+    assert_eq!(report["retrieval_any_category"]["searches"], 4, "{report}");
 
     // The log names the keys, never shows them.
     let log = service.log();

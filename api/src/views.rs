@@ -55,6 +55,7 @@ pub fn item(item: &Item) -> Value {
         "category": item.category,
         "category_source": item.category_source,
         "category_confidence": item.category_confidence,
+        "head_version": item.head_version,
         "model_id": item.model_id,
         "metadata": item.metadata,
         "thumbnail_url": thumbnail_link(item.id),

@@ -21,6 +21,7 @@ use crate::batcher::Batcher;
 use crate::classify;
 use crate::error::JobError;
 use crate::fetch::Fetcher;
+use crate::heads::Heads;
 use crate::prior::{self, Masses, Prior};
 
 /// Everything a job needs, shared by all jobs of a worker.
@@ -38,6 +39,9 @@ pub struct Pipeline {
     pub classify: lookalike_core::config::Classify,
     /// Cold-start prior for categories without labelled items (`classify.categories` in config).
     pub prior: Option<Arc<Prior>>,
+    /// The trained classifier head in use (shared by the process's pipelines, kept current by
+    /// [`crate::heads::maintain`]).
+    pub heads: Arc<Heads>,
     pub max_attempts: u32,
 }
 
@@ -208,9 +212,9 @@ impl Pipeline {
         byte_size: usize,
     ) -> Result<(), JobError> {
         let (category, source) = decision.parts();
-        let confidence = match decision {
-            CategoryDecision::Predicted(p) => Some(p.confidence),
-            _ => None,
+        let (confidence, head_version) = match decision {
+            CategoryDecision::Predicted(p) => (Some(p.confidence), p.head_version),
+            _ => (None, None),
         };
         let write = self.store.begin_item(job_id).await?;
         let item_id = write.item_id;
@@ -243,6 +247,7 @@ impl Pipeline {
             category,
             category_source: source,
             category_confidence: confidence,
+            head_version,
             model_id: self.model_id().to_string(),
             thumbnail_jpeg: analysis.thumbnail_jpeg,
             vector: analysis.embedding,
@@ -432,9 +437,10 @@ impl Pipeline {
         self.classify(embedding, prior_masses, exclude).await
     }
 
-    /// Predicts a category from the labelled items: neighbours' vote fused with category prototypes
-    /// (see [`classify`]), plus the cold-start prior (see [`prior`]) for configured categories that
-    /// have no labels yet. `None` when nothing is labelled and there is no prior.
+    /// Predicts a category from the labelled items: neighbours' vote and category prototypes mixed
+    /// with the trained head (see [`classify::decide`]), plus the cold-start prior (see [`prior`]) for
+    /// configured categories that have no labels yet. `None` when nothing is labelled and there is no
+    /// prior.
     pub async fn classify(
         &self,
         embedding: &[f32],
@@ -460,14 +466,23 @@ impl Pipeline {
         let provided = self.store.provided_categories(&ids).await?;
         let mut voters = classify::labelled(&hit_scores, &provided);
         voters.truncate(c.neighbours);
-        let neighbours = classify::vote(&voters, c.neighbour_temperature);
 
         let prototypes = self.labelled_prototypes(exclude).await?;
         let warm: HashSet<&str> = prototypes.iter().map(|(c, _)| c.as_str()).collect();
-        let scores = classify::prototype_scores(embedding, &prototypes, c.prototype_temperature);
-        let labelled = classify::calibrate(
-            classify::fuse(neighbours, scores, c.prototype_weight),
-            c.confidence_temperature,
+        // A head cannot forget an item it was trained on: leaving a labelled item out (a
+        // leave-one-out check) leaves the head out too.
+        let head = self
+            .heads
+            .current()
+            .filter(|_| c.head && exclude.is_none_or(|e| e.labelled.is_none()));
+        let labelled = classify::decide(
+            &classify::Evidence {
+                embedding,
+                voters: &voters,
+                prototypes: &prototypes,
+                head: head.as_deref().map(|h| h.input()),
+            },
+            &decision_settings(c),
         );
         Ok(match (&self.prior, prior_masses) {
             (Some(p), Some(masses)) => {
@@ -481,6 +496,17 @@ impl Pipeline {
             }
             _ => labelled,
         })
+    }
+}
+
+/// The classifier settings of the configuration, as [`classify::decide`] takes them.
+pub fn decision_settings(c: &lookalike_core::config::Classify) -> classify::Settings {
+    classify::Settings {
+        neighbour_temperature: c.neighbour_temperature,
+        prototype_temperature: c.prototype_temperature,
+        prototype_weight: c.prototype_weight,
+        confidence_temperature: c.confidence_temperature,
+        head_takeover: c.head_takeover,
     }
 }
 

@@ -144,6 +144,7 @@ pub fn with_prior(
         return labelled;
     }
     let taken: f32 = cold_mass.iter().map(|(_, m)| m).sum();
+    let head_version = labelled.as_ref().and_then(|l| l.head_version);
     let mut ranking = cold_mass;
     if let Some(labelled) = labelled {
         ranking.extend(
@@ -156,6 +157,7 @@ pub fn with_prior(
     }
     rank(ranking).map(|p| Prediction {
         used_prior: true,
+        head_version,
         ..p
     })
 }

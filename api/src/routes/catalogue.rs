@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lookalike_worker::heads::TrainOutcome;
 use lookalike_worker::{CategoryDecision, Exclude};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -17,6 +18,31 @@ pub fn router() -> Router<AppState> {
         .route("/v1/categories", get(categories))
         .route("/v1/items", get(list))
         .route("/v1/reclassify", post(reclassify))
+        .route("/v1/classifier/train", post(train))
+}
+
+/// Trains the classifier head on every labelled item now (normally a worker does it when the labels
+/// changed enough). Stored predictions stay as they are until `POST /v1/reclassify`.
+async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let p = &state.pipeline;
+    match lookalike_worker::heads::train_now(&p.store, &p.heads, p.model_id(), &p.classify).await? {
+        TrainOutcome::Trained(head) => Ok((StatusCode::OK, Json(head.summary()))),
+        TrainOutcome::Busy => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "training_in_progress",
+            "another process is training the classifier head right now; its result is loaded here within classify.head_check_ms",
+        )),
+        TrainOutcome::TooFewLabels {
+            labelled,
+            categories,
+        } => Err(ApiError::unprocessable(
+            "too_few_labels",
+            format!(
+                "a head needs at least classify.head_min_labels = {} labelled items in two categories or more; there are {labelled} in {categories}",
+                p.classify.head_min_labels
+            ),
+        )),
+    }
 }
 
 async fn categories(State(state): State<AppState>) -> ApiResult<Json<Value>> {
@@ -121,18 +147,21 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         };
         let decision = CategoryDecision::Predicted(prediction);
         let (category, _) = decision.parts();
-        let confidence = match &decision {
-            CategoryDecision::Predicted(p) => Some(p.confidence),
-            _ => None,
+        let (confidence, head_version) = match &decision {
+            CategoryDecision::Predicted(p) => (Some(p.confidence), p.head_version),
+            _ => (None, None),
         };
-        if category == item.category && confidence == item.category_confidence {
+        if category == item.category
+            && confidence == item.category_confidence
+            && head_version == item.head_version
+        {
             unchanged += 1;
             continue;
         }
         state.index.set_category(*id, category.clone()).await?;
         state
             .store
-            .set_predicted_category(*id, category.as_deref(), confidence)
+            .set_predicted_category(*id, category.as_deref(), confidence, head_version)
             .await?;
         changed += 1;
     }

@@ -331,14 +331,31 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
 
 fn prediction_json(p: Option<&Prediction>) -> Value {
     match p {
-        None => json!({"category": null, "confidence": null, "top": [], "method": "none"}),
+        None => {
+            json!({"category": null, "confidence": null, "top": [], "method": "none", "head_version": null})
+        }
         Some(p) => json!({
             "category": p.category,
             "confidence": p.confidence,
             "top": p.ranking.iter().take(3).map(|(c, w)| json!({"category": c, "confidence": w})).collect::<Vec<_>>(),
-            "method": if p.used_prior { "neighbours+prototypes+prior" } else { "neighbours+prototypes" },
+            "method": method(p),
+            "head_version": p.head_version,
         }),
     }
+}
+
+/// Which parts of the classifier spoke: the trained head (when there is one and it may be used),
+/// always the neighbours and prototypes, and the cold-start prior when it did.
+fn method(p: &Prediction) -> String {
+    let mut parts = Vec::new();
+    if p.head_version.is_some() {
+        parts.push("head");
+    }
+    parts.push("neighbours+prototypes");
+    if p.used_prior {
+        parts.push("prior");
+    }
+    parts.join("+")
 }
 
 async fn exclusion(state: &AppState, id: Uuid) -> ApiResult<Exclude> {

@@ -38,7 +38,39 @@ async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         "items": items,
         "index": {"backend": state.index.name(), "points": points},
         "model": {"id": state.config.model.id, "dim": state.config.model.dim},
+        "classifier": classifier(&state).await?,
     })))
+}
+
+/// The trained head in use (null until one is trained) and how many labels there are now.
+async fn classifier(state: &AppState) -> ApiResult<Value> {
+    let labelled = state
+        .store
+        .labelled_count(state.pipeline.model_id())
+        .await?;
+    let head = state.pipeline.heads.current().map(|h| h.summary());
+    let c = &state.config.classify;
+    Ok(json!({
+        "head_enabled": c.head,
+        "labelled_items": labelled,
+        "head": head,
+        // What `lookalike eval` needs to run its folds exactly as this service classifies.
+        "settings": {
+            "neighbours": c.neighbours,
+            "neighbour_temperature": c.neighbour_temperature,
+            "prototype_temperature": c.prototype_temperature,
+            "prototype_weight": c.prototype_weight,
+            "confidence_temperature": c.confidence_temperature,
+            "head": c.head,
+            "head_l2": c.head_l2,
+            "head_shrinkage": c.head_shrinkage,
+            "head_takeover": c.head_takeover,
+            "head_min_labels": c.head_min_labels,
+            "min_confidence": c.min_confidence,
+            "cover": c.cover,
+            "max_categories": c.max_categories,
+        },
+    }))
 }
 
 /// Whatever the broker says within a short bound: a status page must answer even while RabbitMQ is

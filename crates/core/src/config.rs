@@ -409,6 +409,22 @@ pub struct Classify {
     pub prototype_temperature: f32,
     pub prototype_weight: f32,
     pub confidence_temperature: f32,
+    /// Train a softmax head on the labelled items and mix it in (see `lookalike_classifier`).
+    pub head: bool,
+    /// The head's L2 penalty (on whitened embeddings).
+    pub head_l2: f64,
+    /// Covariance shrinkage of the head's whitening (times the mean variance, on the diagonal).
+    pub head_shrinkage: f64,
+    /// Labelled items per category at which the head and the untrained mixture weigh the same.
+    pub head_takeover: f32,
+    /// No head below this many labelled items.
+    pub head_min_labels: u32,
+    /// Retrain once the labelled items changed by this many since the last training ...
+    pub head_retrain_min: u32,
+    /// ... and by this share of the last training's size.
+    pub head_retrain_share: f32,
+    /// How often a process looks for a newer head (and a worker checks whether one is due).
+    pub head_check_ms: u64,
     pub min_confidence: f32,
     pub cover: f32,
     pub max_categories: usize,

@@ -23,6 +23,8 @@ pub struct Item {
     pub category: Option<String>,
     pub category_source: String,
     pub category_confidence: Option<f32>,
+    /// The classifier head version that took part in a predicted category.
+    pub head_version: Option<i32>,
     pub model_id: String,
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
@@ -40,6 +42,8 @@ pub struct NewItem {
     /// `provided`, `predicted` or `none`.
     pub category_source: &'static str,
     pub category_confidence: Option<f32>,
+    /// The classifier head version that took part in a predicted category.
+    pub head_version: Option<i32>,
     pub model_id: String,
     pub thumbnail_jpeg: Vec<u8>,
     /// The embedding; added to its category's prototype when the category was provided.
@@ -49,8 +53,8 @@ pub struct NewItem {
 macro_rules! item_columns {
     () => {
         "id, job_id, external_id, source_kind, source_url, file_name, content_sha256, byte_size, format, \
-         width, height, category, category_source, category_confidence, model_id, metadata, created_at, \
-         updated_at"
+         width, height, category, category_source, category_confidence, head_version, model_id, metadata, \
+         created_at, updated_at"
     };
 }
 
@@ -153,7 +157,7 @@ impl ItemWrite {
 
 /// Binds a stored item's fields in the one order both writes of an item use: content_sha256,
 /// byte_size, format, width, height, category, category_source, category_confidence, model_id,
-/// embedding (a macro, since the insert and the update are different sqlx query types).
+/// embedding, head_version (a macro, since the insert and the update are different sqlx query types).
 macro_rules! bind_item_fields {
     ($query:expr, $item:expr) => {
         $query
@@ -167,6 +171,7 @@ macro_rules! bind_item_fields {
             .bind($item.category_confidence)
             .bind(&$item.model_id)
             .bind(&$item.vector)
+            .bind($item.head_version)
     };
 }
 
@@ -176,16 +181,17 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
     let insert = sqlx::query_scalar(
         "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
              content_sha256, byte_size, format, width, height, category, category_source,
-             category_confidence, model_id, metadata, embedding)
+             category_confidence, model_id, metadata, embedding, head_version)
          SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12
          FROM jobs j WHERE j.id = $1
          ON CONFLICT (id) DO UPDATE SET
              content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
              format = EXCLUDED.format, width = EXCLUDED.width, height = EXCLUDED.height,
              category = EXCLUDED.category, category_source = EXCLUDED.category_source,
              category_confidence = EXCLUDED.category_confidence, model_id = EXCLUDED.model_id,
-             embedding = EXCLUDED.embedding, updated_at = now()
+             embedding = EXCLUDED.embedding, head_version = EXCLUDED.head_version,
+             updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(job_id);
@@ -230,7 +236,8 @@ async fn replace_item(
         "UPDATE items SET job_id = j.id, source_kind = j.source_kind, source_url = j.source_url,
              file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
              height = $7, category = $8, category_source = $9, category_confidence = $10,
-             model_id = $11, metadata = j.metadata, embedding = $12, updated_at = now()
+             model_id = $11, metadata = j.metadata, embedding = $12, head_version = $13,
+             updated_at = now()
          FROM jobs j WHERE items.id = $1 AND j.id = $2",
     )
     .bind(old.id)
@@ -457,9 +464,10 @@ impl Store {
         id: Uuid,
         category: Option<&str>,
         confidence: Option<f32>,
+        head_version: Option<i32>,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE items SET category = $2, category_confidence = $3,
+            "UPDATE items SET category = $2, category_confidence = $3, head_version = $4,
                  category_source = CASE WHEN $2::text IS NULL THEN 'none' ELSE 'predicted' END,
                  updated_at = now()
              WHERE id = $1 AND category_source <> 'provided'",
@@ -467,6 +475,7 @@ impl Store {
         .bind(id)
         .bind(category)
         .bind(confidence)
+        .bind(head_version)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -1,8 +1,9 @@
-//! Postgres access for lookalike: jobs, uploads, items and thumbnails.
+//! Postgres access for lookalike: jobs, uploads, items, thumbnails and classifier heads.
 //!
 //! Postgres is the source of truth. Every state change a job goes through is one statement or one
 //! transaction here, written so that running it twice (a redelivered queue message) changes nothing.
 
+mod heads;
 #[macro_use]
 mod items;
 mod jobs;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use heads::{LabelledExample, NewHead, StoredHead, Training};
 pub use items::{CategoryCount, Item, ItemWrite, NewItem, Prototype, Replaced};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
 

@@ -1,14 +1,22 @@
-//! `lookalike eval FOLDER`: measures search quality on a labelled folder (`FOLDER/<category>/<image>`)
-//! against a running service, next to the raw-embedding baseline measured in the same run.
+//! `lookalike eval FOLDER`: measures classification and search quality on a labelled folder
+//! (`FOLDER/<category>/<image>`) against a running service, in a way that cannot flatter it.
 //!
-//! 1. Every image is uploaded with its category (`external_id` = `eval:<folder>/<relative path>`) and
-//!    the jobs are polled until they end.
-//! 2. Raw baseline (the method of MODELS.md): each item's stored vector, leave-one-out cosine kNN over
-//!    the eval items only: P@1, P@10, 5-NN majority category accuracy.
-//! 3. The system as users see it: `POST /v1/search` with the same file, `k=10`, `exclude=<its item id>`
-//!    (category auto): category accuracy (top-1, top-3), P@1 and P@10 of the results, share of searches
-//!    widened, calibration of the prediction's confidence (ECE, 10 bins).
-//!    With `FOLDER/products.json` (relative path -> product id), same-item recall@5 for both.
+//! The images are split into k folds (grouped by product with `FOLDER/products.json`, so no view of a
+//! product is learnt while its sibling is tested; spread evenly over each category).
+//! 1. Every fold but the first is uploaded with its categories (`external_id` =
+//!    `eval:<folder>/<relative path>`); the service trains its head on them (`POST
+//!    /v1/classifier/train`), and each image of the first fold is searched by upload (category auto)
+//!    before it is in the catalogue: the service end to end on images it has not seen.
+//! 2. The first fold is uploaded too; every image's stored vector is fetched once.
+//! 3. Raw baseline (the method of MODELS.md): leave-one-out cosine kNN over the eval items' vectors:
+//!    P@1, P@10, 5-NN majority accuracy, same-item recall@5.
+//! 4. Retrieval through the service over all categories (`category=any`, `exclude=<its item id>`):
+//!    P@1, P@10 and same-item recall@5 that do not restate the classification.
+//! 5. Classification, k-fold, in process: each fold classified by the service's own classifier code
+//!    (`lookalike_classifier::decide`, the head trained by `fit`) on the vectors the service made,
+//!    with the settings it reports; the service's mixture, the vote alone and the head alone under the
+//!    same folds, and the first fold compared with the service's own answers. `--curve` adds accuracy
+//!    by labels per category; `--tune` chooses the settings on a development folder.
 //!
 //! Precision here is over what is returned, up to k: a search in a category of 4 items returns 3 results,
 //! and if all 3 are right its P@10 is 1. An empty answer has precision 0.
@@ -23,6 +31,10 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::client::JobEnd;
+
+mod crossval;
+mod folds;
+mod tune;
 use crate::folder::file_name;
 
 #[derive(clap::Args, Debug)]
@@ -48,6 +60,17 @@ pub struct EvalArgs {
     /// file maps the image's folder to (`{"sneaker": "shoes", ...}`; unmapped folders are left out).
     #[arg(long, value_name = "MAP.json")]
     pub cold_start: Option<PathBuf>,
+    /// Cross-validation folds (grouped by product when the folder has products.json).
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Also measure how accuracy grows with the labels per category (vote, head, both), to see
+    /// where the head overtakes the vote.
+    #[arg(long)]
+    pub curve: bool,
+    /// Choose the classifier settings on this folder (a development set, never one whose figures
+    /// are reported) and write them to this JSON file.
+    #[arg(long, value_name = "OUT.json")]
+    pub tune: Option<PathBuf>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -70,8 +93,6 @@ struct Sample {
 /// What one system search answered.
 struct Answer {
     top: Vec<String>,
-    /// The confidences of `top`, in the same order.
-    top_confidences: Vec<f64>,
     confidence: Option<f64>,
     widened: bool,
     /// (item id, category) of each result, best first.
@@ -101,15 +122,56 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         return cold_start(&api, &name, &samples, map, args.json).await;
     }
 
-    // 1. Ingest.
+    let settings = api.classifier_settings().await?;
+    let folds_k = args.folds.clamp(2, samples.len().max(2));
+    let group_keys: Vec<&str> = samples
+        .iter()
+        .map(|s| s.product.as_deref().unwrap_or(&s.rel))
+        .collect();
+    let all_labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
+    let fold_of = folds::assign_folds(&all_labels, &group_keys, folds_k);
+
+    // 1. Ingest every fold but the first, labelled; train the head on them as a worker would; then
+    //    search with each image of the first fold, end to end, before it is in the catalogue.
     let t = Instant::now();
-    let job_ids = api.upload_all(&name, &samples).await?;
-    let outcomes = api.wait_jobs(&job_ids).await?;
-    let ingest_secs = t.elapsed().as_secs_f64();
+    let (first, rest): (Vec<usize>, Vec<usize>) =
+        (0..samples.len()).partition(|i| fold_of[*i] == 0);
+    let pick = |ix: &[usize]| {
+        ix.iter()
+            .map(|i| samples[*i].clone())
+            .collect::<Vec<Sample>>()
+    };
+    let mut job_ids = vec![String::new(); samples.len()];
+    let mut outcomes: Vec<Option<Result<String, String>>> = vec![None; samples.len()];
+    let rest_ids = api.upload_all(&name, &pick(&rest)).await?;
+    for (i, id) in rest.iter().zip(&rest_ids) {
+        job_ids[*i] = id.clone();
+    }
+    for (i, out) in rest.iter().zip(api.wait_jobs(&rest_ids).await?) {
+        outcomes[*i] = Some(out);
+    }
+    let head = api.train_head().await?;
+    let t_e2e = Instant::now();
+    let end_to_end: Vec<Result<(Answer, f64)>> = api
+        .search_all(
+            &first.iter().map(|i| &samples[*i]).collect::<Vec<_>>(),
+            None,
+            "auto",
+        )
+        .await;
+    let e2e_secs = t_e2e.elapsed().as_secs_f64();
+    let first_ids = api.upload_all(&name, &pick(&first)).await?;
+    for (i, id) in first.iter().zip(&first_ids) {
+        job_ids[*i] = id.clone();
+    }
+    for (ix, out) in first.iter().zip(api.wait_jobs(&first_ids).await?) {
+        outcomes[*ix] = Some(out);
+    }
+    let ingest_secs = t.elapsed().as_secs_f64() - e2e_secs;
     let mut failures = Vec::new();
     let mut ok = Vec::new(); // (sample index, item id)
     for (i, outcome) in outcomes.into_iter().enumerate() {
-        match outcome {
+        match outcome.expect("every sample was submitted") {
             Ok(item) => ok.push((i, item)),
             Err(why) => {
                 failures.push(json!({"file": samples[i].rel, "job_id": job_ids[i], "error": why}))
@@ -129,7 +191,11 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             samples.len()
         );
     }
-    let samples: Vec<&Sample> = ok.iter().map(|(i, _)| &samples[*i]).collect();
+    let kept: Vec<usize> = ok.iter().map(|(i, _)| *i).collect();
+    let e2e_by_sample: HashMap<usize, &Result<(Answer, f64)>> =
+        first.iter().copied().zip(end_to_end.iter()).collect();
+    let fold_of: Vec<usize> = kept.iter().map(|i| fold_of[*i]).collect();
+    let samples: Vec<&Sample> = kept.iter().map(|i| &samples[*i]).collect();
     let item_ids: Vec<String> = ok.into_iter().map(|(_, id)| id).collect();
     let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
     let siblings = siblings(
@@ -146,9 +212,10 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     let raw = raw_baseline(&vectors, &labels, &siblings);
     let vector_secs = t.elapsed().as_secs_f64();
 
-    // 3. The system.
+    // 3. Retrieval through the service, over all categories (`category=any`), each image searched
+    //    with itself excluded: figures that do not restate the classification.
     let t = Instant::now();
-    let answers = api.search_all(&samples, &item_ids).await;
+    let answers = api.search_all(&samples, Some(&item_ids), "any").await;
     let search_secs = t.elapsed().as_secs_f64();
     let index_of: HashMap<&str, usize> = item_ids
         .iter()
@@ -156,22 +223,60 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         .map(|(i, id)| (id.as_str(), i))
         .collect();
     let mut search_errors = Vec::new();
-    let mut sys = SystemScores::default();
+    let mut retrieval = SystemScores::default();
     for (i, answer) in answers.iter().enumerate() {
         match answer {
-            Ok(a) => sys.add(a, labels[i], &siblings[i], &index_of),
+            Ok(a) => retrieval.add(a, labels[i], &siblings[i], &index_of),
             Err(e) => search_errors.push(json!({"file": samples[i].rel, "error": e.to_string()})),
+        }
+    }
+    // The first fold, end to end (classified and searched by the service, category auto).
+    let mut e2e = SystemScores::default();
+    let mut e2e_predictions: HashMap<usize, Option<String>> = HashMap::new();
+    for (i, (kept_index, s)) in kept.iter().zip(&samples).enumerate() {
+        let Some(answer) = e2e_by_sample.get(kept_index) else {
+            continue;
+        };
+        match answer {
+            Ok(a) => {
+                e2e.add(a, labels[i], &siblings[i], &index_of);
+                e2e_predictions.insert(i, a.0.top.first().cloned());
+            }
+            Err(e) => search_errors.push(json!({"file": s.rel, "error": e.to_string()})),
         }
     }
     for e in &search_errors {
         eprintln!("search failed: {} : {}", e["file"], e["error"]);
     }
 
+    // 4. Cross-validation in process, through the service's classifier code.
+    let t = Instant::now();
+    let data = folds::Data {
+        vectors: &vectors,
+        labels: &labels,
+        ids: &item_ids,
+        folds: &fold_of,
+        k: folds_k,
+    };
+    let cv = crossval::run(&data, &settings, args.curve);
+    let agreement = crossval::agreement(&cv, &e2e_predictions);
+    let cv_secs = t.elapsed().as_secs_f64();
+    let tuned = match &args.tune {
+        Some(path) => {
+            let t = tune::tune(&data, &settings);
+            std::fs::write(path, serde_json::to_string_pretty(&t)? + "\n")
+                .with_context(|| path.display().to_string())?;
+            eprintln!("tuned settings written to {}", path.display());
+            Some(t)
+        }
+        None => None,
+    };
+
     let mut per_category: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &labels {
         *per_category.entry(l).or_default() += 1;
     }
-    let searched = answers.len() - search_errors.len();
+    let searched = answers.len() - answers.iter().filter(|a| a.is_err()).count();
     let report = json!({
         "folder": name,
         "api": args.api.api,
@@ -180,25 +285,38 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         "ingest_failures": failures,
         "search_errors": search_errors,
         "same_item_queries": has_products.then(|| siblings.iter().filter(|s| !s.is_empty()).count()),
+        "settings": settings.json(),
+        "folds": folds_k,
+        "grouped_by_product": has_products,
         "raw": {
             "p_at_1": raw.p1, "p_at_10": raw.p10, "knn5_accuracy": raw.knn5,
             "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
         },
-        "lookalike": {
-            "searches": searched,
-            "accuracy_top1": mean(&sys.top1), "accuracy_top3": mean(&sys.top3),
-            "p_at_1": mean(&sys.p1), "p_at_10": mean(&sys.p10),
-            "widened": mean(&sys.widened),
-            "ece": (!sys.calibration.is_empty()).then(|| expected_calibration_error(&sys.calibration, ECE_BINS)),
-            "mean_confidence": mean(&sys.calibration.iter().map(|c| c.0).collect::<Vec<_>>()),
-            "temperature_fit": fit_temperature(&sys.tops).map(|(t, ece)| json!({"factor": t, "ece": ece})),
-            "no_prediction": sys.no_prediction,
-            "same_item_recall_at_5": if has_products { mean(&sys.recall5) } else { None },
+        "classification": cv.json(),
+        "end_to_end": {
+            "fold": 0,
+            "images": e2e.top1.len(),
+            "head": head,
+            "accuracy_top1": mean(&e2e.top1), "accuracy_top3": mean(&e2e.top3),
+            "p_at_1": mean(&e2e.p1), "p_at_10": mean(&e2e.p10),
+            "widened": mean(&e2e.widened),
+            "ece": (!e2e.calibration.is_empty()).then(|| expected_calibration_error(&e2e.calibration, ECE_BINS)),
+            "no_prediction": e2e.no_prediction,
+            "agreement_with_in_process": agreement,
+            "search_mean_ms": mean(&e2e.latency_ms),
         },
+        "retrieval_any_category": {
+            "searches": searched,
+            "p_at_1": mean(&retrieval.p1), "p_at_10": mean(&retrieval.p10),
+            "same_item_recall_at_5": if has_products { mean(&retrieval.recall5) } else { None },
+        },
+        "tuned": tuned,
         "timing": {
             "ingest_secs": ingest_secs, "ingest_per_sec": job_ids.len() as f64 / ingest_secs,
             "vectors_secs": vector_secs, "search_secs": search_secs,
-            "search_mean_ms": mean(&sys.latency_ms),
+            "search_mean_ms": mean(&retrieval.latency_ms),
+            "end_to_end_secs": e2e_secs,
+            "cross_validation_secs": cv_secs,
             "concurrency": args.concurrency,
             "total_secs": started.elapsed().as_secs_f64(),
         },
@@ -384,11 +502,44 @@ impl Api {
         .await
     }
 
-    /// One leave-one-out search per item, with progress on stderr.
+    /// The service's classifier settings (`/v1/status`), to run the folds as it classifies.
+    async fn classifier_settings(&self) -> Result<folds::Classifier> {
+        let status = self
+            .json(self.api.http().get(self.api.url("/v1/status")))
+            .await?;
+        folds::Classifier::from_status(&status["classifier"]["settings"]).with_context(|| {
+            format!(
+                "{} reports no classifier settings (an older service?)",
+                self.api.url("/v1/status")
+            )
+        })
+    }
+
+    /// Asks the service to train its classifier head now; `None` when it has too few labels or the
+    /// head is off. Waits while another process is training.
+    async fn train_head(&self) -> Result<Option<Value>> {
+        for _ in 0..120 {
+            let response = self
+                .api
+                .send(self.api.http().post(self.api.url("/v1/classifier/train")))
+                .await?;
+            match response.0.as_u16() {
+                200 => return Ok(Some(response.1)),
+                422 => return Ok(None),
+                409 => tokio::time::sleep(Duration::from_millis(500)).await,
+                s => bail!("training the classifier head answered {s}: {}", response.1),
+            }
+        }
+        bail!("the classifier head stayed busy training for a minute")
+    }
+
+    /// One search per sample (with its item excluded when `exclude` gives the ids), with progress on
+    /// stderr.
     async fn search_all(
         &self,
         samples: &[&Sample],
-        item_ids: &[String],
+        exclude: Option<&[String]>,
+        category: &str,
     ) -> Vec<Result<(Answer, f64)>> {
         let start = Instant::now();
         let mut last_print = Instant::now();
@@ -396,8 +547,8 @@ impl Api {
         let mut searches = stream::iter(
             samples
                 .iter()
-                .zip(item_ids)
-                .map(|(s, id)| self.search(s, id)),
+                .enumerate()
+                .map(|(i, s)| self.search(s, exclude.map(|ids| ids[i].as_str()), category)),
         )
         .buffered(self.concurrency);
         while let Some(answer) = searches.next().await {
@@ -405,7 +556,7 @@ impl Api {
             if out.len() == samples.len() || last_print.elapsed() > Duration::from_secs(2) {
                 let secs = start.elapsed().as_secs_f64();
                 eprintln!(
-                    "search: {}/{} ({:.1} searches/s)",
+                    "search ({category}): {}/{} ({:.1} searches/s)",
                     out.len(),
                     samples.len(),
                     out.len() as f64 / secs
@@ -416,15 +567,23 @@ impl Api {
         out
     }
 
-    async fn search(&self, sample: &Sample, item_id: &str) -> Result<(Answer, f64)> {
+    async fn search(
+        &self,
+        sample: &Sample,
+        exclude: Option<&str>,
+        category: &str,
+    ) -> Result<(Answer, f64)> {
         let bytes = tokio::fs::read(&sample.path).await?;
-        let form = Form::new()
+        let mut form = Form::new()
             .part(
                 "file",
                 Part::bytes(bytes).file_name(file_name(&sample.path)),
             )
             .text("k", K.to_string())
-            .text("exclude", item_id.to_string());
+            .text("category", category.to_string());
+        if let Some(id) = exclude {
+            form = form.text("exclude", id.to_string());
+        }
         let t = Instant::now();
         let body = self
             .json(
@@ -442,12 +601,6 @@ impl Api {
                 .into_iter()
                 .flatten()
                 .filter_map(|t| text(&t["category"]))
-                .collect(),
-            top_confidences: body["prediction"]["top"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t["confidence"].as_f64())
                 .collect(),
             confidence: body["prediction"]["confidence"].as_f64(),
             widened: body["search"]["low_confidence"].as_bool().unwrap_or(false),
@@ -470,8 +623,6 @@ struct SystemScores {
     p10: Vec<f64>,
     widened: Vec<f64>,
     calibration: Vec<(f64, bool)>,
-    /// Top-3 confidences and whether the first was right, to fit a temperature.
-    tops: Vec<(Vec<f64>, bool)>,
     no_prediction: usize,
     recall5: Vec<f64>,
     latency_ms: Vec<f64>,
@@ -500,7 +651,6 @@ impl SystemScores {
         match a.confidence {
             Some(c) => {
                 self.calibration.push((c, correct));
-                self.tops.push((a.top_confidences.clone(), correct));
             }
             None => self.no_prediction += 1,
         }
@@ -609,32 +759,6 @@ fn expected_calibration_error(predictions: &[(f64, bool)], bins: usize) -> f64 {
         .sum()
 }
 
-/// The temperature factor `t` that, applied on top of the service's current
-/// `classify.confidence_temperature`, would minimise the ECE of these answers, with that ECE.
-///
-/// The API reports the top 3 categories; the remaining probability is treated as one more category.
-/// That is exact for the winner's confidence when at most four categories have any probability, and
-/// a close approximation otherwise (the tail is small).
-fn fit_temperature(tops: &[(Vec<f64>, bool)]) -> Option<(f64, f64)> {
-    if tops.len() < 20 {
-        return None;
-    }
-    let rescaled = |t: f64| -> Vec<(f64, bool)> {
-        tops.iter()
-            .filter(|(p, _)| !p.is_empty())
-            .map(|(p, correct)| {
-                let rest = (1.0 - p.iter().sum::<f64>()).max(0.0);
-                let total: f64 = p.iter().chain([rest].iter()).map(|x| x.powf(1.0 / t)).sum();
-                (p[0].powf(1.0 / t) / total, *correct)
-            })
-            .collect()
-    };
-    (1..=60)
-        .map(|i| i as f64 * 0.05)
-        .map(|t| (t, expected_calibration_error(&rescaled(t), ECE_BINS)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-}
-
 /// Share of the relevant ids found among the first k ranked.
 fn recall_at_k(ranked: &[usize], relevant: &[usize], k: usize) -> f64 {
     if relevant.is_empty() {
@@ -656,57 +780,91 @@ fn flag(b: bool) -> f64 {
 
 fn markdown(r: &Value) -> String {
     let f = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.3}"));
-    let (raw, sys, t) = (&r["raw"], &r["lookalike"], &r["timing"]);
-    let mut rows = vec![
-        (
-            "category accuracy, top-1 (raw: 5-NN vote)".to_string(),
-            f(&raw["knn5_accuracy"]),
-            f(&sys["accuracy_top1"]),
-        ),
-        (
-            "category accuracy, top-3".into(),
-            "–".into(),
-            f(&sys["accuracy_top3"]),
-        ),
-        ("P@1".into(), f(&raw["p_at_1"]), f(&sys["p_at_1"])),
-        ("P@10".into(), f(&raw["p_at_10"]), f(&sys["p_at_10"])),
-        (
-            "searches widened (low confidence)".into(),
-            "–".into(),
-            f(&sys["widened"]),
-        ),
-        (
-            "calibration error (ECE, 10 bins)".into(),
-            "–".into(),
-            f(&sys["ece"]),
-        ),
-        (
-            "mean confidence".into(),
-            "–".into(),
-            f(&sys["mean_confidence"]),
-        ),
-        (
-            "ECE after the fitted temperature factor (see below)".into(),
-            "–".into(),
-            f(&sys["temperature_fit"]["ece"]),
-        ),
-    ];
-    if let Some(n) = r["same_item_queries"].as_u64() {
-        rows.push((
-            format!("same-item recall@5 ({n} views with siblings)"),
-            f(&raw["same_item_recall_at_5"]),
-            f(&sys["same_item_recall_at_5"]),
-        ));
-    }
+    let (cls, e2e, any, raw, t) = (
+        &r["classification"],
+        &r["end_to_end"],
+        &r["retrieval_any_category"],
+        &r["raw"],
+        &r["timing"],
+    );
     let mut out = format!(
-        "### lookalike eval: {} ({} images, {} categories, {})\n\n| metric | raw embeddings | lookalike |\n|---|---|---|\n",
+        "### lookalike eval: {} ({} images, {} categories, {})\n\n",
         r["folder"].as_str().unwrap_or(""),
         r["items"],
         r["categories"].as_object().map_or(0, |c| c.len()),
         r["api"].as_str().unwrap_or(""),
     );
-    for (metric, a, b) in rows {
-        out += &format!("| {metric} | {a} | {b} |\n");
+    out += &format!(
+        "Classification, {}-fold cross-validation{} (each image classified by what the other folds taught):\n\n\
+         | metric | lookalike (head + vote) | vote only | head only |\n|---|---|---|---|\n",
+        r["folds"],
+        if r["grouped_by_product"].as_bool() == Some(true) {
+            ", folds grouped by product"
+        } else {
+            ""
+        },
+    );
+    let (l, v, h) = (&cls["lookalike"], &cls["vote"], &cls["head"]);
+    for (name, key) in [
+        ("category accuracy, top-1", "accuracy_top1"),
+        ("category accuracy, top-3", "accuracy_top3"),
+        ("errors", "errors"),
+        ("calibration error (ECE, 10 bins)", "ece"),
+        ("log-loss", "nll"),
+        (
+            "P@10 in the predicted categories (restates accuracy)",
+            "p_at_10_in_category",
+        ),
+        (
+            "right-category share of the top 10 when the prediction is wrong",
+            "right_category_share_when_wrong",
+        ),
+    ] {
+        let g = |x: &Value| {
+            if key == "errors" {
+                x[key].as_u64().map_or("–".into(), |n| n.to_string())
+            } else {
+                f(&x[key])
+            }
+        };
+        out += &format!("| {name} | {} | {} | {} |\n", g(l), g(v), g(h));
+    }
+    out += &format!(
+        "\nRetrieval over all categories (`category=any`, each image searched with itself excluded):\n\n\
+         | metric | raw embeddings (exact) | lookalike |\n|---|---|---|\n\
+         | P@1 | {} | {} |\n| P@10 | {} | {} |\n",
+        f(&raw["p_at_1"]),
+        f(&any["p_at_1"]),
+        f(&raw["p_at_10"]),
+        f(&any["p_at_10"]),
+    );
+    if let Some(n) = r["same_item_queries"].as_u64() {
+        out += &format!(
+            "| same-item recall@5 ({n} views with siblings) | {} | {} |\n",
+            f(&raw["same_item_recall_at_5"]),
+            f(&any["same_item_recall_at_5"])
+        );
+    }
+    out += &format!(
+        "\nEnd to end, fold 1 ({} images searched by upload before they were ingested, head trained on the other folds): \
+         top-1 {}, P@10 {}, searches widened {}, same prediction as in process {}\n",
+        e2e["images"],
+        f(&e2e["accuracy_top1"]),
+        f(&e2e["p_at_10"]),
+        f(&e2e["widened"]),
+        f(&e2e["agreement_with_in_process"]["share"]),
+    );
+    if let Some(curve) = cls["learning_curve"].as_array() {
+        out += "\nLearning curve (top-1 by labels per category):\n\n| labels per category | vote | head | lookalike |\n|---|---|---|---|\n";
+        for p in curve {
+            out += &format!(
+                "| {} | {} | {} | {} |\n",
+                p["labels_per_category"],
+                f(&p["vote"]),
+                f(&p["head"]),
+                f(&p["lookalike"])
+            );
+        }
     }
     let cats: Vec<String> = r["categories"]
         .as_object()
@@ -715,28 +873,28 @@ fn markdown(r: &Value) -> String {
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     out += &format!(
-        "\ncounts: {} images evaluated, {} failed to ingest, {} searches ({} errors, {} without prediction); per category: {}\n",
+        "\ncounts: {} images evaluated, {} failed to ingest, {} search errors; per category: {}\n",
         r["items"],
         r["ingest_failures"].as_array().map_or(0, Vec::len),
-        sys["searches"],
         r["search_errors"].as_array().map_or(0, Vec::len),
-        sys["no_prediction"],
         cats.join(", "),
     );
-    if let Some(t) = sys["temperature_fit"]["factor"].as_f64() {
+    if let Some(ms) = cls["head_training_ms_per_10k_items"].as_f64() {
         out += &format!(
-            "calibration: multiplying classify.confidence_temperature by {t:.2} would bring the ECE to {}\n",
-            f(&sys["temperature_fit"]["ece"])
+            "head training: {:.0} ms per 10,000 labelled items (both rounds)\n",
+            ms
         );
     }
     out += &format!(
-        "timing: ingest {:.1} s ({:.1} images/s), vectors {:.1} s, searches {:.1} s (mean {:.0} ms each, {} in flight), total {:.1} s\n",
+        "timing: ingest {:.1} s ({:.1} images/s), vectors {:.1} s, searches {:.1} s (mean {:.0} ms each, {} in flight), \
+         cross-validation {:.1} s, total {:.1} s\n",
         t["ingest_secs"].as_f64().unwrap_or(0.0),
         t["ingest_per_sec"].as_f64().unwrap_or(0.0),
         t["vectors_secs"].as_f64().unwrap_or(0.0),
         t["search_secs"].as_f64().unwrap_or(0.0),
         t["search_mean_ms"].as_f64().unwrap_or(0.0),
         t["concurrency"],
+        t["cross_validation_secs"].as_f64().unwrap_or(0.0),
         t["total_secs"].as_f64().unwrap_or(0.0),
     );
     out
@@ -745,21 +903,6 @@ fn markdown(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_fitted_temperature_sharpens_an_under_confident_classifier() {
-        // Always right, but only 40% sure: a factor below 1 sharpens it towards certainty.
-        let tops: Vec<(Vec<f64>, bool)> = (0..50).map(|_| (vec![0.4, 0.3, 0.2], true)).collect();
-        let (t, ece) = fit_temperature(&tops).unwrap();
-        assert!(t < 0.5, "{t}");
-        assert!(ece < 0.05, "{ece}");
-        // Right 40% of the time at 40%: already calibrated, nothing to change.
-        let tops: Vec<(Vec<f64>, bool)> =
-            (0..50).map(|i| (vec![0.4, 0.3, 0.2], i % 5 < 2)).collect();
-        let (t, ece) = fit_temperature(&tops).unwrap();
-        assert!((t - 1.0).abs() < 0.051, "{t}");
-        assert!(ece < 0.01);
-    }
 
     #[test]
     fn precision_counts_what_is_returned_up_to_k() {

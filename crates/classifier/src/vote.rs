@@ -1,11 +1,10 @@
-//! Category prediction from labelled items (those whose category a submitter provided).
-//!
-//! Two views of the same labels, fused (Alibaba 2018 does the same with a classifier and a vote):
+//! The labelled neighbours' vote and the category prototypes: two views of the same labels that need
+//! no training, so they speak from a category's first label on.
 //! - **neighbours**: the nearest labelled items vote, each weighted by its similarity;
 //! - **prototypes**: the image is compared with each category's mean direction.
 //!
 //! The neighbours are sharp where the catalogue is dense; the prototypes are steadier where a category
-//! has few or scattered examples. `lookalike eval` measures both and the fusion.
+//! has few or scattered examples.
 
 use std::collections::HashMap;
 
@@ -18,8 +17,10 @@ pub struct Prediction {
     pub confidence: f32,
     /// Every category that got votes, best first, with its share.
     pub ranking: Vec<(String, f32)>,
-    /// The cold-start prior spoke for some category (see [`crate::prior`]).
+    /// The cold-start prior spoke for some category (the worker's `prior` module).
     pub used_prior: bool,
+    /// The version of the trained head that took part, if one did (see [`crate::head`]).
+    pub head_version: Option<i32>,
 }
 
 /// Weighted vote over `(similarity, category)` of labelled neighbours. `None` when nobody voted.
@@ -112,10 +113,15 @@ pub fn calibrate(p: Option<Prediction>, temperature: f32) -> Option<Prediction> 
         .map(|(c, w)| (c, w.max(f32::MIN_POSITIVE).powf(1.0 / temperature)))
         .collect();
     let total: f32 = scaled.iter().map(|(_, w)| w).sum();
-    rank(scaled.into_iter().map(|(c, w)| (c, w / total)).collect())
+    rank(scaled.into_iter().map(|(c, w)| (c, w / total)).collect()).map(|q| Prediction {
+        used_prior: p.used_prior,
+        head_version: p.head_version,
+        ..q
+    })
 }
 
-pub(crate) fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
+/// Sorts `(category, probability)` best first (ties by name) into a prediction; `None` when empty.
+pub fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
     ranking.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let (category, confidence) = ranking.first()?.clone();
     Some(Prediction {
@@ -123,6 +129,7 @@ pub(crate) fn rank(mut ranking: Vec<(String, f32)>) -> Option<Prediction> {
         confidence,
         ranking,
         used_prior: false,
+        head_version: None,
     })
 }
 
@@ -248,6 +255,7 @@ mod tests {
             confidence: 0.9,
             ranking: vec![("a".into(), 0.9), ("b".into(), 0.1)],
             used_prior: false,
+            head_version: None,
         };
         assert_eq!(
             categories_to_search(&sure, 0.6, 0.9, 3),
@@ -263,6 +271,7 @@ mod tests {
                 ("d".into(), 0.05),
             ],
             used_prior: false,
+            head_version: None,
         };
         assert_eq!(
             categories_to_search(&unsure, 0.6, 0.9, 3),

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The README's quality figures, in one run: classifier settings chosen on a development set, then every
+# reported set evaluated with them, each against a fresh service (own database, index and queue).
+#
+#   scripts/eval-quality.sh            # tune on the dev set, then evaluate vendure, saleor, fashion-mnist
+#   scripts/eval-quality.sh --no-tune  # evaluate with config/default.toml's settings as they are
+#
+# Development set: 3,000 Fashion-MNIST images from the package's *training* split (never the 3,000
+# test-split images reported). The chosen settings are applied to the service for every reported set
+# (as LOOKALIKE_CLASSIFY__* variables) and written into the result file; copy them into
+# config/default.toml to make them the defaults.
+#
+# Writes bench-results/quality-<date>.json: date, machine, command, settings, and each set's
+# `lookalike eval --json --curve` report. Uses the release build (cargo build --release).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tune=1
+[ "${1:-}" = "--no-tune" ] && tune=0
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/lookalike-target}
+export LOOKALIKE_CACHE=${LOOKALIKE_CACHE:-/var/tmp/lookalike-cache}
+scripts/services.sh
+scripts/setup.sh ${LOOKALIKE_MODELS_FROM:+--models-from "$LOOKALIKE_MODELS_FROM"} >/dev/null
+datasets=.lookalike/datasets
+dev=${LOOKALIKE_DEV_DIR:-$LOOKALIKE_CACHE/dev-datasets}
+scripts/fetch-datasets.sh vendure saleor fashion-mnist >/dev/null
+scripts/fetch-datasets.sh --out "$dev" --fashion-split train fashion-mnist >/dev/null
+cargo build --release --locked --bin lookalike >&2
+bin=$CARGO_TARGET_DIR/release/lookalike
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/lookalike-quality.XXXXXX")
+pid=
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+settings=()   # LOOKALIKE_CLASSIFY__* assignments from the tuning
+
+# Runs `lookalike eval` on one folder against a fresh `lookalike serve`; extra eval arguments after
+# the folder. The report goes to $work/<name>.json.
+evaluate() {
+  local name=$1 folder=$2; shift 2
+  local id db port
+  id=$(date +%s%N | tail -c 9)
+  db=lookalike_quality_$id
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
+  env "${settings[@]+"${settings[@]}"}" \
+    LOOKALIKE_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db" \
+    LOOKALIKE_QUEUE__PREFIX="lookalike-quality-$id" \
+    LOOKALIKE_INDEX__DATA_DIR="$work/index-$id" \
+    LOOKALIKE_HTTP__LISTEN="127.0.0.1:$port" \
+    LOOKALIKE_AUTH__ENABLED=false \
+    "$bin" serve >"$work/$name.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 600); do
+    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
+    sleep 0.2
+  done
+  echo "eval-quality: $name ($folder)" >&2
+  "$bin" eval "$folder" --api "http://127.0.0.1:$port" --json --concurrency 2 "$@" >"$work/$name.json"
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
+}
+
+started=$(date -u +%FT%TZ)
+if [ "$tune" = 1 ]; then
+  evaluate dev "$dev/fashion-mnist" --tune "$work/tuned.json"
+  mapfile -t settings < <(python3 - "$work/tuned.json" <<'PY'
+import json, sys
+for k, v in json.load(open(sys.argv[1]))["chosen"].items():
+    print(f"LOOKALIKE_CLASSIFY__{k.upper()}={str(v).lower() if isinstance(v, bool) else v}")
+PY
+)
+  echo "eval-quality: tuned ${settings[*]}" >&2
+fi
+for set in vendure saleor fashion-mnist; do
+  evaluate "$set" "$datasets/$set" --curve
+done
+
+out=bench-results/quality-$(date -u +%F).json
+python3 - "$work" "$out" "$started" "$tune" "$*" <<'PY'
+import json, os, platform, subprocess, sys
+work, out, started, tune, args = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+result = {
+    "date": started,
+    "machine": {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1), "kernel": platform.release()},
+    "command": ("scripts/eval-quality.sh " + args).strip(),
+    "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+    "tuned_on": "Fashion-MNIST training split, 3,000 images (300 per class); not reported" if tune == "1" else None,
+    "tuning": json.load(open(f"{work}/tuned.json")) if tune == "1" else None,
+    "sets": {s: json.load(open(f"{work}/{s}.json")) for s in ["vendure", "saleor", "fashion-mnist"]},
+}
+if tune == "1":
+    result["development_set_report"] = json.load(open(f"{work}/dev.json"))
+json.dump(result, open(out, "w"), indent=1)
+print(out)
+PY
