@@ -24,6 +24,7 @@ fn catalogue(images: &ImageServer, n: usize) -> Value {
                 json!({
                     "url": images.url(&format!("/files/{}?v={i}", files[i % files.len()])),
                     "external_id": format!("sku-{i}"),
+                    "category": if i % files.len() == 2 { "cups" } else { "shoes" },
                 })
             })
             .collect(),
@@ -87,7 +88,11 @@ async fn api_and_two_workers_apart_with_a_qdrant_server() {
         .set("INDEX__URL", &url)
         .set("INDEX__COLLECTION", collection)
         // Small prefetch, so that the first worker cannot take every job before the second starts.
-        .set("WORKER__CONCURRENCY", 2);
+        .set("WORKER__CONCURRENCY", 2)
+        // Both workers look for a due classifier head often; one must train it, all must load it.
+        .set("CLASSIFY__HEAD_MIN_LABELS", 6)
+        .set("CLASSIFY__HEAD_CHECK_MS", 200)
+        .set("CLASSIFY__HEAD_RETRAIN_MIN", 1000);
     let images = ImageServer::start(reference_dir()).await;
     let api = env.spawn_process("api", &[]);
     api.wait_ready(LIMIT).await;
@@ -118,4 +123,46 @@ async fn api_and_two_workers_apart_with_a_qdrant_server() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(!body["results"].as_array().unwrap().is_empty(), "{body}");
+
+    // The classifier head: trained once, by one worker, under the database lock; the API loads it.
+    let start = std::time::Instant::now();
+    let head = loop {
+        let (_, status) = api.get("/v1/status").await;
+        if !status["classifier"]["head"].is_null() {
+            break status["classifier"]["head"].clone();
+        }
+        assert!(start.elapsed() < LIMIT, "no head: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Several check periods: a second worker that also found a training due must not train again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut db = env.db().await;
+    let versions: Vec<(i32, i32)> =
+        sqlx::query_as("SELECT version, trained_on FROM classifier_heads ORDER BY version")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        versions.len(),
+        1,
+        "one training for one set of labels: {versions:?}"
+    );
+    assert_eq!(head["version"], versions[0].0);
+    let trainers = workers
+        .iter()
+        .filter(|w| w.log().contains("classifier head trained"))
+        .count();
+    assert_eq!(trainers, 1, "exactly one worker trained");
+    for (i, worker) in workers.iter().enumerate() {
+        assert!(
+            worker.log().contains("classifier head"),
+            "worker {i} has the head:\n{}",
+            worker.log()
+        );
+    }
+    assert!(
+        api.log().contains("classifier head loaded"),
+        "{}",
+        api.log()
+    );
 }

@@ -129,6 +129,15 @@ pub enum TrainOutcome {
     },
 }
 
+/// Why a training runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reason {
+    /// Asked for (`POST /v1/classifier/train`): always trains.
+    Requested,
+    /// The labels changed enough ([`due`]): trains only if no other process did meanwhile.
+    Due,
+}
+
 /// Trains a head on every labelled item of the model now (under the training lock), stores it as the
 /// next version and puts it in use in this process.
 pub async fn train_now(
@@ -136,11 +145,26 @@ pub async fn train_now(
     heads: &Heads,
     model_id: &str,
     c: &Classify,
+    reason: Reason,
 ) -> Result<TrainOutcome, StoreError> {
     let Some(mut lock) = store.begin_training(model_id).await? else {
         return Ok(TrainOutcome::Busy);
     };
+    let latest = lock.latest().await?;
     let examples = lock.examples().await?;
+    // Two workers may both have found a training due; the second to get the lock finds the first's
+    // head and loads it instead of training the same labels again.
+    if reason == Reason::Due
+        && let Some((_, trained_on)) = latest
+        && !changed_enough(examples.len() as i64, trained_on, c)
+    {
+        drop(lock);
+        heads.refresh(store, model_id).await?;
+        return Ok(match heads.current() {
+            Some(h) => TrainOutcome::Trained(h),
+            None => TrainOutcome::Busy,
+        });
+    }
     let mut categories: Vec<&str> = examples.iter().map(|e| e.category.as_str()).collect();
     categories.sort_unstable();
     categories.dedup();
@@ -212,12 +236,15 @@ pub async fn due(
     }
     Ok(match heads.current() {
         None => true,
-        Some(h) => {
-            let changed = (labelled - h.trained_on as i64).unsigned_abs();
-            changed >= c.head_retrain_min as u64
-                && changed as f64 >= c.head_retrain_share as f64 * h.trained_on as f64
-        }
+        Some(h) => changed_enough(labelled, h.trained_on, c),
     })
+}
+
+/// Whether `labelled` items differ enough from the `trained_on` of a head to train a new one.
+fn changed_enough(labelled: i64, trained_on: i32, c: &Classify) -> bool {
+    let changed = (labelled - trained_on as i64).unsigned_abs();
+    changed >= c.head_retrain_min as u64
+        && changed as f64 >= c.head_retrain_share as f64 * trained_on as f64
 }
 
 /// Keeps `heads` current until shutdown; with `may_train`, also trains when one is due.
@@ -236,7 +263,7 @@ pub async fn maintain(
         }
         if may_train {
             match due(&store, &heads, &model_id, &c).await {
-                Ok(true) => match train_now(&store, &heads, &model_id, &c).await {
+                Ok(true) => match train_now(&store, &heads, &model_id, &c, Reason::Due).await {
                     Ok(TrainOutcome::TooFewLabels { .. }) | Ok(TrainOutcome::Busy) => {}
                     Ok(TrainOutcome::Trained(_)) => {}
                     Err(e) => tracing::warn!(error = %e, "classifier head training failed"),

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lookalike_worker::heads::TrainOutcome;
+use lookalike_worker::heads::{self, Reason, TrainOutcome};
 use lookalike_worker::{CategoryDecision, Exclude};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,7 +25,15 @@ pub fn router() -> Router<AppState> {
 /// changed enough). Stored predictions stay as they are until `POST /v1/reclassify`.
 async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = &state.pipeline;
-    match lookalike_worker::heads::train_now(&p.store, &p.heads, p.model_id(), &p.classify).await? {
+    match heads::train_now(
+        &p.store,
+        &p.heads,
+        p.model_id(),
+        &p.classify,
+        Reason::Requested,
+    )
+    .await?
+    {
         TrainOutcome::Trained(head) => Ok((StatusCode::OK, Json(head.summary()))),
         TrainOutcome::Busy => Err(ApiError::new(
             StatusCode::CONFLICT,
