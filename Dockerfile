@@ -22,8 +22,9 @@ COPY crates/queue/Cargo.toml crates/queue/
 COPY crates/vision/Cargo.toml crates/vision/
 COPY crates/index/Cargo.toml crates/index/
 COPY crates/telemetry/Cargo.toml crates/telemetry/
+COPY crates/classifier/Cargo.toml crates/classifier/
 # Cargo refuses a manifest whose declared benchmarks have no source, so each gets a stub too.
-RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry; do \
+RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry crates/classifier; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
  && for b in ingest query scaling; do echo 'fn main() {}' > benches/$b.rs; done \

@@ -59,7 +59,9 @@ evaluate() {
     sleep 0.2
   done
   echo "eval-quality: $name ($folder)" >&2
-  "$bin" eval "$folder" --api "http://127.0.0.1:$port" --json --concurrency 2 "$@" >"$work/$name.json"
+  # Exit 1 means an image failed to ingest or a search failed: the report says which; keep it.
+  "$bin" eval "$folder" --api "http://127.0.0.1:$port" --json --concurrency 2 "$@" >"$work/$name.json" \
+    || echo "eval-quality: $name: lookalike eval exited $? (failures are listed in its report)" >&2
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
 }

@@ -193,10 +193,14 @@ async fn an_uploaded_image_is_classified_then_searched_within_its_category_and_c
 async fn an_unsure_prediction_widens_the_search_to_the_top_categories_and_says_so() {
     let mut env = TestEnv::new().await;
     // No prediction is ever sure enough: every automatic search must be widened.
-    // The raw (uncalibrated) fusion, which leaves some probability on each of the three categories.
+    // A soft, uncalibrated fusion of neighbours and prototypes (no head), which leaves some
+    // probability on each of the three categories.
     env.set("CLASSIFY__MIN_CONFIDENCE", 1.01)
         .set("CLASSIFY__COVER", 1.0)
-        .set("CLASSIFY__CONFIDENCE_TEMPERATURE", 1.0);
+        .set("CLASSIFY__CONFIDENCE_TEMPERATURE", 1.0)
+        .set("CLASSIFY__NEIGHBOUR_TEMPERATURE", 0.05)
+        .set("CLASSIFY__PROTOTYPE_WEIGHT", 0.5)
+        .set("CLASSIFY__HEAD", false);
     let images = ImageServer::start(reference_dir()).await;
     let service = env.start().await;
     labelled_catalogue(&service, &images).await;
