@@ -4,6 +4,7 @@
 #
 #   scripts/eval-quality.sh            # tune on the dev set, then evaluate vendure, saleor, fashion-mnist
 #   scripts/eval-quality.sh --no-tune  # evaluate with config/default.toml's settings as they are
+#   scripts/eval-quality.sh --tune-only  # only choose the settings on the development set
 #
 # Development set: 3,000 Fashion-MNIST images from the package's *training* split (never the 3,000
 # test-split images reported). The chosen settings are applied to the service for every reported set
@@ -14,8 +15,11 @@
 # `lookalike eval --json --curve` report. Uses the release build (cargo build --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tune=1
-[ "${1:-}" = "--no-tune" ] && tune=0
+tune=1 sets=(vendure saleor fashion-mnist)
+case "${1:-}" in
+  --no-tune) tune=0 ;;
+  --tune-only) sets=() ;;
+esac
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/lookalike-target}
 export LOOKALIKE_CACHE=${LOOKALIKE_CACHE:-/var/tmp/lookalike-cache}
@@ -77,11 +81,12 @@ PY
 )
   echo "eval-quality: tuned ${settings[*]}" >&2
 fi
-for set in vendure saleor fashion-mnist; do
+for set in ${sets[@]+"${sets[@]}"}; do
   evaluate "$set" "$datasets/$set" --curve
 done
 
 out=bench-results/quality-$(date -u +%F).json
+[ ${#sets[@]} -eq 0 ] && out=bench-results/quality-tuning-$(date -u +%F).json
 python3 - "$work" "$out" "$started" "$tune" "$*" <<'PY'
 import json, os, platform, subprocess, sys
 work, out, started, tune, args = sys.argv[1:]
@@ -93,7 +98,7 @@ result = {
     "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
     "tuned_on": "Fashion-MNIST training split, 3,000 images (300 per class); not reported" if tune == "1" else None,
     "tuning": json.load(open(f"{work}/tuned.json")) if tune == "1" else None,
-    "sets": {s: json.load(open(f"{work}/{s}.json")) for s in ["vendure", "saleor", "fashion-mnist"]},
+    "sets": {s: json.load(open(f"{work}/{s}.json")) for s in ["vendure", "saleor", "fashion-mnist"] if os.path.exists(f"{work}/{s}.json")},
 }
 if tune == "1":
     result["development_set_report"] = json.load(open(f"{work}/dev.json"))
