@@ -22,7 +22,7 @@ pub struct CrossVal {
 }
 
 /// The head alone, with its own fitted temperature.
-fn head_only(d: &Settings) -> Settings {
+pub fn head_only(d: &Settings) -> Settings {
     Settings {
         head_takeover: 0.0,
         confidence_temperature: 1.0,

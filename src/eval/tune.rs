@@ -69,11 +69,7 @@ pub fn tune(d: &Data, base: &Classifier) -> Value {
     // 2. The head's penalty, head alone.
     c.head = true;
     c.min_labels = 0;
-    let head_only = Settings {
-        head_takeover: 0.0,
-        confidence_temperature: 1.0,
-        ..decision
-    };
+    let head_only = super::crossval::head_only(&decision);
     let mut best_head: Option<((f64, f64), Scores, Vec<_>)> = None;
     let mut rows = Vec::new();
     for shrinkage in SHRINKAGES {

@@ -150,12 +150,12 @@ pub async fn train_now(
     let Some(mut lock) = store.begin_training(model_id).await? else {
         return Ok(TrainOutcome::Busy);
     };
-    let latest = lock.latest().await?;
+    let latest = lock.latest_trained_on().await?;
     let examples = lock.examples().await?;
     // Two workers may both have found a training due; the second to get the lock finds the first's
     // head and loads it instead of training the same labels again.
     if reason == Reason::Due
-        && let Some((_, trained_on)) = latest
+        && let Some(trained_on) = latest
         && !changed_enough(examples.len() as i64, trained_on, c)
     {
         drop(lock);

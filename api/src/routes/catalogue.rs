@@ -4,8 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lookalike_worker::Exclude;
 use lookalike_worker::heads::{self, Reason, TrainOutcome};
-use lookalike_worker::{CategoryDecision, Exclude};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -153,12 +153,11 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             unchanged += 1;
             continue;
         };
-        let decision = CategoryDecision::Predicted(prediction);
-        let (category, _) = decision.parts();
-        let (confidence, head_version) = match &decision {
-            CategoryDecision::Predicted(p) => (Some(p.confidence), p.head_version),
-            _ => (None, None),
-        };
+        let (category, confidence, head_version) = (
+            Some(prediction.category),
+            Some(prediction.confidence),
+            prediction.head_version,
+        );
         if category == item.category
             && confidence == item.category_confidence
             && head_version == item.head_version

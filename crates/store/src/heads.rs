@@ -111,10 +111,11 @@ impl Training {
         .await?)
     }
 
-    /// The newest head at the moment the lock was taken (another process may have trained just now).
-    pub async fn latest(&mut self) -> Result<Option<(i32, i32)>> {
-        Ok(sqlx::query_as(
-            "SELECT version, trained_on FROM classifier_heads WHERE model_id = $1
+    /// How many labels the newest head was trained on, read under the lock (another process may
+    /// have trained just now).
+    pub async fn latest_trained_on(&mut self) -> Result<Option<i32>> {
+        Ok(sqlx::query_scalar(
+            "SELECT trained_on FROM classifier_heads WHERE model_id = $1
              ORDER BY version DESC LIMIT 1",
         )
         .bind(&self.model_id)
