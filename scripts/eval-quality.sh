@@ -6,6 +6,10 @@
 #   scripts/eval-quality.sh --no-tune  # evaluate with config/default.toml's settings as they are
 #   scripts/eval-quality.sh --tune-only  # only choose the settings on the development set
 #
+# Every set is embedded by the service (the real pipeline); its vectors are kept under
+# $LOOKALIKE_CACHE/eval-vectors/, so the tuning (and `lookalike eval FOLDER --from-vectors FILE`) runs
+# in process in seconds to minutes without embedding again.
+#
 # Development set: 3,000 Fashion-MNIST images from the package's *training* split (never the 3,000
 # test-split images reported). The chosen settings are applied to the service for every reported set
 # (as LOOKALIKE_CLASSIFY__* variables) and written into the result file; copy them into
@@ -71,8 +75,18 @@ evaluate() {
 }
 
 started=$(date -u +%FT%TZ)
+vectors=$LOOKALIKE_CACHE/eval-vectors   # each set embedded once by the service, kept for in-process runs
 if [ "$tune" = 1 ]; then
-  evaluate dev "$dev/fashion-mnist" --tune "$work/tuned.json"
+  # The tuning runs in process on the development set's vectors; they are made by the service only
+  # when none are kept yet, or the kept ones no longer match the images or the model.
+  tune_dev() {
+    "$bin" eval "$dev/fashion-mnist" --from-vectors "$vectors/dev-fashion-mnist.json" \
+      --tune "$work/tuned.json" --json >"$work/dev.json"
+  }
+  if ! tune_dev; then
+    evaluate dev-embed "$dev/fashion-mnist" --save-vectors "$vectors/dev-fashion-mnist.json"
+    tune_dev
+  fi
   mapfile -t settings < <(python3 - "$work/tuned.json" <<'PY'
 import json, sys
 for k, v in json.load(open(sys.argv[1]))["chosen"].items():
@@ -82,7 +96,7 @@ PY
   echo "eval-quality: tuned ${settings[*]}" >&2
 fi
 for set in ${sets[@]+"${sets[@]}"}; do
-  evaluate "$set" "$datasets/$set" --curve
+  evaluate "$set" "$datasets/$set" --curve --save-vectors "$vectors/$set.json"
 done
 
 out=bench-results/quality-$(date -u +%F).json

@@ -191,3 +191,50 @@ async fn a_new_head_changes_stored_predictions_only_through_reclassify() {
     let (_, status) = service.get("/v1/status").await;
     assert_eq!(status["classifier"]["labelled_items"], 9, "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn training_on_request_is_refused_while_another_process_trains_or_when_the_head_is_off() {
+    let env = TestEnv::new().await;
+    let service = env.start().await;
+    let (_, status) = service.get("/v1/status").await;
+    let model = status["model"]["id"]
+        .as_str()
+        .expect("model id")
+        .to_string();
+    // Another process holding the training lock (the same key workers take) ...
+    let mut other = env.db().await;
+    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 11))")
+        .bind(&model)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (code, body) = service.post("/v1/classifier/train").await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("training_in_progress")),
+        "{body}"
+    );
+    // ... and once it let go, the request trains (here: too few labels, so it says so).
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 11))")
+        .bind(&model)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (code, body) = service.post("/v1/classifier/train").await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (422, Some("too_few_labels")),
+        "{body}"
+    );
+    drop(service);
+
+    let mut env = env;
+    env.set("CLASSIFY__HEAD", false);
+    let service = env.start().await;
+    let (code, body) = service.post("/v1/classifier/train").await;
+    assert_eq!(
+        (code, body["error"]["code"].as_str()),
+        (409, Some("head_disabled")),
+        "{body}"
+    );
+}

@@ -78,6 +78,20 @@ pub fn agreement(cv: &CrossVal, service: &HashMap<usize, Option<String>>) -> Val
     })
 }
 
+/// Which of the fold's training items are among the first `n` of their category (in the fold's
+/// training order): a catalogue with only `n` labels per category.
+pub fn first_labels(d: &Data, fold: &folds::Fold, n: usize) -> Vec<bool> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    fold.train
+        .iter()
+        .map(|i| {
+            let k = seen.entry(d.labels[*i]).or_default();
+            *k += 1;
+            *k <= n
+        })
+        .collect()
+}
+
 /// Accuracy of the vote, the head and the service's mixture when each category has only its first
 /// `n` training labels (the test folds unchanged).
 fn learning_curve(d: &Data, c: &Classifier, prepared: &[folds::Fold]) -> Vec<Value> {
@@ -108,16 +122,7 @@ fn learning_curve(d: &Data, c: &Classifier, prepared: &[folds::Fold]) -> Vec<Val
             let (mut fused, mut vote, mut head): (Vec<Answer>, Vec<Answer>, Vec<Answer>) =
                 Default::default();
             for fold in prepared {
-                let mut seen: HashMap<&str, usize> = HashMap::new();
-                let keep: Vec<bool> = fold
-                    .train
-                    .iter()
-                    .map(|i| {
-                        let k = seen.entry(d.labels[*i]).or_default();
-                        *k += 1;
-                        *k <= n
-                    })
-                    .collect();
+                let keep = first_labels(d, fold, n);
                 let trained = train_fold(d, fold, &curve_c, |p| keep[p]);
                 fused.extend(answer(d, fold, &trained, c, &c.decision, true));
                 vote.extend(answer(d, fold, &trained, c, &c.decision, false));

@@ -61,6 +61,27 @@ impl Classifier {
     }
 
     /// The settings as `classify.*` names them.
+    /// The settings a service with this configuration classifies with (what its `/v1/status` says).
+    pub fn from_config(c: &lookalike_core::config::Classify) -> Self {
+        Classifier {
+            neighbours: c.neighbours,
+            decision: Settings {
+                neighbour_temperature: c.neighbour_temperature,
+                prototype_temperature: c.prototype_temperature,
+                prototype_weight: c.prototype_weight,
+                confidence_temperature: c.confidence_temperature,
+                head_takeover: c.head_takeover,
+            },
+            head: c.head,
+            l2: c.head_l2,
+            shrinkage: c.head_shrinkage,
+            min_labels: c.head_min_labels as usize,
+            min_confidence: c.min_confidence,
+            cover: c.cover,
+            max_categories: c.max_categories,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         let d = &self.decision;
         serde_json::json!({

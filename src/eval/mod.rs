@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use crate::client::JobEnd;
 
+mod cache;
 mod crossval;
 mod folds;
 mod tune;
@@ -71,6 +72,15 @@ pub struct EvalArgs {
     /// are reported) and write them to this JSON file.
     #[arg(long, value_name = "OUT.json")]
     pub tune: Option<PathBuf>,
+    /// After the run, keep the vectors the service made (with the images' hashes and the model id)
+    /// in this file, for `--from-vectors`.
+    #[arg(long, value_name = "FILE")]
+    pub save_vectors: Option<PathBuf>,
+    /// Embed nothing and call no service: run the cross-validation (and `--curve`, `--tune`) in
+    /// process on the vectors a `--save-vectors` run kept, with the classifier settings of the
+    /// local configuration (`lookalike config`). Refused when the images or the model changed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["save_vectors", "cold_start"])]
+    pub from_vectors: Option<PathBuf>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -115,6 +125,9 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             "{} holds no images in <category>/ folders",
             args.folder.display()
         );
+    }
+    if let Some(file) = &args.from_vectors {
+        return from_vectors(&args, &name, &samples, file, started);
     }
     let api = Api::new(&args.api, args.concurrency)?;
     api.check_ready().await?;
@@ -258,24 +271,21 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         folds: &fold_of,
         k: folds_k,
     };
-    let cv = crossval::run(&data, &settings, args.curve);
+    let (cv, tuned) = in_process(&args, &data, &settings)?;
     let agreement = crossval::agreement(&cv, &e2e_predictions);
     let cv_secs = t.elapsed().as_secs_f64();
-    let tuned = match &args.tune {
-        Some(path) => {
-            let t = tune::tune(&data, &settings);
-            std::fs::write(path, serde_json::to_string_pretty(&t)? + "\n")
-                .with_context(|| path.display().to_string())?;
-            eprintln!("tuned settings written to {}", path.display());
-            Some(t)
-        }
-        None => None,
-    };
-
-    let mut per_category: BTreeMap<&str, usize> = BTreeMap::new();
-    for l in &labels {
-        *per_category.entry(l).or_default() += 1;
+    if let Some(path) = &args.save_vectors {
+        cache::save(
+            path,
+            &api.model_id().await?,
+            &name,
+            &samples,
+            &item_ids,
+            &vectors,
+        )?;
+        eprintln!("vectors kept in {}", path.display());
     }
+    let per_category = per_category(&labels);
     let searched = answers.len() - answers.iter().filter(|a| a.is_err()).count();
     let report = json!({
         "folder": name,
@@ -334,6 +344,94 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             search_errors.len()
         );
         return Ok(crate::client::EXIT_FAILED);
+    }
+    Ok(crate::client::EXIT_OK)
+}
+
+/// The cross-validation (and the tuning, when asked) in process, through the service's classifier code.
+fn in_process(
+    args: &EvalArgs,
+    data: &folds::Data,
+    settings: &folds::Classifier,
+) -> Result<(crossval::CrossVal, Option<Value>)> {
+    let cv = crossval::run(data, settings, args.curve);
+    let tuned = match &args.tune {
+        Some(path) => {
+            let t = tune::tune(data, settings);
+            std::fs::write(path, serde_json::to_string_pretty(&t)? + "\n")
+                .with_context(|| path.display().to_string())?;
+            eprintln!("tuned settings written to {}", path.display());
+            Some(t)
+        }
+        None => None,
+    };
+    Ok((cv, tuned))
+}
+
+fn per_category<'a>(labels: &[&'a str]) -> BTreeMap<&'a str, usize> {
+    let mut counts = BTreeMap::new();
+    for l in labels {
+        *counts.entry(*l).or_default() += 1;
+    }
+    counts
+}
+
+/// `--from-vectors`: the classification figures (and tuning) from kept vectors, no service involved.
+fn from_vectors(
+    args: &EvalArgs,
+    name: &str,
+    samples: &[Sample],
+    file: &Path,
+    started: Instant,
+) -> Result<u8> {
+    let config = lookalike_core::Config::load()?;
+    let settings = folds::Classifier::from_config(&config.classify);
+    let (item_ids, vectors) = cache::load(file, &config.model.id, samples)?;
+    let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
+    let group_keys: Vec<&str> = samples
+        .iter()
+        .map(|s| s.product.as_deref().unwrap_or(&s.rel))
+        .collect();
+    let folds_k = args.folds.clamp(2, samples.len().max(2));
+    let fold_of = folds::assign_folds(&labels, &group_keys, folds_k);
+    let products: Vec<Option<&str>> = samples.iter().map(|s| s.product.as_deref()).collect();
+    let siblings = siblings(&products);
+    let has_products = products.iter().any(Option::is_some);
+    let raw = raw_baseline(&vectors, &labels, &siblings);
+    let t = Instant::now();
+    let data = folds::Data {
+        vectors: &vectors,
+        labels: &labels,
+        ids: &item_ids,
+        folds: &fold_of,
+        k: folds_k,
+    };
+    let (cv, tuned) = in_process(args, &data, &settings)?;
+    let report = json!({
+        "folder": name,
+        "vectors_from": file.display().to_string(),
+        "model": config.model.id,
+        "items": samples.len(),
+        "categories": per_category(&labels),
+        "same_item_queries": has_products.then(|| siblings.iter().filter(|s| !s.is_empty()).count()),
+        "settings": settings.json(),
+        "folds": folds_k,
+        "grouped_by_product": has_products,
+        "raw": {
+            "p_at_1": raw.p1, "p_at_10": raw.p10, "knn5_accuracy": raw.knn5,
+            "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
+        },
+        "classification": cv.json(),
+        "tuned": tuned,
+        "timing": {
+            "cross_validation_secs": t.elapsed().as_secs_f64(),
+            "total_secs": started.elapsed().as_secs_f64(),
+        },
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", markdown(&report));
     }
     Ok(crate::client::EXIT_OK)
 }
@@ -502,6 +600,17 @@ impl Api {
         .await
     }
 
+    /// The service's `model.id` (`/v1/status`).
+    async fn model_id(&self) -> Result<String> {
+        let status = self
+            .json(self.api.http().get(self.api.url("/v1/status")))
+            .await?;
+        status["model"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("/v1/status names no model")
+    }
+
     /// The service's classifier settings (`/v1/status`), to run the folds as it classifies.
     async fn classifier_settings(&self) -> Result<folds::Classifier> {
         let status = self
@@ -526,6 +635,7 @@ impl Api {
             match response.0.as_u16() {
                 200 => return Ok(Some(response.1)),
                 422 => return Ok(None),
+                409 if response.1["error"]["code"] == "head_disabled" => return Ok(None),
                 409 => tokio::time::sleep(Duration::from_millis(500)).await,
                 s => bail!("training the classifier head answered {s}: {}", response.1),
             }
@@ -829,31 +939,41 @@ fn markdown(r: &Value) -> String {
         };
         out += &format!("| {name} | {} | {} | {} |\n", g(l), g(v), g(h));
     }
-    out += &format!(
-        "\nRetrieval over all categories (`category=any`, each image searched with itself excluded):\n\n\
-         | metric | raw embeddings (exact) | lookalike |\n|---|---|---|\n\
-         | P@1 | {} | {} |\n| P@10 | {} | {} |\n",
-        f(&raw["p_at_1"]),
-        f(&any["p_at_1"]),
-        f(&raw["p_at_10"]),
-        f(&any["p_at_10"]),
-    );
-    if let Some(n) = r["same_item_queries"].as_u64() {
+    if any.is_null() {
         out += &format!(
-            "| same-item recall@5 ({n} views with siblings) | {} | {} |\n",
-            f(&raw["same_item_recall_at_5"]),
-            f(&any["same_item_recall_at_5"])
+            "\nRaw embeddings (exact, leave-one-out): P@1 {}, P@10 {}, 5-NN accuracy {} (vectors from {}; no service was asked)\n",
+            f(&raw["p_at_1"]),
+            f(&raw["p_at_10"]),
+            f(&raw["knn5_accuracy"]),
+            r["vectors_from"].as_str().unwrap_or("?"),
+        );
+    } else {
+        out += &format!(
+            "\nRetrieval over all categories (`category=any`, each image searched with itself excluded):\n\n\
+             | metric | raw embeddings (exact) | lookalike |\n|---|---|---|\n\
+             | P@1 | {} | {} |\n| P@10 | {} | {} |\n",
+            f(&raw["p_at_1"]),
+            f(&any["p_at_1"]),
+            f(&raw["p_at_10"]),
+            f(&any["p_at_10"]),
+        );
+        if let Some(n) = r["same_item_queries"].as_u64() {
+            out += &format!(
+                "| same-item recall@5 ({n} views with siblings) | {} | {} |\n",
+                f(&raw["same_item_recall_at_5"]),
+                f(&any["same_item_recall_at_5"])
+            );
+        }
+        out += &format!(
+            "\nEnd to end, fold 1 ({} images searched by upload before they were ingested, head trained on the other folds): \
+             top-1 {}, P@10 {}, searches widened {}, same prediction as in process {}\n",
+            e2e["images"],
+            f(&e2e["accuracy_top1"]),
+            f(&e2e["p_at_10"]),
+            f(&e2e["widened"]),
+            f(&e2e["agreement_with_in_process"]["share"]),
         );
     }
-    out += &format!(
-        "\nEnd to end, fold 1 ({} images searched by upload before they were ingested, head trained on the other folds): \
-         top-1 {}, P@10 {}, searches widened {}, same prediction as in process {}\n",
-        e2e["images"],
-        f(&e2e["accuracy_top1"]),
-        f(&e2e["p_at_10"]),
-        f(&e2e["widened"]),
-        f(&e2e["agreement_with_in_process"]["share"]),
-    );
     if let Some(curve) = cls["learning_curve"].as_array() {
         out += "\nLearning curve (top-1 by labels per category):\n\n| labels per category | vote | head | lookalike |\n|---|---|---|---|\n";
         for p in curve {

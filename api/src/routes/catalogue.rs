@@ -25,6 +25,13 @@ pub fn router() -> Router<AppState> {
 /// changed enough). Stored predictions stay as they are until `POST /v1/reclassify`.
 async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
     let p = &state.pipeline;
+    if !p.classify.head {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "head_disabled",
+            "classify.head is false: this service classifies with the neighbour vote alone and trains no head",
+        ));
+    }
     match heads::train_now(
         &p.store,
         &p.heads,
