@@ -78,16 +78,21 @@ pub fn save(
 }
 
 /// The cached vector of every sample, in sample order (with the item ids), after checking that the
-/// file was made by `model` from exactly these images.
-pub fn load(path: &Path, model: &str, samples: &[Sample]) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
+/// file was made by one of `models` from exactly these images.
+pub fn load(
+    path: &Path,
+    models: &[String],
+    samples: &[Sample],
+) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
     let file: VectorFile = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a vector file of lookalike eval", path.display()))?;
-    if file.model != model {
+    if !models.contains(&file.model) {
         bail!(
-            "{} holds vectors of model {}, but model.id is {model}: run the eval against the service with --save-vectors again",
+            "{} holds vectors of model {}, but this configuration's model is {}: run the eval against the service with --save-vectors again",
             path.display(),
-            file.model
+            file.model,
+            models.join(" or ")
         );
     }
     let by_file: std::collections::HashMap<&str, &CachedImage> =
@@ -144,20 +149,21 @@ mod tests {
         let ids = vec!["id-1".to_string(), "id-2".to_string()];
         let vectors = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
         save(&file, "m1", "set", &[&a, &b], &ids, &vectors).unwrap();
+        let m1 = ["m0".to_string(), "m1".to_string()];
 
         // Read back in a different sample order: matched by file, answered in sample order.
-        let (got_ids, got) = load(&file, "m1", &[b.clone(), a.clone()]).unwrap();
+        let (got_ids, got) = load(&file, &m1, &[b.clone(), a.clone()]).unwrap();
         assert_eq!(got_ids, ["id-2", "id-1"]);
         assert_eq!(got, [vec![0.0, 1.0], vec![1.0, 0.0]]);
 
-        let err = load(&file, "m2", &[a.clone(), b.clone()]).unwrap_err();
+        let err = load(&file, &["m2".to_string()], &[a.clone(), b.clone()]).unwrap_err();
         assert!(err.to_string().contains("model m1"), "{err}");
         assert!(
-            load(&file, "m1", std::slice::from_ref(&a)).is_err(),
+            load(&file, &m1, std::slice::from_ref(&a)).is_err(),
             "an image fewer"
         );
         std::fs::write(&b.path, b"changed").unwrap();
-        let err = load(&file, "m1", &[a, b]).unwrap_err();
+        let err = load(&file, &m1, &[a, b]).unwrap_err();
         assert!(err.to_string().contains("changed since"), "{err}");
     }
 }

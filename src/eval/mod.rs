@@ -386,7 +386,17 @@ fn from_vectors(
 ) -> Result<u8> {
     let config = lookalike_core::Config::load()?;
     let settings = folds::Classifier::from_config(&config.classify);
-    let (item_ids, vectors) = cache::load(file, &config.model.id, samples)?;
+    // The id the service gives the model depends on whether it decodes JPEGs in draft, which
+    // `reduced_decode = "auto"` settles per catalogue: either is this configuration's model.
+    let model_ids: Vec<String> = [false, true]
+        .into_iter()
+        .map(|has_full_decode_items| {
+            let mut m = config.model.clone();
+            m.resolve_decode(has_full_decode_items);
+            m.id
+        })
+        .collect();
+    let (item_ids, vectors) = cache::load(file, &model_ids, samples)?;
     let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
     let group_keys: Vec<&str> = samples
         .iter()
@@ -410,7 +420,7 @@ fn from_vectors(
     let report = json!({
         "folder": name,
         "vectors_from": file.display().to_string(),
-        "model": config.model.id,
+        "model": model_ids,
         "items": samples.len(),
         "categories": per_category(&labels),
         "same_item_queries": has_products.then(|| siblings.iter().filter(|s| !s.is_empty()).count()),
