@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lookalike_core::Config;
-use lookalike_core::config::ReducedDecode;
+use lookalike_core::config::{IndexBackend, IndexQuantization, ReducedDecode};
 use lookalike_index::{
     EdgeIndex, EdgeOptions, QdrantIndex, Quantization, ServerOptions, VectorIndex,
 };
@@ -20,7 +20,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub fn init_logging(config: &Config) {
-    lookalike_telemetry::init_logging(&config.log.format, &config.log.filter);
+    lookalike_telemetry::init_logging(
+        config.log.format == lookalike_core::config::LogFormat::Json,
+        &config.log.filter,
+    );
 }
 
 pub fn model_spec(config: &Config) -> ModelSpec {
@@ -123,7 +126,7 @@ pub async fn run(
     role: Role,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    if role != Role::All && config.index.backend == "edge" {
+    if role != Role::All && config.index.backend == IndexBackend::Edge {
         anyhow::bail!(
             "index.backend = \"edge\" keeps the index inside one process: run `lookalike serve`, \
              or set index.backend = \"qdrant\" (a Qdrant server) to run `lookalike api` and \
@@ -139,19 +142,19 @@ pub async fn run(
     // Before any job or request runs, so that no count is lost.
     lookalike_telemetry::install();
     let store = Store::connect_lazy(
-        &config.database.url,
+        config.database.url.expose(),
         config.database.max_connections,
         Duration::from_millis(config.database.acquire_timeout_ms),
     )?;
     // Every process migrates: migrations take a database lock and skip what is applied, so
     // processes starting together neither race nor depend on a start order.
-    migrate(&store, &config.database.url).await?;
+    migrate(&store, config.database.url.expose()).await?;
     resolve_decode(&mut config, &store).await?;
     let config = Arc::new(config);
     let index = open_index(&config).await?;
     let topology = Topology::new(&config.queue.prefix);
     let publisher = Arc::new(Publisher::new(
-        &config.queue.url,
+        config.queue.url.expose(),
         topology.clone(),
         Duration::from_millis(config.http.publish_timeout_ms),
     ));
@@ -187,7 +190,7 @@ pub async fn run(
             let consumer = Arc::new(Consumer {
                 pipeline,
                 publisher: publisher.clone(),
-                amqp_url: config.queue.url.clone(),
+                amqp_url: config.queue.url.expose().to_string(),
                 topology: topology.clone(),
                 prefetch: w.concurrency,
                 job_timeout: Duration::from_millis(w.job_timeout_ms),
@@ -226,7 +229,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, ?role, index = config.index.backend, "listening");
+    tracing::info!(addr = %listener.local_addr()?, ?role, index = %config.index.backend, "listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
@@ -240,8 +243,8 @@ pub async fn run(
 /// The vector index the configuration names.
 pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>> {
     let i = &config.index;
-    match i.backend.as_str() {
-        "qdrant" => {
+    match i.backend {
+        IndexBackend::Qdrant => {
             // Starts while the server is away (the index answers "unavailable" until it is
             // reached); refuses only what waiting cannot fix (server version, collection layout).
             let index = QdrantIndex::open(server_options(config))
@@ -254,7 +257,7 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>>
                 })?;
             Ok(Arc::new(index))
         }
-        _ => {
+        IndexBackend::Edge => {
             let (dir, dim) = (i.data_dir.clone(), config.model.dim);
             let opts = EdgeOptions {
                 optimize_after_points: i.optimize_after_points,
@@ -276,12 +279,12 @@ pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>>
 pub fn server_options(config: &Config) -> ServerOptions {
     let i = &config.index;
     ServerOptions {
-        api_key: (!i.api_key.is_empty()).then(|| i.api_key.clone()),
+        api_key: (!i.api_key.is_empty()).then(|| i.api_key.expose().to_string()),
         model_id: Some(config.model.id.clone()),
         on_disk: i.on_disk,
-        quantization: match i.quantization.as_str() {
-            "int8" => Quantization::Scalar,
-            _ => Quantization::None,
+        quantization: match i.quantization {
+            IndexQuantization::Int8 => Quantization::Scalar,
+            IndexQuantization::None => Quantization::None,
         },
         timeout: Duration::from_millis(i.timeout_ms),
         ..ServerOptions::new(&i.url, &i.collection, config.model.dim)
@@ -291,7 +294,7 @@ pub fn server_options(config: &Config) -> ServerOptions {
 /// The last step of a model change on a Qdrant server: point `index.collection` (the alias) at
 /// the configured model's collection. `None` for the embedded index, which has no alias.
 pub async fn adopt_alias(config: &Config) -> anyhow::Result<Option<lookalike_index::AliasSwitch>> {
-    if config.index.backend != "qdrant" {
+    if config.index.backend != IndexBackend::Qdrant {
         return Ok(None);
     }
     let index = QdrantIndex::connect(server_options(config)).await?;

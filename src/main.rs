@@ -39,7 +39,8 @@ enum Command {
     /// Apply database migrations and exit.
     #[command(after_help = "Example:\n  LOOKALIKE_DATABASE__URL=postgres://… lookalike migrate")]
     Migrate,
-    /// Print the effective configuration (secrets redacted) and exit.
+    /// Print the effective configuration as TOML (every setting; passwords and keys as ***) and exit;
+    /// the output is a valid $LOOKALIKE_CONFIG file.
     #[command(after_help = "Example:\n  LOOKALIKE_WORKER__CONCURRENCY=8 lookalike config")]
     Config,
     /// Import images in bulk from a labelled folder, a CSV or a JSON-lines file, through a running
@@ -134,7 +135,7 @@ async fn main() -> ExitCode {
         }
         Command::Config => {
             service(|config| async move {
-                println!("{config:#?}");
+                print!("{}", config.to_toml());
                 Ok(())
             })
             .await
@@ -176,9 +177,9 @@ async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = lookalike_store::Store::connect_lazy(
-        &config.database.url,
+        config.database.url.expose(),
         2,
         std::time::Duration::from_secs(5),
     )?;
-    lookalike::migrate(&store, &config.database.url).await
+    lookalike::migrate(&store, config.database.url.expose()).await
 }

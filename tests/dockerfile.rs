@@ -1354,17 +1354,17 @@ fn the_image_assembles_and_starts_from_its_own_layout() {
         "CMD {default_cmd:?} is not a subcommand ({commands:?})"
     );
     let config = String::from_utf8(lookalike(&["config"]).stdout).unwrap();
+    // `lookalike config` prints the configuration as TOML: each section's path settings.
+    let printed: toml::Table = config.parse().expect("`lookalike config` prints TOML");
     let mut paths: BTreeMap<String, String> = BTreeMap::new();
-    for line in config.lines() {
-        let Some((key, value)) = line.trim().split_once(": \"") else {
-            continue;
-        };
-        let value = value.trim_end_matches(',').trim_end_matches('"');
-        let is_path_key = ["path", "_dir", "_library", "_model", "_map", "_file"]
-            .iter()
-            .any(|s| key.ends_with(s));
-        if is_path_key {
-            paths.insert(key.to_string(), value.to_string());
+    for fields in printed.values().filter_map(toml::Value::as_table) {
+        for (key, value) in fields {
+            let is_path_key = ["path", "_dir", "_library", "_model", "_map", "_file"]
+                .iter()
+                .any(|s| key.ends_with(s));
+            if let (true, Some(value)) = (is_path_key, value.as_str()) {
+                paths.insert(key.to_string(), value.to_string());
+            }
         }
     }
     for key in [

@@ -20,15 +20,15 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Sets up the process's logging: `format` is `text` or `json` (`log.format`); `filter` is the
-/// tracing filter (`log.filter`), unless `RUST_LOG` is set.
-pub fn init_logging(format: &str, filter: &str) {
+/// Sets up the process's logging: one JSON object per line when `json` (`log.format = "json"`),
+/// else text; `filter` is the tracing filter (`log.filter`), unless `RUST_LOG` is set.
+pub fn init_logging(json: bool, filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     // Logs go to stderr: stdout is for what a command prints (`reindex --json`, `config`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    if json {
         builder
             .fmt_fields(JsonFields::new())
             .event_format(FlatJson)
