@@ -57,11 +57,12 @@ fn labelled_products() -> tempfile::TempDir {
     dir
 }
 
-fn run_eval(service: &Service, folder: &std::path::Path) -> (Value, String) {
+fn run_eval(service: &Service, folder: &std::path::Path, extra: &[&str]) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lookalike"))
         .arg("eval")
         .arg(folder)
         .args(["--api", &service.base, "--json", "--concurrency", "2"])
+        .args(extra)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -80,7 +81,7 @@ async fn eval_reports_perfect_accuracy_on_an_easy_labelled_folder() {
     let env = TestEnv::new().await;
     let service = env.start().await;
     let folder = labelled_folder();
-    let (report, stderr) = run_eval(&service, folder.path());
+    let (report, stderr) = run_eval(&service, folder.path(), &[]);
     assert!(
         stderr.contains("ingest: 10/10") || stderr.contains("jobs ended"),
         "progress on stderr: {stderr}"
@@ -136,7 +137,12 @@ async fn eval_folds_keep_the_views_of_a_product_together() {
     let env = TestEnv::new().await;
     let service = env.start().await;
     let folder = labelled_products();
-    let (report, _) = run_eval(&service, folder.path());
+    let kept = folder.path().join("vectors.json");
+    let (report, _) = run_eval(
+        &service,
+        folder.path(),
+        &["--save-vectors", kept.to_str().unwrap()],
+    );
     assert_eq!(report["grouped_by_product"], true, "{report:#}");
     assert_eq!(report["same_item_queries"], 10);
     let cls = &report["classification"];
@@ -155,6 +161,47 @@ async fn eval_folds_keep_the_views_of_a_product_together() {
     assert_eq!(
         report["end_to_end"]["agreement_with_in_process"]["share"], 1.0,
         "{report:#}"
+    );
+
+    // From the kept vectors, without the service (it is stopped): the same folds, the same figures.
+    drop(service);
+    let from_kept = |extra: &[&str]| {
+        env.command("eval")
+            .arg(folder.path())
+            .args(["--json", "--from-vectors", kept.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = from_kept(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for side in ["lookalike", "vote", "head"] {
+        assert_eq!(
+            again["classification"][side], cls[side],
+            "{side} from kept vectors: {again:#}"
+        );
+    }
+    assert_eq!(again["raw"], report["raw"]);
+    // An image changed since: refused, not evaluated with its old vector.
+    let image = std::fs::read_dir(folder.path().join("cats"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&image).unwrap();
+    bytes.push(0);
+    std::fs::write(&image, bytes).unwrap();
+    let out = from_kept(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("changed since"),
+        "{stderr}"
     );
 }
 
