@@ -330,6 +330,14 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
             .iter()
             .map(|&i| format!("{:064x}", cat.ids[i].as_u128()))
             .collect();
+        // Each item keeps its embedding, as the worker stores it: the classifier head trains on them.
+        let embeddings: Vec<String> = chunk
+            .iter()
+            .map(|&i| {
+                let v: Vec<String> = cat.vector(i).iter().map(f32::to_string).collect();
+                format!("{{{}}}", v.join(","))
+            })
+            .collect();
         sqlx::query(
             "INSERT INTO jobs (id, status, source_kind, source_url, external_id, category, metadata,
                  attempts, item_id, started_at, finished_at)
@@ -346,11 +354,13 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
         .await?;
         sqlx::query(
             "INSERT INTO items (id, job_id, external_id, source_kind, source_url, content_sha256,
-                 byte_size, format, width, height, category, category_source, model_id, metadata)
+                 byte_size, format, width, height, category, category_source, model_id, metadata,
+                 embedding)
              SELECT id, id, ext, 'url', url, sha, 150000, 'jpeg', 1600, 1067, cat, 'provided', $7,
-                 meta::jsonb
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                 AS t(id, url, ext, cat, meta, sha)",
+                 meta::jsonb, emb::real[]
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $8::text[])
+                 AS t(id, url, ext, cat, meta, sha, emb)",
         )
         .bind(&ids)
         .bind(&urls)
@@ -359,6 +369,7 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
         .bind(&metadata)
         .bind(&sha)
         .bind(model_id)
+        .bind(&embeddings)
         .execute(pool)
         .await?;
     }
@@ -801,6 +812,26 @@ async fn run_size(
         status == 200 && body["index"]["points"] == n as u64,
         "service does not see the catalogue: {body}"
     );
+    // The catalogue is labelled, so the service trains its classifier head a few seconds after it
+    // starts (seconds of CPU at this size): measure once that is done, as a running service is.
+    let started = Instant::now();
+    loop {
+        let (_, body) = service.get("/v1/status").await;
+        let c = &body["classifier"];
+        if c["head_enabled"] != true || !c["head"].is_null() {
+            println!(
+                "classifier head: {} (waited {:.1}s)",
+                c["head"],
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "the service trained no classifier head within 5 minutes: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let probe = CpuProbe {
         service_pid: Some(service.child.id()),
         db_name: env.db_name.clone(),
