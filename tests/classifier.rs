@@ -238,3 +238,36 @@ async fn training_on_request_is_refused_while_another_process_trains_or_when_the
         "{body}"
     );
 }
+
+/// Labels a head cannot be trained on yet (here: one category only) are tried once: the worker says
+/// why and waits for the labels to change, instead of re-reading them at every check.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_head_that_cannot_be_trained_yet_is_tried_once_until_the_labels_change() {
+    let mut env = TestEnv::new().await;
+    env.set("CLASSIFY__HEAD_MIN_LABELS", 4)
+        .set("CLASSIFY__HEAD_CHECK_MS", 100);
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let cups: Vec<_> = (0..4)
+        .map(|i| ("skimage_coffee.png", Some("cups"), format!("cup-{i}")))
+        .collect();
+    ingest(&service, &images, &cups).await;
+    const TRIED: &str = "classifier head due but too few labelled items";
+    let start = Instant::now();
+    while !service.log().contains(TRIED) {
+        assert!(start.elapsed() < LIMIT, "never tried: {}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Twenty more checks: no second attempt while the labels stay as they are.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(service.log().matches(TRIED).count(), 1, "{}", service.log());
+    // A second category: the labels changed, and the head is trained.
+    ingest(
+        &service,
+        &images,
+        &[("allstar-sneakers.jpg", Some("shoes"), "shoe-0".into())],
+    )
+    .await;
+    let head = wait_for_head(&service, 1).await;
+    assert_eq!(head["categories"], 2, "{head}");
+}

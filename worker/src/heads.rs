@@ -257,15 +257,35 @@ pub async fn maintain(
     shutdown: CancellationToken,
 ) {
     let every = Duration::from_millis(c.head_check_ms.max(100));
+    // The label count (from the category prototypes) at which a training could not be done: too
+    // few labelled items with a stored embedding (items kept from before embeddings were stored)
+    // or one category only. No new attempt until the labels change, so a worker does not re-read
+    // them at every check.
+    let mut too_few_at: Option<i64> = None;
     loop {
         if let Err(e) = heads.refresh(&store, &model_id).await {
             tracing::debug!(error = %e, "could not look for a newer classifier head");
         }
         if may_train {
+            let count = store.labelled_count(&model_id).await.ok();
+            let unchanged = count.is_some() && count == too_few_at;
             match due(&store, &heads, &model_id, &c).await {
+                Ok(true) if unchanged => {}
                 Ok(true) => match train_now(&store, &heads, &model_id, &c, Reason::Due).await {
-                    Ok(TrainOutcome::TooFewLabels { .. }) | Ok(TrainOutcome::Busy) => {}
-                    Ok(TrainOutcome::Trained(_)) => {}
+                    Ok(TrainOutcome::TooFewLabels {
+                        labelled,
+                        categories,
+                    }) => {
+                        tracing::info!(
+                            labelled,
+                            categories,
+                            counted = count,
+                            "classifier head due but too few labelled items with an embedding, or one \
+                             category only; waiting for the labels to change"
+                        );
+                        too_few_at = count;
+                    }
+                    Ok(TrainOutcome::Busy) | Ok(TrainOutcome::Trained(_)) => too_few_at = None,
                     Err(e) => tracing::warn!(error = %e, "classifier head training failed"),
                 },
                 Ok(false) => {}
