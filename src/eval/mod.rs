@@ -136,13 +136,7 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     }
 
     let settings = api.classifier_settings().await?;
-    let folds_k = args.folds.clamp(2, samples.len().max(2));
-    let group_keys: Vec<&str> = samples
-        .iter()
-        .map(|s| s.product.as_deref().unwrap_or(&s.rel))
-        .collect();
-    let all_labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
-    let fold_of = folds::assign_folds(&all_labels, &group_keys, folds_k);
+    let (folds_k, fold_of) = fold_plan(&samples, args.folds);
 
     // 1. Ingest every fold but the first, labelled; train the head on them as a worker would; then
     //    search with each image of the first fold, end to end, before it is in the catalogue.
@@ -210,19 +204,12 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     let fold_of: Vec<usize> = kept.iter().map(|i| fold_of[*i]).collect();
     let samples: Vec<&Sample> = kept.iter().map(|i| &samples[*i]).collect();
     let item_ids: Vec<String> = ok.into_iter().map(|(_, id)| id).collect();
-    let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
-    let siblings = siblings(
-        &samples
-            .iter()
-            .map(|s| s.product.as_deref())
-            .collect::<Vec<_>>(),
-    );
-    let has_products = samples.iter().any(|s| s.product.is_some());
 
     // 2. Raw baseline.
     let t = Instant::now();
     let vectors = api.vectors(&item_ids).await?;
-    let raw = raw_baseline(&vectors, &labels, &siblings);
+    let figures = Figures::of(&samples, &vectors);
+    let (labels, siblings) = (&figures.labels, &figures.siblings);
     let vector_secs = t.elapsed().as_secs_f64();
 
     // 3. Retrieval through the service, over all categories (`category=any`), each image searched
@@ -266,7 +253,7 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     let t = Instant::now();
     let data = folds::Data {
         vectors: &vectors,
-        labels: &labels,
+        labels,
         ids: &item_ids,
         folds: &fold_of,
         k: folds_k,
@@ -285,52 +272,45 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         )?;
         eprintln!("vectors kept in {}", path.display());
     }
-    let per_category = per_category(&labels);
     let searched = answers.len() - answers.iter().filter(|a| a.is_err()).count();
-    let report = json!({
-        "folder": name,
-        "api": args.api.api,
-        "items": samples.len(),
-        "categories": per_category,
-        "ingest_failures": failures,
-        "search_errors": search_errors,
-        "same_item_queries": has_products.then(|| siblings.iter().filter(|s| !s.is_empty()).count()),
-        "settings": settings.json(),
-        "folds": folds_k,
-        "grouped_by_product": has_products,
-        "raw": {
-            "p_at_1": raw.p1, "p_at_10": raw.p10, "knn5_accuracy": raw.knn5,
-            "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
-        },
-        "classification": cv.json(),
-        "end_to_end": {
-            "fold": 0,
-            "images": e2e.top1.len(),
-            "head": head,
-            "accuracy_top1": mean(&e2e.top1), "accuracy_top3": mean(&e2e.top3),
-            "p_at_1": mean(&e2e.p1), "p_at_10": mean(&e2e.p10),
-            "widened": mean(&e2e.widened),
-            "ece": (!e2e.calibration.is_empty()).then(|| expected_calibration_error(&e2e.calibration, ECE_BINS)),
-            "no_prediction": e2e.no_prediction,
-            "agreement_with_in_process": agreement,
-            "search_mean_ms": mean(&e2e.latency_ms),
-        },
-        "retrieval_any_category": {
-            "searches": searched,
-            "p_at_1": mean(&retrieval.p1), "p_at_10": mean(&retrieval.p10),
-            "same_item_recall_at_5": if has_products { mean(&retrieval.recall5) } else { None },
-        },
-        "tuned": tuned,
-        "timing": {
-            "ingest_secs": ingest_secs, "ingest_per_sec": job_ids.len() as f64 / ingest_secs,
-            "vectors_secs": vector_secs, "search_secs": search_secs,
-            "search_mean_ms": mean(&retrieval.latency_ms),
-            "end_to_end_secs": e2e_secs,
-            "cross_validation_secs": cv_secs,
-            "concurrency": args.concurrency,
-            "total_secs": started.elapsed().as_secs_f64(),
-        },
-    });
+    let mut report = figures.report(&name, &settings, folds_k, &cv, tuned);
+    report.extend(
+        json!({
+            "api": args.api.api,
+            "ingest_failures": failures,
+            "search_errors": search_errors,
+            "end_to_end": {
+                "fold": 0,
+                "images": e2e.top1.len(),
+                "head": head,
+                "accuracy_top1": mean(&e2e.top1), "accuracy_top3": mean(&e2e.top3),
+                "p_at_1": mean(&e2e.p1), "p_at_10": mean(&e2e.p10),
+                "widened": mean(&e2e.widened),
+                "ece": (!e2e.calibration.is_empty()).then(|| expected_calibration_error(&e2e.calibration, ECE_BINS)),
+                "no_prediction": e2e.no_prediction,
+                "agreement_with_in_process": agreement,
+                "search_mean_ms": mean(&e2e.latency_ms),
+            },
+            "retrieval_any_category": {
+                "searches": searched,
+                "p_at_1": mean(&retrieval.p1), "p_at_10": mean(&retrieval.p10),
+                "same_item_recall_at_5": if figures.has_products { mean(&retrieval.recall5) } else { None },
+            },
+            "timing": {
+                "ingest_secs": ingest_secs, "ingest_per_sec": job_ids.len() as f64 / ingest_secs,
+                "vectors_secs": vector_secs, "search_secs": search_secs,
+                "search_mean_ms": mean(&retrieval.latency_ms),
+                "end_to_end_secs": e2e_secs,
+                "cross_validation_secs": cv_secs,
+                "concurrency": args.concurrency,
+                "total_secs": started.elapsed().as_secs_f64(),
+            },
+        })
+        .as_object()
+        .cloned()
+        .expect("an object"),
+    );
+    let report = Value::Object(report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -397,53 +377,102 @@ fn from_vectors(
         })
         .collect();
     let (item_ids, vectors) = cache::load(file, &model_ids, samples)?;
-    let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
-    let group_keys: Vec<&str> = samples
-        .iter()
-        .map(|s| s.product.as_deref().unwrap_or(&s.rel))
-        .collect();
-    let folds_k = args.folds.clamp(2, samples.len().max(2));
-    let fold_of = folds::assign_folds(&labels, &group_keys, folds_k);
-    let products: Vec<Option<&str>> = samples.iter().map(|s| s.product.as_deref()).collect();
-    let siblings = siblings(&products);
-    let has_products = products.iter().any(Option::is_some);
-    let raw = raw_baseline(&vectors, &labels, &siblings);
+    let (folds_k, fold_of) = fold_plan(samples, args.folds);
+    let samples: Vec<&Sample> = samples.iter().collect();
+    let figures = Figures::of(&samples, &vectors);
     let t = Instant::now();
     let data = folds::Data {
         vectors: &vectors,
-        labels: &labels,
+        labels: &figures.labels,
         ids: &item_ids,
         folds: &fold_of,
         k: folds_k,
     };
     let (cv, tuned) = in_process(args, &data, &settings)?;
-    let report = json!({
-        "folder": name,
-        "vectors_from": file.display().to_string(),
-        "model": model_ids,
-        "items": samples.len(),
-        "categories": per_category(&labels),
-        "same_item_queries": has_products.then(|| siblings.iter().filter(|s| !s.is_empty()).count()),
-        "settings": settings.json(),
-        "folds": folds_k,
-        "grouped_by_product": has_products,
-        "raw": {
-            "p_at_1": raw.p1, "p_at_10": raw.p10, "knn5_accuracy": raw.knn5,
-            "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
-        },
-        "classification": cv.json(),
-        "tuned": tuned,
-        "timing": {
+    let mut report = figures.report(name, &settings, folds_k, &cv, tuned);
+    report.insert("vectors_from".into(), json!(file.display().to_string()));
+    report.insert("model".into(), json!(model_ids));
+    report.insert(
+        "timing".into(),
+        json!({
             "cross_validation_secs": t.elapsed().as_secs_f64(),
             "total_secs": started.elapsed().as_secs_f64(),
-        },
-    });
+        }),
+    );
+    let report = Value::Object(report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", markdown(&report));
     }
     Ok(crate::client::EXIT_OK)
+}
+
+/// The folds (their number and each sample's fold): every view of one product in the same fold,
+/// each category spread over all folds.
+fn fold_plan(samples: &[Sample], folds: usize) -> (usize, Vec<usize>) {
+    let k = folds.clamp(2, samples.len().max(2));
+    let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
+    let group_keys: Vec<&str> = samples
+        .iter()
+        .map(|s| s.product.as_deref().unwrap_or(&s.rel))
+        .collect();
+    (k, folds::assign_folds(&labels, &group_keys, k))
+}
+
+/// What both kinds of run (through the service, or from kept vectors) derive from the evaluated
+/// images and their vectors, and report the same way.
+struct Figures<'a> {
+    labels: Vec<&'a str>,
+    siblings: Vec<Vec<usize>>,
+    has_products: bool,
+    raw: RawScores,
+}
+
+impl<'a> Figures<'a> {
+    fn of(samples: &[&'a Sample], vectors: &[Vec<f32>]) -> Self {
+        let labels: Vec<&str> = samples.iter().map(|s| s.category.as_str()).collect();
+        let products: Vec<Option<&str>> = samples.iter().map(|s| s.product.as_deref()).collect();
+        let siblings = siblings(&products);
+        let raw = raw_baseline(vectors, &labels, &siblings);
+        Figures {
+            labels,
+            has_products: products.iter().any(Option::is_some),
+            siblings,
+            raw,
+        }
+    }
+
+    /// The report's common block: the set, the settings, the raw baseline and the classification.
+    fn report(
+        &self,
+        name: &str,
+        settings: &folds::Classifier,
+        folds_k: usize,
+        cv: &crossval::CrossVal,
+        tuned: Option<Value>,
+    ) -> serde_json::Map<String, Value> {
+        let raw = &self.raw;
+        let has_products = self.has_products;
+        json!({
+            "folder": name,
+            "items": self.labels.len(),
+            "categories": per_category(&self.labels),
+            "same_item_queries": has_products.then(|| self.siblings.iter().filter(|s| !s.is_empty()).count()),
+            "settings": settings.json(),
+            "folds": folds_k,
+            "grouped_by_product": has_products,
+            "raw": {
+                "p_at_1": raw.p1, "p_at_10": raw.p10, "knn5_accuracy": raw.knn5,
+                "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
+            },
+            "classification": cv.json(),
+            "tuned": tuned,
+        })
+        .as_object()
+        .cloned()
+        .expect("an object")
+    }
 }
 
 /// The labelled images of the folder, with their product ids from `products.json` when there is one.
@@ -1015,18 +1044,27 @@ fn markdown(r: &Value) -> String {
             ms
         );
     }
-    out += &format!(
-        "timing: ingest {:.1} s ({:.1} images/s), vectors {:.1} s, searches {:.1} s (mean {:.0} ms each, {} in flight), \
-         cross-validation {:.1} s, total {:.1} s\n",
-        t["ingest_secs"].as_f64().unwrap_or(0.0),
-        t["ingest_per_sec"].as_f64().unwrap_or(0.0),
-        t["vectors_secs"].as_f64().unwrap_or(0.0),
-        t["search_secs"].as_f64().unwrap_or(0.0),
-        t["search_mean_ms"].as_f64().unwrap_or(0.0),
-        t["concurrency"],
-        t["cross_validation_secs"].as_f64().unwrap_or(0.0),
-        t["total_secs"].as_f64().unwrap_or(0.0),
-    );
+    let secs = |key: &str| t[key].as_f64().unwrap_or(0.0);
+    out += &if t["ingest_secs"].is_null() {
+        format!(
+            "timing: cross-validation {:.1} s, total {:.1} s\n",
+            secs("cross_validation_secs"),
+            secs("total_secs"),
+        )
+    } else {
+        format!(
+            "timing: ingest {:.1} s ({:.1} images/s), vectors {:.1} s, searches {:.1} s (mean {:.0} ms each, {} in flight), \
+             cross-validation {:.1} s, total {:.1} s\n",
+            secs("ingest_secs"),
+            secs("ingest_per_sec"),
+            secs("vectors_secs"),
+            secs("search_secs"),
+            secs("search_mean_ms"),
+            t["concurrency"],
+            secs("cross_validation_secs"),
+            secs("total_secs"),
+        )
+    };
     out
 }
 
