@@ -223,21 +223,16 @@ pub async fn train_now(
     })
 }
 
-/// Whether the labels changed enough since the head in use was trained.
-pub async fn due(
-    store: &Store,
-    heads: &Heads,
-    model_id: &str,
-    c: &Classify,
-) -> Result<bool, StoreError> {
-    let labelled = store.labelled_count(model_id).await?;
+/// Whether a head is due with `labelled` items labelled: enough labels, and none in use or the
+/// labels changed enough since the one in use was trained.
+fn due(labelled: i64, heads: &Heads, c: &Classify) -> bool {
     if labelled < c.head_min_labels as i64 {
-        return Ok(false);
+        return false;
     }
-    Ok(match heads.current() {
+    match heads.current() {
         None => true,
         Some(h) => changed_enough(labelled, h.trained_on, c),
-    })
+    }
 }
 
 /// Whether `labelled` items differ enough from the `trained_on` of a head to train a new one.
@@ -267,28 +262,28 @@ pub async fn maintain(
             tracing::debug!(error = %e, "could not look for a newer classifier head");
         }
         if may_train {
-            let count = store.labelled_count(&model_id).await.ok();
-            let unchanged = count.is_some() && count == too_few_at;
-            match due(&store, &heads, &model_id, &c).await {
-                Ok(true) if unchanged => {}
-                Ok(true) => match train_now(&store, &heads, &model_id, &c, Reason::Due).await {
-                    Ok(TrainOutcome::TooFewLabels {
-                        labelled,
-                        categories,
-                    }) => {
-                        tracing::info!(
+            match store.labelled_count(&model_id).await {
+                Ok(count) if Some(count) == too_few_at => {}
+                Ok(count) if due(count, &heads, &c) => {
+                    match train_now(&store, &heads, &model_id, &c, Reason::Due).await {
+                        Ok(TrainOutcome::TooFewLabels {
                             labelled,
                             categories,
-                            counted = count,
-                            "classifier head due but too few labelled items with an embedding, or one \
-                             category only; waiting for the labels to change"
-                        );
-                        too_few_at = count;
+                        }) => {
+                            tracing::info!(
+                                labelled,
+                                categories,
+                                counted = count,
+                                "classifier head due but too few labelled items with an embedding, or one \
+                                 category only; waiting for the labels to change"
+                            );
+                            too_few_at = Some(count);
+                        }
+                        Ok(TrainOutcome::Busy) | Ok(TrainOutcome::Trained(_)) => too_few_at = None,
+                        Err(e) => tracing::warn!(error = %e, "classifier head training failed"),
                     }
-                    Ok(TrainOutcome::Busy) | Ok(TrainOutcome::Trained(_)) => too_few_at = None,
-                    Err(e) => tracing::warn!(error = %e, "classifier head training failed"),
-                },
-                Ok(false) => {}
+                }
+                Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "could not check whether a head is due"),
             }
         }
