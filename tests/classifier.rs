@@ -192,6 +192,17 @@ async fn a_new_head_changes_stored_predictions_only_through_reclassify() {
     assert_eq!(status["classifier"]["labelled_items"], 9, "{status}");
 }
 
+/// Takes (`hold`) or lets go of a model's head-training lock on `conn`: the same advisory lock key
+/// the service's trainers take (`crates/store/src/heads.rs`).
+async fn training_lock(conn: &mut sqlx::PgConnection, hold: bool, model_id: &str) {
+    let sql = if hold {
+        "SELECT pg_advisory_lock(hashtextextended($1, 11))"
+    } else {
+        "SELECT pg_advisory_unlock(hashtextextended($1, 11))"
+    };
+    sqlx::query(sql).bind(model_id).execute(conn).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn training_on_request_is_refused_while_another_process_trains_or_when_the_head_is_off() {
     let env = TestEnv::new().await;
@@ -203,11 +214,7 @@ async fn training_on_request_is_refused_while_another_process_trains_or_when_the
         .to_string();
     // Another process holding the training lock (the same key workers take) ...
     let mut other = env.db().await;
-    sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 11))")
-        .bind(&model)
-        .execute(&mut other)
-        .await
-        .unwrap();
+    training_lock(&mut other, true, &model).await;
     let (code, body) = service.post("/v1/classifier/train").await;
     assert_eq!(
         (code, body["error"]["code"].as_str()),
@@ -215,11 +222,7 @@ async fn training_on_request_is_refused_while_another_process_trains_or_when_the
         "{body}"
     );
     // ... and once it let go, the request trains (here: too few labels, so it says so).
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 11))")
-        .bind(&model)
-        .execute(&mut other)
-        .await
-        .unwrap();
+    training_lock(&mut other, false, &model).await;
     let (code, body) = service.post("/v1/classifier/train").await;
     assert_eq!(
         (code, body["error"]["code"].as_str()),
