@@ -16,6 +16,9 @@
 //!    `GET /v1/items/{id}/similar?k=10` with 1 and 16 keep-alive clients, same items.
 //! 4. `POST /v1/search` with real images against the model's own time for those images (the vision
 //!    crate's `Embedder`, same model and threads as the service, in this process), alternating too.
+//! 5. Filters on declared metadata fields at 50 %, 5 % and 0.5 % of the catalogue (a number range and
+//!    a keyword): recall@10 of the index's and the API's answers against exact search done here, and
+//!    p50 latency of the index, of the index searching exactly, and of the API (see `measure_filters`).
 //!
 //! The figures that matter are the ratios measured side by side; absolute numbers move with the load.
 //! CPU time per query of this process, the service and its Postgres backends is reported beside them,
@@ -306,7 +309,71 @@ impl Catalogue {
 /// Item rows as the worker leaves them (each with its succeeded job), plus the category prototypes
 /// that search-by-upload classifies with. Bulk inserts: the rows, not the insert path, are measured.
 fn synthetic_metadata(i: usize) -> Value {
-    json!({"title": format!("synthetic item {i}"), "price_cents": 1000 + i % 9000})
+    json!({
+        "title": format!("synthetic item {i}"),
+        "price_cents": 1000 + i % 9000,
+        "price": price_of(i),
+        "brand": brand_of(i),
+    })
+}
+
+/// The declared filter fields of the synthetic catalogue: a price spread evenly over 0..1000
+/// (so `price_lt=x` keeps x/10 % of the items, whatever their category or vector) and one of 200
+/// brands (so one brand is 0.5 %).
+fn price_of(i: usize) -> u64 {
+    ((i as u64).wrapping_mul(7919) ^ 0x5bd1) % 1000
+}
+
+fn brand_of(i: usize) -> String {
+    format!(
+        "b{:03}",
+        ((i as u64).wrapping_mul(2_654_435_761) >> 7) % 200
+    )
+}
+
+/// The filters measured, by the share of the catalogue they keep: the query parameters the API
+/// gets and the predicate exact search applies.
+fn filter_cases() -> Vec<(
+    &'static str,
+    (&'static str, String),
+    Box<dyn Fn(usize) -> bool + Send + Sync>,
+)> {
+    vec![
+        (
+            "50%",
+            ("price_lt", "500".into()),
+            Box::new(|i| price_of(i) < 500),
+        ),
+        (
+            "5%",
+            ("price_lt", "50".into()),
+            Box::new(|i| price_of(i) < 50),
+        ),
+        (
+            "0.5%",
+            ("price_lt", "5".into()),
+            Box::new(|i| price_of(i) < 5),
+        ),
+        (
+            "0.5% (keyword)",
+            ("brand", "b007".into()),
+            Box::new(|i| brand_of(i) == "b007"),
+        ),
+    ]
+}
+
+fn declared_fields() -> lookalike_core::fields::Fields {
+    [
+        (
+            "brand".to_string(),
+            lookalike_core::fields::FieldKind::Keyword,
+        ),
+        (
+            "price".to_string(),
+            lookalike_core::fields::FieldKind::Number,
+        ),
+    ]
+    .into()
 }
 
 async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> anyhow::Result<()> {
@@ -698,6 +765,8 @@ async fn run_size(
     }
     // The production log level: per-request debug output would cost the service CPU.
     env.extra_env.push(("RUST_LOG".into(), "info".into()));
+    env.set("FIELDS__BRAND", "keyword")
+        .set("FIELDS__PRICE", "number");
 
     let t = Instant::now();
     let cat = Arc::new(Catalogue::generate(n, dim, args.seed));
@@ -748,6 +817,9 @@ async fn run_size(
         index.upsert(points).await?;
     }
     let upsert_secs = t.elapsed().as_secs_f64();
+    // As the service does at start, so the optimize below builds the payload indexes too.
+    let fields: Vec<_> = declared_fields().into_iter().collect();
+    index.index_fields(&fields).await?;
     println!("index: {n} points upserted in {upsert_secs:.1}s; building HNSW...");
     let t = Instant::now();
     index.optimize_now().await?;
@@ -854,6 +926,16 @@ async fn run_size(
                 .all(|r| r["category"] == cat.category_name(first)),
         "unexpected similar answer: {body}"
     );
+    let filtered = measure_filters(
+        &cat,
+        &index,
+        &client,
+        &base,
+        &queries,
+        &model_id,
+        args.recall,
+    )
+    .await?;
 
     let secs = Duration::from_secs_f64(args.secs);
     let warmup = Duration::from_secs_f64((args.secs / 5.0).clamp(0.5, 2.0));
@@ -1005,6 +1087,7 @@ async fn run_size(
         },
         "recall_at_10": recall,
         "recall_queries": args.recall,
+        "filtered": filtered,
         "phases": phase_json,
         "model_in_process_ms": {
             "decode_p50": p50(&model.decode),
@@ -1023,6 +1106,88 @@ async fn run_size(
     }))
 }
 
+/// Filtered similarity at each selectivity of [`filter_cases`], over all categories
+/// (`category=any`, so the filter alone decides the share searched): recall@10 of the index's answer
+/// and of the API's against exact search (every matching item scored here, in process), and p50
+/// latencies one query at a time of the index, of the index asked to search exactly, and of the API.
+async fn measure_filters(
+    cat: &Catalogue,
+    index: &EdgeIndex,
+    client: &reqwest::Client,
+    base: &str,
+    queries: &[usize],
+    model_id: &str,
+    count: usize,
+) -> anyhow::Result<Value> {
+    let declared = declared_fields();
+    let mut rows = Vec::new();
+    for (share, (param, value), keep) in filter_cases() {
+        let fields = lookalike_core::fields::parse_query([(param, value.as_str())], &declared, &[])
+            .map_err(|e| anyhow::anyhow!(e.message))?;
+        let matching = (0..cat.len()).filter(|&i| keep(i)).count();
+        let (mut found, mut found_api, mut expected) = (0usize, 0usize, 0usize);
+        let (mut graph_ms, mut exact_ms, mut api_ms) = (Vec::new(), Vec::new(), Vec::new());
+        for &i in queries.iter().take(count) {
+            let q = cat.vector(i);
+            let mut truth: Vec<(f32, usize)> = (0..cat.len())
+                .filter(|&j| j != i && keep(j))
+                .map(|j| (dot(q, cat.vector(j)), j))
+                .collect();
+            truth.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let truth: Vec<Uuid> = truth.iter().take(K).map(|&(_, j)| cat.ids[j]).collect();
+            let request = |exact| SearchRequest {
+                exclude: vec![cat.ids[i]],
+                model_id: Some(model_id.to_string()),
+                fields: fields.clone(),
+                exact,
+                ..SearchRequest::new(q.to_vec(), K)
+            };
+            let t = Instant::now();
+            let hits = index.search(request(false)).await?;
+            graph_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            index.search(request(true)).await?;
+            exact_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let url = format!(
+                "{base}/v1/items/{}/similar?k={K}&category=any&{param}={value}",
+                cat.ids[i]
+            );
+            let t = Instant::now();
+            let body: Value = client
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let api_ids: Vec<Uuid> = body["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["item_id"].as_str()?.parse().ok())
+                .collect();
+            expected += truth.len();
+            found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+            found_api += api_ids.iter().filter(|id| truth.contains(id)).count();
+        }
+        let row = json!({
+            "selectivity": share,
+            "filter": format!("{param}={value}"),
+            "matching_items": matching,
+            "queries": count.min(queries.len()),
+            "recall_at_10_index": found as f64 / expected.max(1) as f64,
+            "recall_at_10_api": found_api as f64 / expected.max(1) as f64,
+            "p50_ms_index": p50(&graph_ms),
+            "p50_ms_index_exact": p50(&exact_ms),
+            "p50_ms_api": p50(&api_ms),
+        });
+        println!("filtered {share:>15} ({param}={value}, {matching} items): {row}");
+        rows.push(row);
+    }
+    Ok(Value::Array(rows))
+}
+
 fn similar_request(cat: &Catalogue, i: usize, model_id: &str) -> SearchRequest {
     // What `GET /v1/items/{id}/similar?k=10` asks the index (category=auto).
     SearchRequest {
@@ -1030,9 +1195,12 @@ fn similar_request(cat: &Catalogue, i: usize, model_id: &str) -> SearchRequest {
         filter: CategoryFilter::One(cat.category_name(i).to_string()),
         limit: K,
         offset: 0,
-        exclude: Some(cat.ids[i]),
+        exclude: vec![cat.ids[i]],
         min_score: None,
         model_id: Some(model_id.to_string()),
+        fields: Vec::new(),
+        exact: false,
+        recommend: None,
     }
 }
 
@@ -1072,6 +1240,28 @@ fn print_report(r: &Value) {
             c["service"].as_f64().unwrap_or(0.0),
             c["postgres_backends"].as_f64().unwrap_or(0.0),
         );
+    }
+    if let Some(rows) = r["filtered"].as_array() {
+        println!();
+        println!(
+            "| {n} items, filtered (category=any) | matching | recall@10 index | recall@10 API | p50 ms index | p50 ms exact | p50 ms API |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for f in rows {
+            let x = |k: &str| f[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {} (`{}`) | {} | {:.4} | {:.4} | {:.2} | {:.2} | {:.2} |",
+                f["selectivity"].as_str().unwrap_or(""),
+                f["filter"].as_str().unwrap_or(""),
+                f["matching_items"],
+                x("recall_at_10_index"),
+                x("recall_at_10_api"),
+                x("p50_ms_index"),
+                x("p50_ms_index_exact"),
+                x("p50_ms_api"),
+            );
+        }
+        println!();
     }
     let m = &r["model_in_process_ms"];
     println!(

@@ -242,6 +242,53 @@ pub async fn run(
 
 /// The vector index the configuration names.
 pub async fn open_index(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>> {
+    let index = open_backend(config).await?;
+    index_declared_fields(&index, config).await?;
+    Ok(index)
+}
+
+/// Payload indexes over the declared `[fields]` (idempotent, so every process start asks). A
+/// server that is away gets them once it answers: until then filtered searches are still exact,
+/// the engine checks the conditions against the stored metadata, only slower.
+async fn index_declared_fields(
+    index: &Arc<dyn VectorIndex>,
+    config: &Config,
+) -> anyhow::Result<()> {
+    if config.fields.is_empty() {
+        return Ok(());
+    }
+    let fields: Vec<(String, lookalike_core::fields::FieldKind)> =
+        config.fields.iter().map(|(n, k)| (n.clone(), *k)).collect();
+    let names: Vec<&str> = config.fields.keys().map(String::as_str).collect();
+    match index.index_fields(&fields).await {
+        Ok(()) => {
+            tracing::info!(fields = ?names, "payload indexes of the declared fields in place");
+            Ok(())
+        }
+        Err(e @ lookalike_index::IndexError::Invalid(_)) => {
+            Err(e).context("creating the payload indexes of [fields]")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, fields = ?names, "payload indexes of the declared fields not created yet; retrying every 5 s");
+            let index = index.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    match index.index_fields(&fields).await {
+                        Ok(()) => {
+                            tracing::info!("payload indexes of the declared fields in place");
+                            return;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "payload indexes still not created"),
+                    }
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>> {
     let i = &config.index;
     match i.backend {
         IndexBackend::Qdrant => {

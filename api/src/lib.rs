@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::status::router())
         .merge(routes::search::router())
         .merge(routes::catalogue::router())
+        .merge(routes::fields::router())
         .merge(routes::web::router())
         .merge(routes::openapi::router())
         .fallback(error::not_found_fallback)

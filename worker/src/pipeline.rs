@@ -12,7 +12,7 @@ use lookalike_core::codes::job as code;
 use lookalike_index::{CategoryFilter, Point, SearchRequest, VectorIndex};
 use lookalike_store::{Claim, Job, NewItem, Store};
 use lookalike_telemetry::{JobStatus, Stage, time_stage};
-use lookalike_vision::DecodeLimits;
+use lookalike_vision::{DecodeLimits, Region};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -324,6 +324,19 @@ impl Pipeline {
     /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries; a query
     /// that is not kept skips the thumbnail (a third of the image work around the model).
     pub async fn analyse(&self, bytes: Vec<u8>, thumbnail: bool) -> Result<Analysis, JobError> {
+        self.analyse_region(bytes, thumbnail, None).await
+    }
+
+    /// [`Pipeline::analyse`] of one region of the image (a search on part of a photo): the image is
+    /// decoded at a size that leaves the region's shorter side at the model's input size or more,
+    /// cleaned (orientation first: the region is of the upright image), then only the region is
+    /// embedded. `width` and `height` stay the whole image's.
+    pub async fn analyse_region(
+        &self,
+        bytes: Vec<u8>,
+        thumbnail: bool,
+        region: Option<Region>,
+    ) -> Result<Analysis, JobError> {
         let permit = self
             .decode_permits
             .clone()
@@ -343,16 +356,30 @@ impl Pipeline {
             let decoding = time_stage(Stage::Decode);
             // In draft when the model's recipe says so: the DCT-scaled decode of a large JPEG
             // is the cheapest way to the pixels the model (and the thumbnail) needs.
-            let image = lookalike_vision::clean_for(&bytes, &limits, spec.draft_size())?;
-            let tensor = lookalike_vision::to_tensor(&image.rgb, &spec);
+            let draft = match (spec.draft_size(), region) {
+                (Some(size), Some(r)) => Some(r.draft_size(size)),
+                (draft, _) => draft,
+            };
+            let image = lookalike_vision::clean_for(&bytes, &limits, draft)?;
+            let cropped = match region {
+                Some(r) => {
+                    r.check_size(image.width, image.height).map_err(|e| {
+                        JobError::permanent(lookalike_core::codes::search::BOX_TOO_SMALL, e)
+                    })?;
+                    Some(r.crop(&image.rgb))
+                }
+                None => None,
+            };
+            let pixels = cropped.as_ref().unwrap_or(&image.rgb);
+            let tensor = lookalike_vision::to_tensor(pixels, &spec);
             let thumbnail = if thumbnail {
-                lookalike_vision::thumbnail_jpeg(&image.rgb, thumb)
+                lookalike_vision::thumbnail_jpeg(pixels, thumb)
             } else {
                 Vec::new()
             };
             drop(decoding);
             let prior = match prior {
-                Some(p) => Some(p.masses(&image.rgb).map_err(|e| {
+                Some(p) => Some(p.masses(pixels).map_err(|e| {
                     JobError::transient(code::INFERENCE_FAILED, format!("prior model: {e:#}"))
                 })?),
                 None => None,
@@ -456,9 +483,12 @@ impl Pipeline {
                 filter: CategoryFilter::Any,
                 limit: c.neighbours * 3,
                 offset: 0,
-                exclude: exclude.map(|e| e.id),
+                exclude: exclude.map(|e| e.id).into_iter().collect(),
                 min_score: None,
                 model_id: Some(self.model_id().to_string()),
+                fields: Vec::new(),
+                exact: false,
+                recommend: None,
             })
             .await?;
         let hit_scores: Vec<(Uuid, f32)> = hits.iter().map(|h| (h.id, h.score)).collect();

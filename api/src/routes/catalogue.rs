@@ -87,11 +87,19 @@ struct ListQuery {
     offset: Option<i64>,
 }
 
-async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> ApiResult<Json<Value>> {
+    let fields = crate::routes::fields::filters(&state, &pairs, &["category", "limit", "offset"])?;
     let limit = q.limit.unwrap_or(24).clamp(1, 200);
     let offset = q.offset.unwrap_or(0).max(0);
     let category = q.category.as_deref().filter(|c| !c.is_empty());
-    let (items, total) = state.store.list_items(category, limit, offset).await?;
+    let (items, total) = state
+        .store
+        .list_items(category, &fields, limit, offset)
+        .await?;
     Ok(Json(json!({
         "items": items.iter().map(views::item).collect::<Vec<_>>(),
         "total": total,

@@ -12,6 +12,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use lookalike_core::fields::Fields;
 use lookalike_store::{NewJob, Source};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -138,7 +139,7 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
                 source: Source::Url(url),
                 external_id,
                 category: valid_category(item.category).map_err(at)?,
-                metadata: valid_metadata(item.metadata).map_err(at)?,
+                metadata: valid_metadata(item.metadata, &state.config.fields).map_err(at)?,
             })
         })
         .collect()
@@ -231,7 +232,7 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
             external_id: valid_external_id(pick(&external_ids, "external_id", i)?, &mut seen)
                 .map_err(at)?,
             category: valid_category(pick(&categories, "category", i)?).map_err(at)?,
-            metadata: valid_metadata(metadata).map_err(at)?,
+            metadata: valid_metadata(metadata, &state.config.fields).map_err(at)?,
             source: Source::Upload {
                 file_name,
                 content_type,
@@ -349,26 +350,35 @@ fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResul
     Ok(Some(id))
 }
 
-fn valid_metadata(metadata: Option<Value>) -> ApiResult<Value> {
+/// Submitted metadata: a JSON object of at most `MAX_METADATA_BYTES`, whose declared `[fields]`
+/// hold values of their kinds.
+fn valid_metadata(metadata: Option<Value>, declared: &Fields) -> ApiResult<Value> {
     match metadata {
         None | Some(Value::Null) => Ok(json!({})),
-        Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(&map)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                return Err(ApiError::unprocessable(
-                    "invalid_metadata",
-                    format!("metadata is over {MAX_METADATA_BYTES} bytes"),
-                ));
-            }
-            Ok(Value::Object(map))
+        Some(metadata @ Value::Object(_)) => {
+            check_metadata_size(&metadata)?;
+            lookalike_core::fields::check_metadata(&metadata, declared)
+                .map_err(crate::routes::fields::field_error)?;
+            Ok(metadata)
         }
         Some(_) => Err(ApiError::unprocessable(
             "invalid_metadata",
             "metadata must be a JSON object",
         )),
     }
+}
+
+pub(crate) fn check_metadata_size(metadata: &Value) -> ApiResult<()> {
+    let size = serde_json::to_vec(metadata)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
+    if size > MAX_METADATA_BYTES {
+        return Err(ApiError::unprocessable(
+            "invalid_metadata",
+            format!("metadata is over {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 async fn enqueue(
@@ -471,15 +481,32 @@ mod tests {
 
     #[test]
     fn metadata_must_be_a_small_object() {
-        assert_eq!(valid_metadata(None).unwrap(), json!({}));
+        let none = Fields::new();
+        assert_eq!(valid_metadata(None, &none).unwrap(), json!({}));
         assert_eq!(
-            valid_metadata(Some(json!([1]))).unwrap_err().code,
+            valid_metadata(Some(json!([1])), &none).unwrap_err().code,
             "invalid_metadata"
         );
         let big = json!({"k": "x".repeat(MAX_METADATA_BYTES)});
         assert_eq!(
-            valid_metadata(Some(big)).unwrap_err().code,
+            valid_metadata(Some(big), &none).unwrap_err().code,
             "invalid_metadata"
+        );
+    }
+
+    #[test]
+    fn declared_fields_must_hold_values_of_their_kind() {
+        let declared: Fields = [(
+            "price".to_string(),
+            lookalike_core::fields::FieldKind::Number,
+        )]
+        .into();
+        assert!(valid_metadata(Some(json!({"price": 3, "x": "y"})), &declared).is_ok());
+        assert_eq!(
+            valid_metadata(Some(json!({"price": "3"})), &declared)
+                .unwrap_err()
+                .code,
+            "invalid_field_value"
         );
     }
 

@@ -1,4 +1,4 @@
-//! Stored items: `GET /v1/items/{id}` and its thumbnail.
+//! Stored items: `GET /v1/items/{id}` and its thumbnail (`DELETE` in `catalogue`, `PATCH` in `fields`).
 
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -16,7 +16,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/items/{id}",
-            get(show).delete(crate::routes::catalogue::delete),
+            get(show)
+                .delete(crate::routes::catalogue::delete)
+                .patch(crate::routes::fields::patch_item),
         )
         .route("/v1/items/{id}/thumbnail", get(thumbnail))
 }

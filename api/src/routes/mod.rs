@@ -1,4 +1,5 @@
 pub mod catalogue;
+pub mod fields;
 pub mod health;
 pub mod images;
 pub mod items;

@@ -1,7 +1,11 @@
 //! Similarity queries, always within a category unless asked otherwise:
 //! - `GET /v1/items/{id}/similar`: neighbours of a stored item;
-//! - `POST /v1/search`: an uploaded image (or a URL) is cleaned, embedded and classified on the spot,
-//!   then searched within its predicted category (or the best few when the prediction is unsure).
+//! - `POST /v1/search`: an uploaded image (or a URL; or a `box` of it) is cleaned, embedded and
+//!   classified on the spot, then searched within its predicted category (or the best few when the
+//!   prediction is unsure);
+//! - `POST /v1/recommend`: more like these stored items, less like those.
+//!
+//! All of them take filters on declared metadata fields as query parameters (`routes::fields`).
 
 use std::collections::HashMap;
 
@@ -9,8 +13,10 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lookalike_index::{CategoryFilter, SearchRequest};
+use lookalike_core::codes;
+use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
 use lookalike_store::{NewJob, Source};
+use lookalike_vision::Region;
 use lookalike_worker::classify::{Prediction, categories_to_search};
 use lookalike_worker::{CategoryDecision, Exclude, JobError};
 use serde::Deserialize;
@@ -20,6 +26,7 @@ use uuid::Uuid;
 
 use crate::auth::{self, Caller};
 use crate::extract::Query;
+use crate::routes::fields::filters;
 use crate::routes::jobs::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
@@ -27,6 +34,122 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/items/{id}/similar", get(similar))
         .route("/v1/search", post(search))
+        .route("/v1/recommend", post(recommend))
+}
+
+/// Examples one recommendation may name, each side.
+const MAX_EXAMPLES: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecommendParams {
+    positive: Vec<String>,
+    #[serde(default)]
+    negative: Vec<String>,
+    k: Option<usize>,
+    /// `auto` (default): the positives' categories; `any`; or a category name.
+    category: Option<String>,
+}
+
+/// `POST /v1/recommend`: more like these stored items, less like those, through the index's own
+/// recommendation query (best score, see `lookalike_index::Recommend`). The examples never appear
+/// in the answer. Filters are query parameters, as for every similarity query.
+async fn recommend(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request_body: Request,
+) -> ApiResult<Json<Value>> {
+    let fields = filters(&state, &pairs, &[])?;
+    let body = axum::body::to_bytes(request_body.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::too_large("payload_too_large", "the JSON body is over 64 KiB"))?;
+    let params: RecommendParams = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not a recommendation ({{\"positive\": [ids], \"negative\": [ids]}}): {e}"),
+        )
+    })?;
+    let k = check_k(params.k)?;
+    if params.positive.is_empty()
+        || params.positive.len() > MAX_EXAMPLES
+        || params.negative.len() > MAX_EXAMPLES
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_parameter",
+            format!(
+                "give 1 to {MAX_EXAMPLES} `positive` item ids and at most {MAX_EXAMPLES} `negative` ones"
+            ),
+        ));
+    }
+    let model = &state.config.model.id;
+    let mut examples = Vec::new();
+    for (side, ids) in [
+        ("positive", &params.positive),
+        ("negative", &params.negative),
+    ] {
+        for raw in ids {
+            let id = parse_id(raw, "item")?;
+            let point = state.index.get_point(id).await?.ok_or_else(|| {
+                ApiError::not_found("item_not_found", format!("no item {id} (in `{side}`)"))
+            })?;
+            if point.model_id.as_deref().is_some_and(|m| m != model) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "item_model_mismatch",
+                    format!(
+                        "item {id} was embedded by another model than {model}: re-index it first"
+                    ),
+                ));
+            }
+            examples.push((side, id, point));
+        }
+    }
+    let scope = match params.category.as_deref().unwrap_or("auto") {
+        "auto" => {
+            let mut categories: Vec<String> = examples
+                .iter()
+                .filter(|(side, _, _)| *side == "positive")
+                .filter_map(|(_, _, p)| p.category.clone())
+                .collect();
+            categories.sort();
+            categories.dedup();
+            match categories.len() {
+                0 => Scope::any(),
+                1 => Scope::one("auto", categories.remove(0)),
+                _ => Scope {
+                    mode: "auto",
+                    filter: CategoryFilter::AnyOf(categories.clone()),
+                    categories: Some(categories),
+                    low_confidence: false,
+                },
+            }
+        }
+        "any" => Scope::any(),
+        name => Scope::one("category", name.to_string()),
+    };
+    let ids: Vec<Uuid> = examples.iter().map(|(_, id, _)| *id).collect();
+    let (mut positive, mut negative) = (Vec::new(), Vec::new());
+    for (side, _, point) in examples {
+        if side == "positive" {
+            positive.push(point.vector);
+        } else {
+            negative.push(point.vector);
+        }
+    }
+    let results = neighbours(
+        &state,
+        SearchRequest {
+            exclude: ids,
+            recommend: Some(lookalike_index::Recommend { positive, negative }),
+            ..index_request(&state, &scope, &fields, k)
+        },
+    )
+    .await?;
+    Ok(Json(json!({
+        "query": {"positive": params.positive, "negative": params.negative},
+        "search": scope.json_with(&pairs, &[]),
+        "results": results,
+    })))
 }
 
 const MAX_K: usize = 100;
@@ -68,10 +191,25 @@ impl Scope {
             low_confidence: false,
         }
     }
-    fn json(&self) -> Value {
-        json!({"mode": self.mode, "categories": self.categories, "low_confidence": self.low_confidence})
+    /// The scope, with the filter parameters that narrowed the results (as the caller gave them:
+    /// the query parameters other than the request's `own`).
+    fn json_with(&self, pairs: &[(String, String)], own: &[&str]) -> Value {
+        let filters: Vec<Value> = pairs
+            .iter()
+            .filter(|(k, _)| !own.contains(&k.as_str()))
+            .map(|(k, v)| json!({"param": k, "value": v}))
+            .collect();
+        json!({
+            "mode": self.mode,
+            "categories": self.categories,
+            "low_confidence": self.low_confidence,
+            "filters": filters,
+        })
     }
 }
+
+/// `GET /v1/items/{id}/similar`'s own query parameters; the others are filters.
+const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset"];
 
 fn check_k(k: Option<usize>) -> ApiResult<usize> {
     match k.unwrap_or(10) {
@@ -88,8 +226,10 @@ async fn similar(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<SimilarQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<Value>> {
     let id = parse_id(&id, "item")?;
+    let fields = filters(&state, &pairs, SIMILAR_PARAMS)?;
     let k = check_k(q.k)?;
     let offset = q.offset.unwrap_or(0);
     if offset > MAX_OFFSET {
@@ -127,44 +267,42 @@ async fn similar(
     };
     let results = neighbours(
         &state,
-        point.vector,
-        &scope,
-        k,
-        offset,
-        q.min_score,
-        Some(id),
+        SearchRequest {
+            vector: point.vector,
+            offset,
+            min_score: q.min_score,
+            exclude: vec![id],
+            ..index_request(&state, &scope, &fields, k)
+        },
     )
     .await?;
     Ok(Json(json!({
         "query": {"item_id": id, "category": point.category},
-        "search": scope.json(),
+        "search": scope.json_with(&pairs, SIMILAR_PARAMS),
         "results": results,
     })))
 }
 
+/// What every similarity query of the API asks the index: top `k` within the scope's categories,
+/// among the vectors of the service's model, under the filters. Callers add the query itself.
+fn index_request(
+    state: &AppState,
+    scope: &Scope,
+    fields: &[FieldCondition],
+    k: usize,
+) -> SearchRequest {
+    SearchRequest {
+        filter: scope.filter.clone(),
+        model_id: Some(state.config.model.id.clone()),
+        fields: fields.to_vec(),
+        ..SearchRequest::new(Vec::new(), k)
+    }
+}
+
 /// Runs the index query and renders each hit from what is stored with its vector. Points written
 /// before vectors carried those attributes are joined with their rows in Postgres instead.
-async fn neighbours(
-    state: &AppState,
-    vector: Vec<f32>,
-    scope: &Scope,
-    k: usize,
-    offset: usize,
-    min_score: Option<f32>,
-    exclude: Option<Uuid>,
-) -> ApiResult<Vec<Value>> {
-    let hits = state
-        .index
-        .search(SearchRequest {
-            vector,
-            filter: scope.filter.clone(),
-            limit: k,
-            offset,
-            exclude,
-            min_score,
-            model_id: Some(state.config.model.id.clone()),
-        })
-        .await?;
+async fn neighbours(state: &AppState, request: SearchRequest) -> ApiResult<Vec<Value>> {
+    let hits = state.index.search(request).await?;
     let missing: Vec<Uuid> = hits
         .iter()
         .filter(|h| h.attrs.is_none())
@@ -202,9 +340,40 @@ struct SearchParams {
     add: bool,
     /// Leave this stored item out of the classification and the results (leave-one-out evaluation).
     exclude: Option<Uuid>,
+    /// Search with this region of the photo only: `"x,y,w,h"` (or `[x, y, w, h]` in JSON), fractions
+    /// of the upright image.
+    #[serde(rename = "box")]
+    region: Option<BoxParam>,
 }
 
-async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Json<Value>> {
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum BoxParam {
+    Text(String),
+    Numbers(Vec<f32>),
+}
+
+impl BoxParam {
+    fn region(&self) -> ApiResult<Region> {
+        let parsed = match self {
+            BoxParam::Text(text) => Region::parse(text),
+            BoxParam::Numbers(v) => match v.as_slice() {
+                &[x, y, w, h] => Region::new(x, y, w, h),
+                _ => Err("box must be four numbers [x, y, w, h]".to_string()),
+            },
+        };
+        parsed.map_err(|e| ApiError::unprocessable(codes::search::INVALID_BOX, e))
+    }
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    // Filters are query parameters here too (the body holds the image and the search's own
+    // settings), so every parameter of the query string must be a declared field.
+    let fields = filters(&state, &pairs, &[])?;
     let caller = request.extensions().get::<Caller>().cloned();
     let content_type = crate::routes::content_type(&request);
     let (params, upload) = if content_type.starts_with("multipart/form-data") {
@@ -241,6 +410,13 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
         )?;
     }
     let k = check_k(params.k)?;
+    let region = params.region.as_ref().map(BoxParam::region).transpose()?;
+    if region.is_some() && params.add {
+        return Err(ApiError::unprocessable(
+            codes::search::INVALID_BOX,
+            "`box` cannot go with `add=true`: the catalogue stores whole images",
+        ));
+    }
     let (bytes, file_name) = match (upload, &params.url) {
         (Some((bytes, name)), None) => (bytes, name),
         (None, Some(url)) => (
@@ -264,7 +440,7 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
     let stored_bytes = params.add.then(|| bytes.clone());
     let analysis = state
         .pipeline
-        .analyse(bytes, params.add)
+        .analyse_region(bytes, params.add, region)
         .await
         .map_err(job_error)?;
 
@@ -306,15 +482,16 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
     };
     let results = neighbours(
         &state,
-        analysis.embedding.clone(),
-        &scope,
-        k,
-        0,
-        params.min_score,
-        params.exclude,
+        SearchRequest {
+            vector: analysis.embedding.clone(),
+            min_score: params.min_score,
+            exclude: params.exclude.into_iter().collect(),
+            ..index_request(&state, &scope, &fields, k)
+        },
     )
     .await?;
 
+    let (width, height) = (analysis.width, analysis.height);
     let added = match (stored_bytes, &prediction) {
         (Some(bytes), p) => {
             Some(add_query_image(&state, bytes, file_name, analysis, p.clone(), sha, size).await?)
@@ -323,7 +500,12 @@ async fn search(State(state): State<AppState>, request: Request) -> ApiResult<Js
     };
     Ok(Json(json!({
         "prediction": prediction_json(prediction.as_ref()),
-        "search": scope.json(),
+        "query": {
+            "box": region.map(|r| r.as_array()),
+            "width": width,
+            "height": height,
+        },
+        "search": scope.json_with(&pairs, &[]),
         "results": results,
         "added": added,
     })))
@@ -450,6 +632,9 @@ async fn read_form(
             }
             "add" => params.add = matches!(text.trim(), "true" | "1" | "on" | "yes"),
             "exclude" => params.exclude = Some(text.trim().parse().map_err(|_| bad("an item id"))?),
+            // An empty field is what a form sends when no box was drawn.
+            "box" if text.trim().is_empty() => {}
+            "box" => params.region = Some(BoxParam::Text(text)),
             other => {
                 return Err(ApiError::unprocessable(
                     "unknown_field",

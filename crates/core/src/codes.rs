@@ -33,3 +33,21 @@ pub mod auth {
     /// 403: the key lacks the scope the request needs.
     pub const FORBIDDEN_SCOPE: &str = "forbidden_scope";
 }
+
+/// Refused filters and metadata values on declared fields (`[fields]`, 422).
+pub mod fields {
+    /// A query parameter that is neither the request's own nor a declared field (or a range of one).
+    pub const UNKNOWN_FILTER_FIELD: &str = "unknown_filter_field";
+    /// A filter value that does not fit its field (a word for a number, a range on a keyword).
+    pub const INVALID_FILTER: &str = "invalid_filter";
+    /// Submitted or patched metadata giving a declared field a value of the wrong kind.
+    pub const INVALID_FIELD_VALUE: &str = "invalid_field_value";
+}
+
+/// Refused search regions (`POST /v1/search` with `box`, 422).
+pub mod search {
+    /// A `box` that is not four fractions `x,y,w,h` within the image, or given with `add=true`.
+    pub const INVALID_BOX: &str = "invalid_box";
+    /// A `box` whose shorter side covers fewer than 32 pixels of the image.
+    pub const BOX_TOO_SMALL: &str = "box_too_small";
+}

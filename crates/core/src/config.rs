@@ -29,6 +29,9 @@ pub struct Config {
     pub metrics: Metrics,
     pub service: Service,
     pub auth: Auth,
+    /// Filterable metadata fields, by name (see [`crate::fields`]).
+    #[serde(default)]
+    pub fields: crate::fields::Fields,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -599,6 +602,8 @@ impl Config {
                 bail!("{key}: unknown section `{section}` (see config/default.toml)");
             };
             let value = match sec.get(&field) {
+                // `[fields]` is a map of the catalogue's own names: any key may be declared.
+                None if section == "fields" => Value::String(value),
                 None => {
                     bail!("{key}: unknown setting `{section}.{field}` (see config/default.toml)")
                 }
@@ -618,6 +623,9 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         self.auth.check()?;
+        for name in self.fields.keys() {
+            crate::fields::check_name(name).map_err(|e| anyhow::anyhow!("[fields]: {e}"))?;
+        }
         if self.worker.concurrency == 0 || self.worker.batch_size == 0 || self.worker.pipelines == 0
         {
             bail!("worker.pipelines, worker.concurrency and worker.batch_size must be at least 1");

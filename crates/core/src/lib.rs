@@ -2,5 +2,6 @@
 
 pub mod codes;
 pub mod config;
+pub mod fields;
 
 pub use config::Config;

@@ -10,7 +10,9 @@ use std::collections::HashSet;
 
 use uuid::Uuid;
 
-use crate::{CategoryFilter, Hit, IndexError, Point, SearchRequest, VectorIndex};
+use lookalike_core::fields::{Fields, parse_query};
+
+use crate::{CategoryFilter, FieldKind, Hit, IndexError, Point, SearchRequest, VectorIndex};
 
 /// Calls `$m!` with the name of every check, so that each backend's test file makes one test per
 /// check without keeping its own list (a new check reaches every backend).
@@ -32,6 +34,9 @@ macro_rules! for_each_conformance_check {
             set_category,
             get_vector_roundtrip,
             attrs_roundtrip,
+            recommend_best_score,
+            field_filters,
+            set_attrs,
             invalid_dimension,
         );
     };
@@ -228,12 +233,19 @@ pub async fn exclude_id(index: &dyn VectorIndex, dim: usize) {
     let points = s.points(6, Some(&s.cat("x")));
     upsert(index, &points).await;
     let req = SearchRequest {
-        exclude: Some(points[2].id),
+        exclude: vec![points[2].id],
         ..s.query(&points[2].vector, 10)
     };
     let hits = search(index, req).await;
     assert_eq!(hits.len(), 5);
     assert!(!ids(&hits).contains(&points[2].id));
+    let req = SearchRequest {
+        exclude: vec![points[2].id, points[4].id],
+        ..s.query(&points[2].vector, 10)
+    };
+    let hits = search(index, req).await;
+    assert_eq!(hits.len(), 4);
+    assert!(!ids(&hits).contains(&points[4].id));
 }
 
 /// Pages of `limit` at growing `offset` line up with one big result list.
@@ -503,4 +515,205 @@ pub async fn attrs_roundtrip(index: &dyn VectorIndex, dim: usize) {
     assert_eq!(stored.attrs, None, "an upsert replaces the whole payload");
     index.delete(&[point.id, bare.id]).await.expect("delete");
     assert_eq!(index.get_point(point.id).await.expect("get"), None);
+}
+
+/// The declared fields the checks below use (the same in every scope: declaring is idempotent).
+fn declared() -> Fields {
+    [
+        ("brand".to_string(), FieldKind::Keyword),
+        ("price".to_string(), FieldKind::Number),
+        ("in_stock".to_string(), FieldKind::Bool),
+    ]
+    .into()
+}
+
+/// Declared metadata fields filter like `lookalike_core::fields` says they match: keyword any-of
+/// (a list matching by any of its values), number equality and ranges, bool; several conditions
+/// all hold; a value of the wrong kind or none never matches. Exact and graph search agree.
+pub async fn field_filters(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("fields");
+    let declared = declared();
+    let as_pairs: Vec<(String, FieldKind)> =
+        declared.iter().map(|(n, k)| (n.clone(), *k)).collect();
+    index.index_fields(&as_pairs).await.expect("index fields");
+    let metadata = [
+        serde_json::json!({"brand": "acme", "price": 100, "in_stock": true}),
+        serde_json::json!({"brand": "zeta", "price": 250.5, "in_stock": false}),
+        serde_json::json!({"brand": ["acme", "zeta"], "price": 50, "in_stock": true}),
+        serde_json::json!({"brand": "acme", "price": "cheap"}),
+        serde_json::json!({}),
+    ];
+    let mut points = s.points(metadata.len() + 1, Some(&cat));
+    for (p, m) in points.iter_mut().zip(&metadata) {
+        p.attrs = Some(serde_json::json!({"external_id": null, "metadata": m}));
+    }
+    upsert(index, &points).await;
+    // Declaring again, with the points in place, is harmless and covers them.
+    index
+        .index_fields(&as_pairs)
+        .await
+        .expect("index fields again");
+
+    let cases: &[(&[(&str, &str)], &[usize])] = &[
+        (&[("brand", "acme")], &[0, 2, 3]),
+        (&[("brand", "acme"), ("brand", "zeta")], &[0, 1, 2, 3]),
+        (&[("price_lt", "100")], &[2]),
+        (&[("price_gte", "100")], &[0, 1]),
+        (&[("price", "100")], &[0]),
+        (&[("price_gt", "50"), ("price_lte", "250.5")], &[0, 1]),
+        (&[("in_stock", "true")], &[0, 2]),
+        (&[("in_stock", "false")], &[1]),
+        (&[("in_stock", "true"), ("in_stock", "false")], &[0, 1, 2]),
+        (&[("brand", "acme"), ("price_lt", "200")], &[0, 2]),
+        (&[("brand", "nobody")], &[]),
+    ];
+    for (query, expected) in cases {
+        let conditions = parse_query(query.iter().copied(), &declared, &[]).expect("valid filter");
+        let by_rule: HashSet<Uuid> = points
+            .iter()
+            .zip(
+                metadata
+                    .iter()
+                    .chain(std::iter::once(&serde_json::Value::Null)),
+            )
+            .filter(|(_, m)| conditions.iter().all(|c| c.matches(m)))
+            .map(|(p, _)| p.id)
+            .collect();
+        let wanted: HashSet<Uuid> = expected.iter().map(|i| points[*i].id).collect();
+        assert_eq!(by_rule, wanted, "the rule itself, for {query:?}");
+        for exact in [false, true] {
+            let req = SearchRequest {
+                filter: CategoryFilter::One(cat.clone()),
+                fields: conditions.clone(),
+                exact,
+                ..s.query(&points[0].vector, 10)
+            };
+            let got: HashSet<Uuid> = ids(&search(index, req).await).into_iter().collect();
+            assert_eq!(got, wanted, "{query:?} (exact: {exact})");
+        }
+    }
+    index
+        .delete(&points.iter().map(|p| p.id).collect::<Vec<_>>())
+        .await
+        .expect("delete");
+}
+
+/// `set_attrs` replaces a point's attrs (and so what its fields filter on) and nothing else.
+pub async fn set_attrs(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("set-attrs");
+    let declared = declared();
+    let as_pairs: Vec<(String, FieldKind)> =
+        declared.iter().map(|(n, k)| (n.clone(), *k)).collect();
+    index.index_fields(&as_pairs).await.expect("index fields");
+    let mut point = s.point(Some(&cat));
+    point.attrs = Some(serde_json::json!({"external_id": "x", "metadata": {"brand": "zeta"}}));
+    upsert(index, std::slice::from_ref(&point)).await;
+    let acme = parse_query([("brand", "acme")], &declared, &[]).expect("valid");
+    let filtered = |fields| SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        fields,
+        ..s.query(&point.vector, 10)
+    };
+    assert!(search(index, filtered(acme.clone())).await.is_empty());
+
+    let attrs = serde_json::json!({"external_id": "x", "metadata": {"brand": "acme", "price": 3}});
+    index
+        .set_attrs(point.id, attrs.clone())
+        .await
+        .expect("set_attrs");
+    assert_eq!(ids(&search(index, filtered(acme)).await), vec![point.id]);
+    let stored = index
+        .get_point(point.id)
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(stored.attrs, Some(attrs));
+    assert_eq!(stored.category.as_deref(), Some(cat.as_str()));
+    assert_eq!(stored.model_id.as_deref(), Some(s.model.as_str()));
+    assert!(cosine(&stored.vector, &point.vector) > 0.9999);
+
+    let missing = Uuid::new_v4();
+    let err = index
+        .set_attrs(missing, serde_json::json!({}))
+        .await
+        .expect_err("no such point");
+    assert!(
+        matches!(err, IndexError::NotFound(id) if id == missing),
+        "{err:?}"
+    );
+    index.delete(&[point.id]).await.expect("delete");
+}
+
+/// A recommendation ranks like the best-score rule says, computed here from the vectors: with
+/// `s(x) = (x / (1 + |x|) + 1) / 2`, a candidate nearer to some positive than to every negative
+/// scores `s(best cosine to a positive)`, in (0, 1); any other `-s(best cosine to a negative)`.
+/// Its examples never appear.
+pub async fn recommend_best_score(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("recommend");
+    let mut points = s.points(12, Some(&cat));
+    // Two near-copies of the first positive and one of the negative, so every rank is exercised.
+    let near =
+        |s: &mut Scope, v: &[f32]| -> Vec<f32> { v.iter().map(|x| x + 0.2 * s.next()).collect() };
+    points[3].vector = near(&mut s, &points[0].vector);
+    points[4].vector = near(&mut s, &points[0].vector);
+    points[5].vector = near(&mut s, &points[2].vector);
+    upsert(index, &points).await;
+    let positive = [&points[0], &points[1]];
+    let negative = [&points[2]];
+    let best = |v: &[f32], examples: &[&Point]| {
+        examples
+            .iter()
+            .map(|p| cosine(v, &p.vector))
+            .fold(f32::MIN, f32::max)
+    };
+    let mut expected: Vec<(f32, Uuid)> = points[3..]
+        .iter()
+        .map(|p| {
+            let (pos, neg) = (best(&p.vector, &positive), best(&p.vector, &negative));
+            let s = |x: f32| 0.5 * (x / (1.0 + x.abs()) + 1.0);
+            (if pos > neg { s(pos) } else { -s(neg) }, p.id)
+        })
+        .collect();
+    expected.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for exact in [true, false] {
+        let req = SearchRequest {
+            filter: CategoryFilter::One(cat.clone()),
+            model_id: Some(s.model.clone()),
+            exclude: [&points[0], &points[1], &points[2]]
+                .iter()
+                .map(|p| p.id)
+                .collect(),
+            exact,
+            ..SearchRequest::recommend(
+                positive.iter().map(|p| p.vector.clone()).collect(),
+                negative.iter().map(|p| p.vector.clone()).collect(),
+                20,
+            )
+        };
+        let hits = search(index, req).await;
+        assert_eq!(
+            ids(&hits),
+            expected.iter().map(|e| e.1).collect::<Vec<_>>(),
+            "best-score order (exact: {exact})"
+        );
+        for (hit, (score, _)) in hits.iter().zip(&expected) {
+            assert!((hit.score - score).abs() < 1e-3, "{} vs {score}", hit.score);
+        }
+        assert!(
+            hits.last().unwrap().score < 0.0,
+            "the negative's copy ranks last, below zero"
+        );
+    }
+    let err = index
+        .search(SearchRequest::recommend(
+            Vec::new(),
+            vec![points[2].vector.clone()],
+            5,
+        ))
+        .await
+        .expect_err("no positive");
+    assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
 }

@@ -42,15 +42,15 @@ use qdrant_edge::{
     CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, EdgeConfig, EdgeShard,
     FieldIndexOperations, NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
     PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest,
-    ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
+    RecommendQuery, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
     VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, Point, SearchRequest,
-    StoredPoint,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Hit, IndexError, MODEL_ID_KEY, Point,
+    SearchRequest, StoredPoint, field_path,
 };
 
 mod convert;
@@ -370,7 +370,7 @@ impl EdgeIndex {
                 ModelState::Unknown => models.epoch,
             }
         };
-        let Some(of_model) = build_filter(&CategoryFilter::Any, Some(model), None) else {
+        let Some(of_model) = build_filter(&CategoryFilter::Any, Some(model), &[], &[]) else {
             return Ok(false);
         };
         let sole = self
@@ -471,12 +471,25 @@ impl crate::VectorIndex for EdgeIndex {
     }
 
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
-        self.check_vector(&req.vector)?;
+        for v in req.vectors() {
+            self.check_vector(v)?;
+        }
+        if req
+            .recommend
+            .as_ref()
+            .is_some_and(|r| r.positive.is_empty())
+        {
+            return Err(IndexError::Invalid(
+                "a recommendation needs a positive example".into(),
+            ));
+        }
         let model_id = match req.model_id {
             Some(m) if self.only_model(&m).await? => None,
             other => other,
         };
-        let Some(filter) = build_filter(&req.filter, model_id.as_deref(), req.exclude) else {
+        let Some(filter) =
+            build_filter(&req.filter, model_id.as_deref(), &req.exclude, &req.fields)
+        else {
             return Ok(Vec::new()); // AnyOf([]) matches nothing
         };
         if req.limit == 0 {
@@ -489,17 +502,25 @@ impl crate::VectorIndex for EdgeIndex {
             .map(|ef| ef.max(req.offset + req.limit));
         let request = QueryRequest {
             prefetches: Vec::new(),
-            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(
-                NamedQuery::default_dense(req.vector),
-            ))),
+            query: Some(ScoringQuery::Vector(match req.recommend {
+                None => QueryEnum::Nearest(NamedQuery::default_dense(req.vector)),
+                Some(r) => QueryEnum::RecommendBestScore(NamedQuery {
+                    query: RecommendQuery::new(
+                        r.positive.into_iter().map(VectorInternal::from).collect(),
+                        r.negative.into_iter().map(VectorInternal::from).collect(),
+                    ),
+                    using: None,
+                }),
+            })),
             filter,
             score_threshold: req.min_score.map(OrderedFloat),
             // 0.7.2's query() fetches offset + limit hits but never drops the first `offset`
             // (the server does that a layer above the shard), so page here instead.
             limit: req.offset + req.limit,
             offset: 0,
-            params: ef.map(|ef| SearchParams {
-                hnsw_ef: Some(ef),
+            params: (ef.is_some() || req.exact).then(|| SearchParams {
+                hnsw_ef: ef,
+                exact: req.exact,
                 ..SearchParams::default()
             }),
             with_vector: WithVector::Bool(false),
@@ -582,7 +603,7 @@ impl crate::VectorIndex for EdgeIndex {
     }
 
     async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError> {
-        let Some(filter) = build_filter(&filter, None, None) else {
+        let Some(filter) = build_filter(&filter, None, &[], &[]) else {
             return Ok(0);
         };
         let request = CountRequest {
@@ -593,6 +614,38 @@ impl crate::VectorIndex for EdgeIndex {
             .read(move |shard| shard.count(request).map_err(engine_error))
             .await?;
         Ok(n as u64)
+    }
+
+    async fn set_attrs(&self, id: Uuid, attrs: serde_json::Value) -> Result<(), IndexError> {
+        // Setting one top-level key replaces its whole value, leaving the other keys as they are.
+        let mut payload = serde_json::Map::new();
+        payload.insert(ATTRS_KEY.into(), attrs);
+        let op = PayloadOps::SetPayload(SetPayloadOp {
+            payload: Payload(payload),
+            points: Some(vec![PointId::Uuid(id)]),
+            filter: None,
+            key: None,
+        });
+        self.write(UpdateOperation::PayloadOperation(op), false)
+            .await
+    }
+
+    async fn index_fields(&self, fields: &[(String, FieldKind)]) -> Result<(), IndexError> {
+        for (name, kind) in fields {
+            let schema = match kind {
+                FieldKind::Keyword => PayloadSchemaType::Keyword,
+                FieldKind::Number => PayloadSchemaType::Float,
+                FieldKind::Bool => PayloadSchemaType::Bool,
+            };
+            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
+                CreateIndex {
+                    field_name: json_path(&field_path(name)),
+                    field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+                },
+            ));
+            self.write(op, false).await?;
+        }
+        Ok(())
     }
 
     async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError> {

@@ -11,6 +11,7 @@
 //! [`CATEGORY_KEY`] and [`MODEL_ID_KEY`], each with a payload index so filtered search stays fast.
 
 use async_trait::async_trait;
+pub use lookalike_core::fields::{FieldCondition, FieldKind};
 use uuid::Uuid;
 
 pub mod conformance;
@@ -29,6 +30,12 @@ pub const CATEGORY_KEY: &str = "category";
 pub const MODEL_ID_KEY: &str = "model_id";
 /// Payload key holding a point's [`Point::attrs`].
 pub const ATTRS_KEY: &str = "attrs";
+
+/// Where a declared metadata field's value sits in a point's payload: inside the item's metadata,
+/// which [`Point::attrs`] already carries. Filtering needs no copy of it, only a payload index.
+pub fn field_path(field: &str) -> String {
+    format!("{ATTRS_KEY}.metadata.{field}")
+}
 
 /// One stored embedding. Upserting a point replaces its vector *and* payload as a whole, so an
 /// upsert with `category: None` clears a previously set category.
@@ -95,20 +102,40 @@ pub enum CategoryFilter {
     Uncategorised,
 }
 
+/// More like these, less like those: the engine's recommendation query with its best-score
+/// strategy, the same in both backends. Each candidate is compared with every example; with
+/// `s(x) = (x / (1 + |x|) + 1) / 2` (monotonic, into (0, 1)), one nearer to some positive than to
+/// every negative scores `s(best cosine to a positive)`, any other `-s(best cosine to a negative)`,
+/// so it ranks below every candidate that is nearer to a positive.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recommend {
+    pub positive: Vec<Vec<f32>>,
+    pub negative: Vec<Vec<f32>>,
+}
+
 /// A similarity query. Results are ordered best first; `offset` skips that many of them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
+    /// The query vector (unused, and may be empty, with [`SearchRequest::recommend`]).
     pub vector: Vec<f32>,
     pub filter: CategoryFilter,
     pub limit: usize,
     pub offset: usize,
-    /// Leave this point out (typically the query image itself).
-    pub exclude: Option<Uuid>,
+    /// Leave these points out (the query image itself; a recommendation's examples).
+    pub exclude: Vec<Uuid>,
     /// Drop hits scoring below this cosine similarity.
     pub min_score: Option<f32>,
     /// Only consider vectors produced by this model: vectors of different models are not
     /// comparable, and both can coexist while a model change is being rolled out.
     pub model_id: Option<String>,
+    /// Conditions on declared metadata fields ([`field_path`]); all must hold. A point whose value
+    /// is missing or of another kind does not match.
+    pub fields: Vec<FieldCondition>,
+    /// Score every matching point instead of walking the graph: the true top-k, slower. For
+    /// measuring the approximate search against, not for serving.
+    pub exact: bool,
+    /// Rank by these examples instead of by `vector`.
+    pub recommend: Option<Recommend>,
 }
 
 impl SearchRequest {
@@ -119,9 +146,33 @@ impl SearchRequest {
             filter: CategoryFilter::Any,
             limit,
             offset: 0,
-            exclude: None,
+            exclude: Vec::new(),
             min_score: None,
             model_id: None,
+            fields: Vec::new(),
+            exact: false,
+            recommend: None,
+        }
+    }
+
+    /// A top-`limit` recommendation from example vectors, to be refined with struct update syntax.
+    pub fn recommend(positive: Vec<Vec<f32>>, negative: Vec<Vec<f32>>, limit: usize) -> Self {
+        Self {
+            recommend: Some(Recommend { positive, negative }),
+            ..Self::new(Vec::new(), limit)
+        }
+    }
+
+    /// Every vector the request carries: the query vector, or the recommendation's examples.
+    pub fn vectors(&self) -> Vec<&[f32]> {
+        match &self.recommend {
+            None => vec![self.vector.as_slice()],
+            Some(r) => r
+                .positive
+                .iter()
+                .chain(&r.negative)
+                .map(Vec::as_slice)
+                .collect(),
         }
     }
 }
@@ -186,6 +237,13 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn approx_count(&self) -> Result<u64, IndexError> {
         self.count(CategoryFilter::Any).await
     }
+    /// Replace only the [`Point::attrs`] of an existing point (an item's metadata changed), keeping
+    /// its vector, category and model. Fails with [`IndexError::NotFound`] when there is no such point.
+    async fn set_attrs(&self, id: Uuid, attrs: serde_json::Value) -> Result<(), IndexError>;
+    /// Make sure each declared field has a payload index of its kind over [`field_path`], so that
+    /// filtered searches stay fast and exact. Idempotent; a new index covers the points already
+    /// stored.
+    async fn index_fields(&self, fields: &[(String, FieldKind)]) -> Result<(), IndexError>;
     /// Change only the category of an existing point (reclassification); `None` removes it.
     /// Fails with [`IndexError::NotFound`] when the point does not exist.
     async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError>;

@@ -10,8 +10,9 @@
 //!   sorted by score, ties by id, and the first `offset` dropped here. Server-side `offset`
 //!   would order equal scores however the segments happen to return them, so pages could
 //!   overlap or skip the same image stored twice.
-//! * **Filters.** Category, model and exclusion are the same conditions as the embedded ones
-//!   (see `convert::build_filter`), on keyword payload indexes created with the collection.
+//! * **Filters.** Category, model, exclusion and declared metadata fields are the same conditions
+//!   as the embedded ones (see `convert::build_filter`), on keyword payload indexes created with
+//!   the collection and one index per declared field ([`VectorIndex::index_fields`](crate::VectorIndex::index_fields)).
 //! * **Optimisation.** The server builds its HNSW graphs itself, in the background; there is
 //!   nothing like [`EdgeIndex::optimize_now`](crate::EdgeIndex::optimize_now) to call.
 //!
@@ -26,17 +27,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use qdrant_client::qdrant::{
-    CountPointsBuilder, DeletePayloadPointsBuilder, DeletePointsBuilder, GetPointsBuilder,
-    PayloadIncludeSelector, PointStruct, QuantizationSearchParamsBuilder, Query,
-    QueryPointsBuilder, RetrievedPoint, SearchParamsBuilder, SetPayloadPointsBuilder,
-    UpsertPointsBuilder,
+    CountPointsBuilder, CreateFieldIndexCollectionBuilder, DeletePayloadPointsBuilder,
+    DeletePointsBuilder, FieldType, GetPointsBuilder, PayloadIncludeSelector, PointStruct,
+    QuantizationSearchParamsBuilder, Query, QueryPointsBuilder, RecommendInputBuilder,
+    RecommendStrategy, RetrievedPoint, SearchParamsBuilder, SetPayloadPointsBuilder,
+    UpsertPointsBuilder, VectorInput,
 };
 use qdrant_client::{Payload, Qdrant};
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, Point, SearchRequest, StoredPoint,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Hit, IndexError, Point, SearchRequest,
+    StoredPoint, field_path,
 };
 
 mod admin;
@@ -240,15 +243,31 @@ impl crate::VectorIndex for QdrantIndex {
 
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
         self.readiness.check()?;
-        self.check_vector(&req.vector)?;
-        let Some(filter) = build_filter(&req.filter, req.model_id.as_deref(), req.exclude) else {
+        for v in req.vectors() {
+            self.check_vector(v)?;
+        }
+        if req
+            .recommend
+            .as_ref()
+            .is_some_and(|r| r.positive.is_empty())
+        {
+            return Err(IndexError::Invalid(
+                "a recommendation needs a positive example".into(),
+            ));
+        }
+        let Some(filter) = build_filter(
+            &req.filter,
+            req.model_id.as_deref(),
+            &req.exclude,
+            &req.fields,
+        ) else {
             return Ok(Vec::new()); // AnyOf([]) matches nothing
         };
         if req.limit == 0 {
             return Ok(Vec::new());
         }
         let fetch = req.offset + req.limit;
-        let mut params = SearchParamsBuilder::default();
+        let mut params = SearchParamsBuilder::default().exact(req.exact);
         if let Some(ef) = self.opts.search_ef {
             params = params.hnsw_ef(ef.max(fetch) as u64);
         }
@@ -256,8 +275,27 @@ impl crate::VectorIndex for QdrantIndex {
             // Explicit, so exact scores never depend on a server default.
             params = params.quantization(QuantizationSearchParamsBuilder::default().rescore(true));
         }
+        let query = match req.recommend {
+            None => Query::new_nearest(req.vector),
+            Some(r) => Query::new_recommend(
+                RecommendInputBuilder::default()
+                    .positive(
+                        r.positive
+                            .into_iter()
+                            .map(VectorInput::from)
+                            .collect::<Vec<_>>(),
+                    )
+                    .negative(
+                        r.negative
+                            .into_iter()
+                            .map(VectorInput::from)
+                            .collect::<Vec<_>>(),
+                    )
+                    .strategy(RecommendStrategy::BestScore),
+            ),
+        };
         let mut request = QueryPointsBuilder::new(self.collection())
-            .query(Query::new_nearest(req.vector))
+            .query(query)
             .limit(fetch as u64)
             .params(params)
             .with_payload(PayloadIncludeSelector::new(vec![
@@ -306,7 +344,7 @@ impl crate::VectorIndex for QdrantIndex {
 
     async fn count(&self, filter: CategoryFilter) -> Result<u64, IndexError> {
         self.readiness.check()?;
-        let Some(filter) = build_filter(&filter, None, None) else {
+        let Some(filter) = build_filter(&filter, None, &[], &[]) else {
             return Ok(0);
         };
         let mut request = CountPointsBuilder::new(self.collection()).exact(true);
@@ -324,6 +362,48 @@ impl crate::VectorIndex for QdrantIndex {
         let request = CountPointsBuilder::new(self.collection()).exact(false);
         let response = self.client.count(request).await.map_err(client_error)?;
         Ok(response.result.map_or(0, |r| r.count))
+    }
+
+    async fn set_attrs(&self, id: Uuid, attrs: serde_json::Value) -> Result<(), IndexError> {
+        self.readiness.check()?;
+        // Setting one top-level key replaces its whole value, leaving the other keys as they are.
+        let mut payload = serde_json::Map::new();
+        payload.insert(ATTRS_KEY.into(), attrs);
+        let request = SetPayloadPointsBuilder::new(self.collection(), Payload::from(payload))
+            .points_selector(vec![point_id(id)])
+            .wait(true);
+        match self.client.set_payload(request).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(Code::NotFound) => {
+                match self.retrieve(id, false).await? {
+                    None => Err(IndexError::NotFound(id)),
+                    Some(_) => Err(client_error(e)),
+                }
+            }
+            Err(e) => Err(client_error(e)),
+        }
+    }
+
+    async fn index_fields(&self, fields: &[(String, FieldKind)]) -> Result<(), IndexError> {
+        self.readiness.check()?;
+        for (name, kind) in fields {
+            let field_type = match kind {
+                FieldKind::Keyword => FieldType::Keyword,
+                FieldKind::Number => FieldType::Float,
+                FieldKind::Bool => FieldType::Bool,
+            };
+            let request = CreateFieldIndexCollectionBuilder::new(
+                self.collection(),
+                field_path(name),
+                field_type,
+            )
+            .wait(true);
+            self.client
+                .create_field_index(request)
+                .await
+                .map_err(client_error)?;
+        }
+        Ok(())
     }
 
     async fn set_category(&self, id: Uuid, category: Option<String>) -> Result<(), IndexError> {

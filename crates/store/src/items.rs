@@ -380,33 +380,6 @@ impl Store {
         .await?)
     }
 
-    /// A page of items, newest first, optionally of one category.
-    pub async fn list_items(
-        &self,
-        category: Option<&str>,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<Item>, i64)> {
-        let sql = concat!(
-            "SELECT ",
-            item_columns!(),
-            " FROM items WHERE ($1::text IS NULL OR category = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
-        );
-        let items = sqlx::query_as(sql)
-            .bind(category)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let total = sqlx::query_scalar(
-            "SELECT count(*) FROM items WHERE ($1::text IS NULL OR category = $1)",
-        )
-        .bind(category)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((items, total))
-    }
-
     /// Deletes an item and its thumbnail, and takes its vector out of its prototype.
     pub async fn delete_item(&self, id: Uuid, vector: Option<&[f32]>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;

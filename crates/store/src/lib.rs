@@ -6,6 +6,7 @@
 mod heads;
 #[macro_use]
 mod items;
+mod fields;
 mod jobs;
 mod reindex;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+pub use fields::{FieldReport, MetadataChange, REPORT_EXAMPLES, WrongKind};
 pub use heads::{LabelledExample, NewHead, StoredHead, Training};
 pub use items::{CategoryCount, Item, ItemWrite, NewItem, Prototype, Replaced};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};

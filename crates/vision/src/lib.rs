@@ -10,6 +10,7 @@ pub mod embed;
 mod jpeg;
 pub mod model;
 pub mod preprocess;
+pub mod region;
 mod sniff;
 pub mod thumbnail;
 
@@ -18,6 +19,7 @@ pub use embed::{Embedder, Output};
 pub use jpeg::draft_scale;
 pub use model::ModelSpec;
 pub use preprocess::to_tensor;
+pub use region::Region;
 pub use thumbnail::thumbnail_jpeg;
 
 /// Scales `v` to unit length in place.

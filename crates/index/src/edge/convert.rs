@@ -1,14 +1,18 @@
 //! Translation between the crate's types and qdrant-edge's.
 
+use lookalike_core::fields::{self, FieldValue, Test};
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, FieldCondition, Filter, IsEmptyCondition, JsonPath, Match, OperationError, PointId,
+    Range,
 };
 use uuid::Uuid;
 
-use crate::{CATEGORY_KEY, CategoryFilter, IndexError, MODEL_ID_KEY};
+use crate::{CATEGORY_KEY, CategoryFilter, IndexError, MODEL_ID_KEY, field_path};
 
 pub(super) fn json_path(key: &str) -> JsonPath {
-    key.parse().expect("payload keys are plain identifiers")
+    key.parse()
+        .expect("payload keys are plain identifiers, field names checked at load")
 }
 
 /// The engine filter for a request, `Some(None)` meaning "no filter" and `None` meaning
@@ -16,9 +20,10 @@ pub(super) fn json_path(key: &str) -> JsonPath {
 pub(super) fn build_filter(
     category: &CategoryFilter,
     model_id: Option<&str>,
-    exclude: Option<Uuid>,
+    exclude: &[Uuid],
+    fields: &[fields::FieldCondition],
 ) -> Option<Option<Filter>> {
-    let mut must = Vec::new();
+    let mut must: Vec<Condition> = fields.iter().map(field_condition).collect();
     match category {
         CategoryFilter::Any => {}
         CategoryFilter::One(c) => must.push(keyword(CATEGORY_KEY, Match::from(c.clone()))),
@@ -31,10 +36,13 @@ pub(super) fn build_filter(
     if let Some(model_id) = model_id {
         must.push(keyword(MODEL_ID_KEY, Match::from(model_id.to_owned())));
     }
-    let must_not: Vec<Condition> = exclude
-        .map(|id| Condition::HasId(std::iter::once(PointId::Uuid(id)).collect()))
-        .into_iter()
-        .collect();
+    let must_not: Vec<Condition> = if exclude.is_empty() {
+        Vec::new()
+    } else {
+        vec![Condition::HasId(
+            exclude.iter().map(|id| PointId::Uuid(*id)).collect(),
+        )]
+    };
     if must.is_empty() && must_not.is_empty() {
         return Some(None);
     }
@@ -43,6 +51,54 @@ pub(super) fn build_filter(
         must_not: (!must_not.is_empty()).then_some(must_not),
         ..Filter::new()
     }))
+}
+
+/// A condition on a declared metadata field; the same shape as the server backend's.
+fn field_condition(c: &fields::FieldCondition) -> Condition {
+    let path = json_path(&field_path(&c.field));
+    match &c.test {
+        Test::Range(r) => Condition::Field(FieldCondition::new_range(
+            path,
+            Range {
+                lt: r.lt.map(OrderedFloat),
+                gt: r.gt.map(OrderedFloat),
+                gte: r.gte.map(OrderedFloat),
+                lte: r.lte.map(OrderedFloat),
+            },
+        )),
+        Test::AnyOf(values) => {
+            let keywords: Vec<String> = values
+                .iter()
+                .filter_map(|v| match v {
+                    FieldValue::Keyword(k) => Some(k.clone()),
+                    FieldValue::Bool(_) => None,
+                })
+                .collect();
+            let mut any: Vec<Condition> = values
+                .iter()
+                .filter_map(|v| match v {
+                    FieldValue::Bool(b) => Some(Condition::Field(FieldCondition::new_match(
+                        path.clone(),
+                        Match::from(*b),
+                    ))),
+                    FieldValue::Keyword(_) => None,
+                })
+                .collect();
+            if !keywords.is_empty() {
+                any.push(Condition::Field(FieldCondition::new_match(
+                    path.clone(),
+                    Match::from(keywords),
+                )));
+            }
+            match any.len() {
+                1 => any.pop().expect("one"),
+                _ => Condition::Filter(Filter {
+                    should: Some(any),
+                    ..Filter::new()
+                }),
+            }
+        }
+    }
 }
 
 fn keyword(key: &str, value: Match) -> Condition {

@@ -8,12 +8,16 @@ use qdrant_client::qdrant::r#match::MatchValue;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector;
 use qdrant_client::qdrant::{
-    Condition, Filter, PointId, RepeatedStrings, RetrievedPoint, ScoredPoint, Value,
+    Condition, Filter, PointId, Range, RepeatedStrings, RetrievedPoint, ScoredPoint, Value,
 };
 use tonic::Code;
 use uuid::Uuid;
 
-use crate::{ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, StoredPoint};
+use lookalike_core::fields::{FieldCondition, FieldValue, Test};
+
+use crate::{
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, StoredPoint, field_path,
+};
 
 /// The server filter for a request, `Some(None)` meaning "no filter" and `None` meaning
 /// "matches nothing" (an empty `AnyOf`), which callers answer without asking the server.
@@ -21,9 +25,10 @@ use crate::{ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_K
 pub(super) fn build_filter(
     category: &CategoryFilter,
     model_id: Option<&str>,
-    exclude: Option<Uuid>,
+    exclude: &[Uuid],
+    fields: &[FieldCondition],
 ) -> Option<Option<Filter>> {
-    let mut must = Vec::new();
+    let mut must: Vec<Condition> = fields.iter().map(field_condition).collect();
     match category {
         CategoryFilter::Any => {}
         CategoryFilter::One(c) => must.push(keyword(CATEGORY_KEY, c)),
@@ -40,10 +45,11 @@ pub(super) fn build_filter(
     if let Some(model_id) = model_id {
         must.push(keyword(MODEL_ID_KEY, model_id));
     }
-    let must_not: Vec<Condition> = exclude
-        .map(|id| Condition::has_id([point_id(id)]))
-        .into_iter()
-        .collect();
+    let must_not: Vec<Condition> = if exclude.is_empty() {
+        Vec::new()
+    } else {
+        vec![Condition::has_id(exclude.iter().copied().map(point_id))]
+    };
     if must.is_empty() && must_not.is_empty() {
         return Some(None);
     }
@@ -52,6 +58,48 @@ pub(super) fn build_filter(
         must_not,
         ..Filter::default()
     }))
+}
+
+/// A condition on a declared metadata field; the same shape as the embedded backend's.
+fn field_condition(c: &FieldCondition) -> Condition {
+    let path = field_path(&c.field);
+    match &c.test {
+        Test::Range(r) => Condition::range(
+            path,
+            Range {
+                lt: r.lt,
+                gt: r.gt,
+                gte: r.gte,
+                lte: r.lte,
+            },
+        ),
+        Test::AnyOf(values) => {
+            let keywords: Vec<String> = values
+                .iter()
+                .filter_map(|v| match v {
+                    FieldValue::Keyword(k) => Some(k.clone()),
+                    FieldValue::Bool(_) => None,
+                })
+                .collect();
+            let mut any: Vec<Condition> = values
+                .iter()
+                .filter_map(|v| match v {
+                    FieldValue::Bool(b) => Some(Condition::matches(&path, MatchValue::Boolean(*b))),
+                    FieldValue::Keyword(_) => None,
+                })
+                .collect();
+            if !keywords.is_empty() {
+                any.push(Condition::matches(
+                    &path,
+                    MatchValue::Keywords(RepeatedStrings { strings: keywords }),
+                ));
+            }
+            match any.len() {
+                1 => any.pop().expect("one"),
+                _ => Condition::from(Filter::should(any)),
+            }
+        }
+    }
 }
 
 /// An exact keyword match. Built by hand because qdrant-client turns a `String` containing
@@ -188,13 +236,16 @@ mod tests {
 
     #[test]
     fn no_restriction_means_no_filter() {
-        assert_eq!(build_filter(&CategoryFilter::Any, None, None), Some(None));
+        assert_eq!(
+            build_filter(&CategoryFilter::Any, None, &[], &[]),
+            Some(None)
+        );
     }
 
     #[test]
     fn empty_any_of_matches_nothing() {
         let any_of = CategoryFilter::AnyOf(Vec::new());
-        assert_eq!(build_filter(&any_of, Some("m"), None), None);
+        assert_eq!(build_filter(&any_of, Some("m"), &[], &[]), None);
     }
 
     #[test]
@@ -202,7 +253,8 @@ mod tests {
         let filter = build_filter(
             &CategoryFilter::One("winter coat".into()),
             Some("clip b32"),
-            None,
+            &[],
+            &[],
         )
         .expect("matches something")
         .expect("a filter");
@@ -222,7 +274,7 @@ mod tests {
     #[test]
     fn any_of_is_one_keywords_match() {
         let cats = vec!["coat".to_owned(), "rain jacket".to_owned()];
-        let filter = build_filter(&CategoryFilter::AnyOf(cats.clone()), None, None)
+        let filter = build_filter(&CategoryFilter::AnyOf(cats.clone()), None, &[], &[])
             .expect("matches something")
             .expect("a filter");
         assert_eq!(filter.must.len(), 1);
@@ -237,7 +289,7 @@ mod tests {
 
     #[test]
     fn uncategorised_is_an_is_empty_condition() {
-        let filter = build_filter(&CategoryFilter::Uncategorised, None, None)
+        let filter = build_filter(&CategoryFilter::Uncategorised, None, &[], &[])
             .expect("matches something")
             .expect("a filter");
         match &filter.must[..] {
@@ -253,7 +305,7 @@ mod tests {
     #[test]
     fn exclude_is_a_must_not_has_id() {
         let id = Uuid::new_v4();
-        let filter = build_filter(&CategoryFilter::Any, None, Some(id))
+        let filter = build_filter(&CategoryFilter::Any, None, &[id], &[])
             .expect("matches something")
             .expect("a filter");
         assert!(filter.must.is_empty());
