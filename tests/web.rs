@@ -538,3 +538,219 @@ async fn the_page_asks_for_an_api_key_keeps_it_and_loads_thumbnails_with_it() {
     );
     page.close().await.unwrap();
 }
+
+/// Two reference images side by side at one height, as a JPEG file in `dir`; the left one's share
+/// of the width.
+fn two_products(dir: &Path, left: &str, right: &str) -> (PathBuf, f64) {
+    let load = |name: &str| {
+        image::load_from_memory(&read(&reference_dir().join(name)))
+            .unwrap()
+            .to_rgb8()
+    };
+    let height = 360;
+    let fit = |img: image::RgbImage| {
+        let width = img.width() * height / img.height();
+        image::imageops::resize(&img, width, height, image::imageops::FilterType::Lanczos3)
+    };
+    let (a, b) = (fit(load(left)), fit(load(right)));
+    let mut photo =
+        image::RgbImage::from_pixel(a.width() + b.width(), height, image::Rgb([255, 255, 255]));
+    image::imageops::replace(&mut photo, &a, 0, 0);
+    image::imageops::replace(&mut photo, &b, a.width() as i64, 0);
+    let path = dir.join("two-products.jpg");
+    photo.save(&path).unwrap();
+    (path, a.width() as f64 / photo.width() as f64)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_searches_a_dragged_box_with_filters_and_more_or_less_like_this() {
+    use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+
+    let driver = Driver::start().await;
+    let mut env = TestEnv::new().await;
+    env.set("FIELDS__BRAND", "keyword");
+    let images = ImageServer::start(reference_dir()).await;
+    let service = env.start().await;
+    let mut items = Vec::new();
+    for i in 0..3 {
+        let brand = if i == 0 { "acme" } else { "zeta" };
+        for (file, category) in [
+            ("allstar-sneakers.jpg", "shoes"),
+            ("sneakers_01__1.png", "shoes"),
+            ("skimage_coffee.png", "cups"),
+        ] {
+            items.push(json!({"url": images.url(&format!("/files/{file}?copy={i}")), "category": category, "metadata": {"brand": brand}}));
+        }
+    }
+    let ids = service.submit_urls(Value::Array(items)).await;
+    let page = driver.browser().await;
+    let jobs = service.wait_jobs(&ids, JOB_LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let acme: Vec<String> = jobs[..3]
+        .iter()
+        .map(|j| j["item_id"].as_str().unwrap().to_string())
+        .collect();
+    page.goto(&service.url("/")).await.unwrap();
+    poll(
+        &page,
+        &service,
+        "the categories",
+        "return document.querySelector('#category-filter option[value=\"cups\"]') !== null;",
+    )
+    .await;
+
+    // 1. A photo of a shoe beside a cup; drag a box over the cup: the page searches that part.
+    let dir = tempfile::tempdir().unwrap();
+    let (photo, split) = two_products(dir.path(), "allstar-sneakers.jpg", "skimage_coffee.png");
+    page.find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .unwrap();
+    poll(&page, &service, "results for the whole photo", RESULTS).await;
+    let rect = poll(
+        &page,
+        &service,
+        "the query image on screen",
+        "const i = document.getElementById('query-image'); const r = i.getBoundingClientRect(); \
+         return !i.hidden && i.complete && r.width > 0 ? [r.left, r.top, r.width, r.height] : null;",
+    )
+    .await;
+    let r: Vec<f64> = rect
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let at = |fx: f64, fy: f64| PointerAction::MoveTo {
+        duration: None,
+        x: r[0] + fx * r[2],
+        y: r[1] + fy * r[3],
+    };
+    let drag = MouseActions::new("mouse".into())
+        .then(at(split + 0.02, 0.02))
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(at(0.7, 0.5))
+        .then(at(0.98, 0.98))
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    page.perform_actions(drag).await.unwrap();
+    let predicted = poll(
+        &page,
+        &service,
+        "the boxed cup predicted",
+        "const p = document.getElementById('predicted-category').textContent; \
+         return !document.getElementById('results').hasAttribute('aria-busy') && p === 'cups' ? p : null;",
+    )
+    .await;
+    assert_eq!(predicted, "cups");
+    let cups = pairs(&poll(&page, &service, "results for the box", RESULTS).await);
+    assert!(cups.iter().all(|(_, c)| c == "cups"), "{cups:?}");
+    let box_shown = page
+        .execute(
+            "const b = document.getElementById('box'); return !b.hidden && b.getBoundingClientRect().width > 0;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(box_shown, json!(true), "the box stays drawn on the image");
+    screenshot(&page, "web-box.png").await;
+
+    // 2. Filters narrow the same search: only acme items.
+    page.find(Locator::Id("box-clear"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    page.find(Locator::Id("filters"))
+        .await
+        .unwrap()
+        .send_keys("brand=acme")
+        .await
+        .unwrap();
+    page.execute(
+        "document.getElementById('filters').dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let filtered = pairs(
+        &poll(
+            &page,
+            &service,
+            "results narrowed to acme",
+            "const r = [...document.querySelectorAll('#results .result')]; \
+             return !document.getElementById('results').hasAttribute('aria-busy') && r.length && r.length <= 3 \
+               ? r.map(e => [e.dataset.itemId, e.dataset.category]) : null;",
+        )
+        .await,
+    );
+    assert!(
+        filtered.iter().all(|(id, _)| acme.contains(id)),
+        "{filtered:?} within {acme:?}"
+    );
+    page.execute(
+        "const f = document.getElementById('filters'); f.value = ''; f.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    page.find(Locator::Id("category-filter"))
+        .await
+        .unwrap()
+        .select_by_value("any")
+        .await
+        .unwrap();
+
+    // 3. "More like this" on a result asks for recommendations: that item leaves the grid, the
+    //    page says what it shows; "Less like this" on another pushes its look-alikes down.
+    let results = pairs(
+        &poll(
+            &page,
+            &service,
+            "unfiltered results over every category",
+            "const r = [...document.querySelectorAll('#results .result')]; \
+             return !document.getElementById('results').hasAttribute('aria-busy') && r.length > 3 \
+               ? r.map(e => [e.dataset.itemId, e.dataset.category]) : null;",
+        )
+        .await,
+    );
+    let (liked, _) = results[0].clone();
+    page.find(Locator::Css(&format!(
+        "#results .result[data-item-id='{liked}'] .marks .more"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    let after = pairs(
+        &poll(
+            &page,
+            &service,
+            "recommendations",
+            &format!(
+                "const f = document.getElementById('feedback'); const r = [...document.querySelectorAll('#results .result')]; \
+                 return !f.hidden && !document.getElementById('results').hasAttribute('aria-busy') && r.length \
+                   && !r.some(e => e.dataset.itemId === '{liked}') ? r.map(e => [e.dataset.itemId, e.dataset.category]) : null;"
+            ),
+        )
+        .await,
+    );
+    assert!(!after.iter().any(|(id, _)| *id == liked), "{after:?}");
+    let feedback = page
+        .find(Locator::Id("feedback-text"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(feedback.contains("more like"), "{feedback}");
+    screenshot(&page, "web-recommend.png").await;
+    page.close().await.unwrap();
+}

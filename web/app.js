@@ -9,6 +9,10 @@
 
   const state = {
     last: null, // the last search: {kind: 'file', file} | {kind: 'url', url} | {kind: 'item', id, label, thumb}
+    box: null, // the region of a file or URL query to search with: "x,y,w,h" (fractions), or null
+    // Results marked "more like this" / "less like this": item id -> name. While any is marked the
+    // page asks POST /v1/recommend instead of the query above.
+    marks: { positive: new Map(), negative: new Map() },
     seq: 0, // only the newest search may draw its answer
     preview: null, // object URL of the dropped file
     catalogue: { category: '', offset: 0, total: 0 },
@@ -200,13 +204,58 @@
           : `Similar to ${query.label}`;
   }
 
+  /** The filters box as a query string to append (`&brand=acme`), or '' when empty. */
+  function filterQuery() {
+    const raw = $('filters').value.trim().replace(/^[?&]+/, '');
+    return raw ? `&${raw}` : '';
+  }
+
+  function marked() {
+    return state.marks.positive.size + state.marks.negative.size > 0;
+  }
+
+  function showMarks() {
+    const { positive, negative } = state.marks;
+    const names = (m) => [...m.values()].join(', ');
+    const parts = [];
+    if (positive.size) parts.push(`more like ${names(positive)}`);
+    if (negative.size) parts.push(`less like ${names(negative)}`);
+    $('feedback-text').textContent = parts.length ? `Showing items ${parts.join('; ')}.` : '';
+    $('feedback').hidden = !parts.length;
+  }
+
+  /** Draws the search box over the query image, from the "x,y,w,h" fractions. */
+  function drawBox() {
+    const box = $('box');
+    const img = $('query-image');
+    const boxable = !!state.last && (state.last.kind === 'file' || state.last.kind === 'url');
+    $('query-frame').classList.toggle('boxable', boxable);
+    $('box-hint').hidden = !boxable;
+    $('box-clear').hidden = !state.box;
+    if (!state.box || img.hidden) {
+      box.hidden = true;
+      return;
+    }
+    const [x, y, w, h] = state.box.split(',').map(Number);
+    Object.assign(box.style, {
+      left: `${x * img.clientWidth}px`,
+      top: `${y * img.clientHeight}px`,
+      width: `${w * img.clientWidth}px`,
+      height: `${h * img.clientHeight}px`,
+    });
+    box.hidden = false;
+  }
+
   async function runSearch(query) {
     state.last = query;
     const seq = ++state.seq;
     const category = $('category-filter').value;
     const k = $('k').value;
+    const filters = filterQuery();
     clearError();
     setQueryPreview(query);
+    drawBox();
+    showMarks();
     // Nothing from the previous answer stays on screen while this one is on its way.
     $('predicted-category').textContent = '…';
     $('predicted-confidence').hidden = true;
@@ -218,21 +267,33 @@
     $('search-status').textContent = 'Searching…';
     try {
       let body;
-      if (query.kind === 'file') {
+      const search = `/v1/search?${filters.slice(1)}`;
+      if (marked()) {
+        // More like the marked results (and the item searched from), less like the others.
+        const positive = [...state.marks.positive.keys()];
+        if (query.kind === 'item' && !state.marks.negative.has(query.id) && !positive.includes(query.id)) positive.push(query.id);
+        if (!positive.length) throw new ApiError('no_positive', 'Mark at least one result "more like this".', 0);
+        body = await api(`/v1/recommend?${filters.slice(1)}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ positive, negative: [...state.marks.negative.keys()], k: Number(k), category }),
+        });
+      } else if (query.kind === 'file') {
         const form = new FormData();
         form.append('file', query.file, query.file.name || 'image');
         form.append('k', k);
         form.append('category', category);
-        body = await api('/v1/search', { method: 'POST', body: form });
+        if (state.box) form.append('box', state.box);
+        body = await api(search, { method: 'POST', body: form });
       } else if (query.kind === 'url') {
-        body = await api('/v1/search', {
+        body = await api(search, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ url: query.url, k: Number(k), category }),
+          body: JSON.stringify({ url: query.url, k: Number(k), category, ...(state.box ? { box: state.box } : {}) }),
         });
       } else {
         const params = new URLSearchParams({ k, category });
-        body = await api(`/v1/items/${encodeURIComponent(query.id)}/similar?${params}`);
+        body = await api(`/v1/items/${encodeURIComponent(query.id)}/similar?${params}${filters}`);
       }
       if (seq !== state.seq) return;
       renderSearch(query, body || {});
@@ -315,6 +376,7 @@
             location.hash = '#/search';
             route();
           }
+          newQuery();
           runSearch({ kind: 'item', id, label: name, thumb });
           $('query').scrollIntoView({ block: 'nearest' });
         },
@@ -334,13 +396,34 @@
   }
 
   function resultCard(r) {
-    return card('result', {
+    const li = card('result', {
       id: r.item_id,
       external: r.external_id,
       category: r.category,
       thumb: r.thumbnail_url,
       extra: h('span', { class: 'score', title: 'similarity', text: typeof r.score === 'number' ? r.score.toFixed(3) : '' }),
     });
+    const name = itemName(r.external_id, r.item_id);
+    const mark = (side, other, cls, text, what) => h('button', {
+      type: 'button',
+      class: cls,
+      'aria-pressed': state.marks[side].has(r.item_id) ? 'true' : 'false',
+      'aria-label': `${what}: ${name}`,
+      title: `${what}: ${name}`,
+      text,
+      onclick: () => {
+        if (state.marks[side].has(r.item_id)) state.marks[side].delete(r.item_id);
+        else {
+          state.marks[side].set(r.item_id, name);
+          state.marks[other].delete(r.item_id);
+        }
+        if (state.last) runSearch(state.last);
+      },
+    });
+    li.append(h('span', { class: 'marks' },
+      mark('positive', 'negative', 'more', '+ More', 'More like this'),
+      mark('negative', 'positive', 'less', '− Less', 'Less like this')));
+    return li;
   }
 
   // ---- catalogue ----------------------------------------------------------------------------
@@ -426,7 +509,62 @@
       showError('Not an image', new ApiError('unsupported_image_type', `${file.name} is ${file.type}, not an image`));
       return;
     }
+    newQuery();
     runSearch({ kind: 'file', file });
+  }
+
+  function clearMarks() {
+    state.marks.positive.clear();
+    state.marks.negative.clear();
+  }
+
+  /** A new query: marks and a box made for the previous one mean nothing here. */
+  function newQuery() {
+    clearMarks();
+    state.box = null;
+  }
+
+  /** Drag on a file or URL query's image to search with that part of it; searches on release. */
+  function initBox() {
+    const frame = $('query-frame');
+    const img = $('query-image');
+    let start = null;
+    const at = (e) => {
+      const r = img.getBoundingClientRect();
+      return {
+        x: Math.min(1, Math.max(0, (e.clientX - r.left) / r.width)),
+        y: Math.min(1, Math.max(0, (e.clientY - r.top) / r.height)),
+      };
+    };
+    const rect = (a, b) => [Math.min(a.x, b.x), Math.min(a.y, b.y), Math.abs(a.x - b.x), Math.abs(a.y - b.y)];
+    frame.addEventListener('pointerdown', (e) => {
+      if (!frame.classList.contains('boxable') || img.hidden) return;
+      e.preventDefault();
+      start = at(e);
+      try {
+        frame.setPointerCapture(e.pointerId);
+      } catch (_) {
+        // Without capture the drag still works while the pointer stays on the image.
+      }
+    });
+    frame.addEventListener('pointermove', (e) => {
+      if (!start) return;
+      state.box = rect(start, at(e)).map((v) => v.toFixed(4)).join(',');
+      drawBox();
+    });
+    frame.addEventListener('pointerup', (e) => {
+      if (!start) return;
+      const [x, y, w, h] = rect(start, at(e));
+      start = null;
+      // A click, or a sliver, is not a box.
+      state.box = w * img.clientWidth >= 8 && h * img.clientHeight >= 8 ? [x, y, w, h].map((v) => v.toFixed(4)).join(',') : null;
+      if (state.last) runSearch(state.last);
+    });
+    $('box-clear').addEventListener('click', () => {
+      state.box = null;
+      if (state.last) runSearch(state.last);
+    });
+    img.addEventListener('load', drawBox);
   }
 
   function searchUrl(raw) {
@@ -436,6 +574,7 @@
       return;
     }
     $('url').value = url;
+    newQuery();
     runSearch({ kind: 'url', url });
   }
 
@@ -507,6 +646,12 @@
     });
 
     $('category-filter').addEventListener('change', () => state.last && runSearch(state.last));
+    $('filters').addEventListener('change', () => state.last && runSearch(state.last));
+    $('feedback-clear').addEventListener('click', () => {
+      clearMarks();
+      if (state.last) runSearch(state.last);
+    });
+    initBox();
     $('k').addEventListener('change', () => state.last && runSearch(state.last));
 
     $('catalogue-category').addEventListener('change', () => loadCatalogue());
