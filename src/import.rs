@@ -170,7 +170,7 @@ impl Tracker {
 pub async fn run(args: ImportArgs) -> Result<u8> {
     let started = Instant::now();
     let source = Source::open(&args.source)?;
-    let entries = source.entries()?;
+    let mut entries = source.entries()?;
     if entries.is_empty() {
         bail!("{} holds nothing to import", source.path.display());
     }
@@ -185,6 +185,14 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
     let scopes = if wait { "read and write" } else { "write" };
     let api = Api::new(&args.api, Duration::from_secs(300), scopes)?;
     api.check_ready().await?;
+    if source.kind == source::Kind::Csv {
+        match declared_fields(&api).await {
+            Ok(declared) => source::type_declared_fields(&mut entries, &declared),
+            Err(e) => eprintln!(
+                "note: could not read the declared fields (GET /v1/fields: {e:#}); CSV cells go as text"
+            ),
+        }
+    }
 
     let batches = submit::plan(
         &entries,
@@ -555,4 +563,19 @@ mod tests {
         assert!(text.contains("image_corrupt"), "{text}");
         assert!(text.contains("unfinished      1"), "{text}");
     }
+}
+
+/// The service's declared filter fields and their kinds (`GET /v1/fields`).
+async fn declared_fields(api: &Api) -> Result<lookalike_core::fields::Fields> {
+    let body = api.get("/v1/fields").await?;
+    let mut declared = lookalike_core::fields::Fields::new();
+    for field in body["fields"].as_array().into_iter().flatten() {
+        if let (Some(name), Ok(kind)) = (
+            field["name"].as_str(),
+            serde_json::from_value(field["kind"].clone()),
+        ) {
+            declared.insert(name.to_string(), kind);
+        }
+    }
+    Ok(declared)
 }

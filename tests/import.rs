@@ -186,7 +186,9 @@ async fn a_folder_import_reports_its_failures_and_a_second_run_resumes_without_n
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_csv_of_urls_imports_with_metadata_and_status_and_jobs_show_the_outcome() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    // A declared number field: its CSV cells go as numbers.
+    env.set("FIELDS__PRICE", "number");
     let images = ImageServer::start(reference_dir()).await;
     let service = env.start().await;
     let root = tempfile::tempdir().unwrap();
@@ -194,10 +196,10 @@ async fn a_csv_of_urls_imports_with_metadata_and_status_and_jobs_show_the_outcom
     std::fs::write(
         &csv,
         format!(
-            "url,external_id,category,brand\n\
-             {},sku-1,shoes,Converse\n\
-             {},sku-2,cups,\n\
-             {},sku-3,shoes,Nobody\n",
+            "url,external_id,category,brand,price\n\
+             {},sku-1,shoes,Converse,59.90\n\
+             {},sku-2,cups,,\n\
+             {},sku-3,shoes,Nobody,12\n",
             images.url("/files/allstar-sneakers.jpg"),
             images.url("/files/skimage_coffee.png"),
             images.url("/missing.jpg"),
@@ -232,14 +234,17 @@ async fn a_csv_of_urls_imports_with_metadata_and_status_and_jobs_show_the_outcom
     let failures = std::fs::read_to_string(root.path().join("feed.csv.failures.jsonl")).unwrap();
     let line: Value = serde_json::from_str(failures.trim()).unwrap();
     assert_eq!(line["url"], images.url("/missing.jpg"));
-    assert_eq!(line["metadata"], json!({"brand": "Nobody"}));
+    assert_eq!(line["metadata"], json!({"brand": "Nobody", "price": 12}));
     assert_eq!(line["error"]["code"], "fetch_http_status");
 
-    // Other columns became metadata.
-    let (_, page) = service.get("/v1/items?category=shoes").await;
+    // Other columns became metadata: text, but the declared number a number (filters find it).
+    let (_, page) = service.get("/v1/items?category=shoes&price_lt=60").await;
     assert_eq!(page["total"], 1, "{page}");
     assert_eq!(page["items"][0]["external_id"], "sku-1");
-    assert_eq!(page["items"][0]["metadata"], json!({"brand": "Converse"}));
+    assert_eq!(
+        page["items"][0]["metadata"],
+        json!({"brand": "Converse", "price": 59.9})
+    );
 
     let (code, status, stderr, _) = lookalike(&["status", "--api", &service.base, "--json"]);
     assert_eq!(code, 0, "{stderr}");

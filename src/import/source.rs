@@ -181,6 +181,39 @@ pub fn parse_csv(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// CSV cells are text; where the service declares a field a number or a bool (`GET /v1/fields`),
+/// a cell that reads as one becomes one, so `price,in_stock` columns filter as the catalogue means
+/// them. A cell that does not read as its kind stays text, and the service refuses it with its
+/// reason (`invalid_field_value`) rather than this tool guessing.
+pub fn type_declared_fields(entries: &mut [Entry], declared: &lookalike_core::fields::Fields) {
+    use lookalike_core::fields::FieldKind;
+    for entry in entries {
+        for (name, kind) in declared {
+            let Some(Value::String(text)) = entry.metadata.get(name) else {
+                continue;
+            };
+            let text = text.trim();
+            let typed = match kind {
+                FieldKind::Keyword => None,
+                FieldKind::Number => text.parse::<i64>().ok().map(Value::from).or_else(|| {
+                    text.parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                }),
+                FieldKind::Bool => match text.to_ascii_lowercase().as_str() {
+                    "true" => Some(Value::Bool(true)),
+                    "false" => Some(Value::Bool(false)),
+                    _ => None,
+                },
+            };
+            if let Some(value) = typed {
+                entry.metadata.insert(name.clone(), value);
+            }
+        }
+    }
+}
+
 /// One line of a JSON-lines source. `error` is what a failures file adds: ignored, so that file can
 /// be imported as it is.
 #[derive(Deserialize)]
@@ -252,6 +285,30 @@ mod tests {
 
     fn base() -> &'static Path {
         Path::new("/data/feed")
+    }
+
+    #[test]
+    fn declared_number_and_bool_columns_become_numbers_and_bools() {
+        use lookalike_core::fields::{FieldKind, Fields};
+        let text = "url,brand,price,in_stock,note\nhttps://s.example/a.jpg,Acme,12.50,TRUE,7\nhttps://s.example/b.jpg,Zeta,cheap,maybe,x\n";
+        let mut entries = parse_csv(text, Path::new("/")).unwrap();
+        let declared: Fields = [
+            ("brand".to_string(), FieldKind::Keyword),
+            ("price".to_string(), FieldKind::Number),
+            ("in_stock".to_string(), FieldKind::Bool),
+        ]
+        .into();
+        type_declared_fields(&mut entries, &declared);
+        assert_eq!(
+            Value::Object(entries[0].metadata.clone()),
+            json!({"brand": "Acme", "price": 12.5, "in_stock": true, "note": "7"}),
+            "undeclared columns stay text"
+        );
+        assert_eq!(
+            Value::Object(entries[1].metadata.clone()),
+            json!({"brand": "Zeta", "price": "cheap", "in_stock": "maybe", "note": "x"}),
+            "cells that do not read as their kind are left for the service to refuse"
+        );
     }
 
     #[test]
