@@ -22,10 +22,13 @@
 //!
 //! The figures that matter are the ratios measured side by side; absolute numbers move with the load.
 //! CPU time per query of this process, the service and its Postgres backends is reported beside them,
-//! to show where the API's time goes. Results also go to `target/bench/query.json`.
+//! to show where the API's time goes. Results also go to `bench-results/query-<date>.json` with the
+//! date, the machine and the command.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+mod common;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -153,15 +156,20 @@ fn main() -> anyhow::Result<()> {
         print_report(&report);
         reports.push(report);
     }
-    let out = support::repo_root().join("target/bench/query.json");
-    std::fs::create_dir_all(out.parent().unwrap())?;
-    let doc = json!({
-        "command": "cargo bench --bench query",
+    let given: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let command = if given.is_empty() {
+        "cargo bench --bench query".to_string()
+    } else {
+        format!("cargo bench --bench query -- {}", given.join(" "))
+    };
+    let figures = json!({
         "args": {"items": args.items, "secs": args.secs, "rounds": args.rounds, "recall_queries": args.recall, "seed": args.seed},
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "sizes": reports,
     });
-    std::fs::write(&out, serde_json::to_string_pretty(&doc)?)?;
+    let out = common::write_result("query", &command, figures)?;
     println!("\nresults written to {}", out.display());
     Ok(())
 }
