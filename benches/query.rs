@@ -339,13 +339,17 @@ fn brand_of(i: usize) -> String {
     )
 }
 
-/// The filters measured, by the share of the catalogue they keep: the query parameters the API
-/// gets and the predicate exact search applies.
-fn filter_cases() -> Vec<(
+/// A measured filter: its share of the catalogue, its query parameter, and which synthetic items
+/// (by index) it keeps.
+type FilterCase = (
     &'static str,
     (&'static str, String),
     Box<dyn Fn(usize) -> bool + Send + Sync>,
-)> {
+);
+
+/// The filters measured, by the share of the catalogue they keep: the query parameters the API
+/// gets and the predicate exact search applies.
+fn filter_cases() -> Vec<FilterCase> {
     vec![
         (
             "50%",

@@ -407,6 +407,21 @@ fn human(s: &Value) -> String {
     out
 }
 
+/// The service's declared filter fields and their kinds (`GET /v1/fields`).
+async fn declared_fields(api: &Api) -> Result<lookalike_core::fields::Fields> {
+    let body = api.get("/v1/fields").await?;
+    let mut declared = lookalike_core::fields::Fields::new();
+    for field in body["fields"].as_array().into_iter().flatten() {
+        if let (Some(name), Ok(kind)) = (
+            field["name"].as_str(),
+            serde_json::from_value(field["kind"].clone()),
+        ) {
+            declared.insert(name.to_string(), kind);
+        }
+    }
+    Ok(declared)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,19 +578,4 @@ mod tests {
         assert!(text.contains("image_corrupt"), "{text}");
         assert!(text.contains("unfinished      1"), "{text}");
     }
-}
-
-/// The service's declared filter fields and their kinds (`GET /v1/fields`).
-async fn declared_fields(api: &Api) -> Result<lookalike_core::fields::Fields> {
-    let body = api.get("/v1/fields").await?;
-    let mut declared = lookalike_core::fields::Fields::new();
-    for field in body["fields"].as_array().into_iter().flatten() {
-        if let (Some(name), Ok(kind)) = (
-            field["name"].as_str(),
-            serde_json::from_value(field["kind"].clone()),
-        ) {
-            declared.insert(name.to_string(), kind);
-        }
-    }
-    Ok(declared)
 }

@@ -254,21 +254,20 @@ fn stage_env(stage: &Stage) -> Vec<(String, String)> {
 }
 
 fn workdir(stage: &Stage, upto_line: usize) -> String {
-    stage
-        .instrs
-        .iter()
-        .filter(|i| i.cmd == "WORKDIR" && i.line < upto_line)
-        .map(|i| {
+    // Every WORKDIR up to that line is checked; the last one holds.
+    let mut dir = "/".to_string();
+    for i in stage.instrs.iter() {
+        if i.cmd == "WORKDIR" && i.line < upto_line {
             assert!(
                 i.args.starts_with('/') && !i.args.contains('$'),
                 "line {}: WORKDIR {} (absolute, no variables)",
                 i.line,
                 i.args
             );
-            i.args.clone()
-        })
-        .last()
-        .unwrap_or_else(|| "/".to_string())
+            dir = i.args.clone();
+        }
+    }
+    dir
 }
 
 /// A path inside a stage (absolute, or relative to the stage's WORKDIR at that point).

@@ -154,7 +154,7 @@ impl Consumer {
                 Err(e) => {
                     checks += 1;
                     // About once a minute, so the log keeps saying why nothing moves.
-                    if checks % 30 == 0 {
+                    if checks.is_multiple_of(30) {
                         tracing::warn!(error = %e, "consuming still paused");
                     }
                 }

@@ -20,7 +20,7 @@ use crate::classify::{Prediction, rank};
 pub struct Prior {
     embedder: Arc<Embedder>,
     /// Per ImageNet class: the categories it maps to, each with its share of the class's probability.
-    shares: Vec<Vec<(usize, f32)>>,
+    shares: ClassShares,
     categories: Vec<String>,
 }
 
@@ -69,11 +69,11 @@ impl Prior {
     }
 }
 
+/// For each ImageNet class, the categories it is shared between: (category index, share).
+type ClassShares = Vec<Vec<(usize, f32)>>;
+
 /// Parses `{"<class index>": {"categories": [..]}, ..}` into per-class shares over the kept categories.
-fn parse_map(
-    text: &str,
-    wanted: &[String],
-) -> anyhow::Result<(Vec<Vec<(usize, f32)>>, Vec<String>)> {
+fn parse_map(text: &str, wanted: &[String]) -> anyhow::Result<(ClassShares, Vec<String>)> {
     #[derive(serde::Deserialize)]
     struct Entry {
         categories: Vec<String>,

@@ -541,7 +541,7 @@ fn method(p: &Prediction) -> String {
 }
 
 async fn exclusion(state: &AppState, id: Uuid) -> ApiResult<Exclude> {
-    let item = crate::routes::load_item(&state, id).await?;
+    let item = crate::routes::load_item(state, id).await?;
     let labelled = match (item.category_source.as_str(), item.category) {
         ("provided", Some(category)) => state.index.get_vector(id).await?.map(|v| (category, v)),
         _ => None,

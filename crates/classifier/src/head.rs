@@ -151,7 +151,7 @@ pub fn fit(examples: &[Example], settings: &TrainSettings) -> Option<Fitted> {
     for e in examples {
         let i = seen.entry(e.1).or_default();
         *i += 1;
-        if examples.len() >= MIN_FOR_HELD_OUT && counts[e.1] >= 5 && *i % 5 == 0 {
+        if examples.len() >= MIN_FOR_HELD_OUT && counts[e.1] >= 5 && i.is_multiple_of(5) {
             held.push(*e);
         } else {
             first.push(*e);

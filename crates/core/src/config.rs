@@ -630,7 +630,9 @@ impl Config {
         {
             bail!("worker.pipelines, worker.concurrency and worker.batch_size must be at least 1");
         }
-        if !(self.classify.confidence_temperature > 0.0) {
+        // NaN is refused too.
+        let t = self.classify.confidence_temperature;
+        if t.is_nan() || t <= 0.0 {
             bail!("classify.confidence_temperature must be above 0");
         }
         if self.queue.max_attempts == 0 {

@@ -555,7 +555,9 @@ pub async fn field_filters(index: &dyn VectorIndex, dim: usize) {
         .await
         .expect("index fields again");
 
-    let cases: &[(&[(&str, &str)], &[usize])] = &[
+    // (query parameters, the points that must match them)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [usize]);
+    let cases: &[Case] = &[
         (&[("brand", "acme")], &[0, 2, 3]),
         (&[("brand", "acme"), ("brand", "zeta")], &[0, 1, 2, 3]),
         (&[("price_lt", "100")], &[2]),

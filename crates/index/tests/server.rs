@@ -191,11 +191,7 @@ async fn alias_switches_between_collections() {
         );
 
         // An alias cannot take the name of a collection.
-        let err = index
-            .point_alias(&old, &new)
-            .await
-            .err()
-            .expect("name taken");
+        let err = index.point_alias(&old, &new).await.expect_err("name taken");
         assert!(format!("{err:#}").contains("not an alias"), "{err:#}");
         // No alias clean-up needed: Qdrant removes a collection's aliases when it is dropped.
     })
