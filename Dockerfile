@@ -32,8 +32,13 @@ RUN for d in api worker crates/core crates/store crates/queue crates/vision crat
 RUN cargo build --release --locked
 COPY . .
 # The stubs are newer than the real sources' timestamps: touch the real ones so cargo rebuilds them.
+# The release profile keeps line tables (file:line in backtraces), nine tenths of the binary's size:
+# they stay in this stage as target/release/lookalike.debug (`docker build --target build`, then copy
+# it out to read a crash's addresses); the image ships the binary without them, its symbols kept.
 RUN touch src/main.rs src/lib.rs api/src/lib.rs worker/src/lib.rs crates/*/src/lib.rs \
- && cargo build --release --locked --bin lookalike
+ && cargo build --release --locked --bin lookalike \
+ && objcopy --only-keep-debug target/release/lookalike target/release/lookalike.debug \
+ && objcopy --strip-debug --add-gnu-debuglink=target/release/lookalike.debug target/release/lookalike
 
 FROM python:3.11-slim-bookworm AS assets
 WORKDIR /src

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Context;
 use lookalike_core::Config;
 use lookalike_core::config::{IndexBackend, IndexQuantization, ReducedDecode};
-use lookalike_index::{
-    EdgeIndex, EdgeOptions, QdrantIndex, Quantization, ServerOptions, VectorIndex,
-};
+#[cfg(feature = "edge")]
+use lookalike_index::{EdgeIndex, EdgeOptions};
+use lookalike_index::{QdrantIndex, Quantization, ServerOptions, VectorIndex};
 use lookalike_queue::{Publisher, Topology};
 use lookalike_store::Store;
 use lookalike_vision::{DecodeLimits, Embedder, ModelSpec};
@@ -304,6 +304,12 @@ async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn VectorIndex>> {
                 })?;
             Ok(Arc::new(index))
         }
+        #[cfg(not(feature = "edge"))]
+        IndexBackend::Edge => anyhow::bail!(
+            "index.backend = \"edge\": this build has no embedded index (built without the \
+             `edge` feature); set index.backend = \"qdrant\" or use a default build"
+        ),
+        #[cfg(feature = "edge")]
         IndexBackend::Edge => {
             let (dir, dim) = (i.data_dir.clone(), config.model.dim);
             let opts = EdgeOptions {

@@ -3,7 +3,7 @@
 //!
 //! The service talks to the index only through the object-safe [`VectorIndex`] trait, so the
 //! Qdrant *server* backend ([`QdrantIndex`], qdrant-client over gRPC) and the embedded one
-//! ([`EdgeIndex`], qdrant-edge) are interchangeable for callers. [`conformance`] holds the
+//! (`EdgeIndex`, qdrant-edge, behind the `edge` feature) are interchangeable for callers. [`conformance`] holds the
 //! behaviour tests every backend must pass.
 //!
 //! Both backends use the same engine, so the same data model holds for both: UUID point ids,
@@ -15,9 +15,11 @@ pub use lookalike_core::fields::{FieldCondition, FieldKind};
 use uuid::Uuid;
 
 pub mod conformance;
+#[cfg(feature = "edge")]
 pub mod edge;
 pub mod server;
 
+#[cfg(feature = "edge")]
 pub use edge::{EdgeIndex, EdgeOptions, EdgeStats};
 pub use server::{
     AliasSwitch, CLIENT_VERSION, QdrantIndex, Quantization, ServerOptions, check_versions,

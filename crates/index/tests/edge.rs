@@ -1,6 +1,9 @@
 //! EdgeIndex: the shared conformance checks plus what only the embedded engine has
 //! (files on disk, optimize, concurrency with its locks).
 
+// Built only with the embedded backend (the crate's default `edge` feature).
+#![cfg(feature = "edge")]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
