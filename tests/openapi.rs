@@ -160,25 +160,42 @@ fn registered_routes() -> BTreeMap<String, BTreeSet<String>> {
     routes
 }
 
-/// `pub const NAME: &str = "value";` in crates/core/src/codes.rs.
+/// `pub const NAME: &str = "value";` in crates/core/src/codes.rs. Code arguments name a constant by
+/// its last path segment, so every name there must be unique.
 fn core_codes() -> BTreeMap<String, String> {
     let src = std::fs::read_to_string(repo_root().join("crates/core/src/codes.rs")).unwrap();
-    src.lines()
+    let mut codes = BTreeMap::new();
+    for l in src
+        .lines()
         .filter_map(|l| l.trim().strip_prefix("pub const "))
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let value = rest.split_once('=')?.1.trim().trim_end_matches(';');
-            Some((name.trim().to_string(), literal(value)?))
-        })
-        .collect()
+    {
+        let Some((name, rest)) = l.split_once(':') else {
+            continue;
+        };
+        let Some(value) = rest
+            .split_once('=')
+            .and_then(|(_, v)| literal(v.trim().trim_end_matches(';')))
+        else {
+            continue;
+        };
+        let previous = codes.insert(name.trim().to_string(), value);
+        assert!(
+            previous.is_none(),
+            "codes.rs: `{}` is defined twice",
+            name.trim()
+        );
+    }
+    codes
 }
 
 /// Every error code the API sends: the code argument of each `ApiError::…(…)` call in api/src (a
-/// literal, or a constant from crates/core/src/codes.rs), every code in that module, and the decode
-/// codes (`image_*`) that searches and jobs pass through.
-fn error_codes() -> BTreeSet<String> {
+/// constant from crates/core/src/codes.rs), every code in that module, and the decode codes
+/// (`image_*`) that searches and jobs pass through. Also answers the calls that write a code inline,
+/// as a string literal, which there must be none of: clients match on codes, so each is defined once.
+fn error_codes() -> (BTreeSet<String>, Vec<String>) {
     let constants = core_codes();
     let mut codes: BTreeSet<String> = constants.values().cloned().collect();
+    let mut inline = Vec::new();
     for file in rust_files(&repo_root().join("api/src")) {
         let src = std::fs::read_to_string(&file).unwrap();
         for (at, _) in src.match_indices("ApiError::") {
@@ -199,6 +216,8 @@ fn error_codes() -> BTreeSet<String> {
             let (arg, _) = argument(&src, from);
             let arg = arg.trim();
             if let Some(code) = literal(arg) {
+                let line = src[..at].lines().count();
+                inline.push(format!("{}:{line}: \"{code}\"", file.display()));
                 codes.insert(code);
             } else if let Some(name) = arg.rsplit("::").next().filter(|_| arg.contains("codes::")) {
                 let code = constants
@@ -216,7 +235,16 @@ fn error_codes() -> BTreeSet<String> {
             codes.insert(format!("image_{}", code.split('"').next().unwrap()));
         }
     }
-    codes
+    (codes, inline)
+}
+
+#[test]
+fn every_error_code_the_api_sends_is_a_constant_in_one_place() {
+    let (_, inline) = error_codes();
+    assert!(
+        inline.is_empty(),
+        "error codes written inline; add them to crates/core/src/codes.rs and use the constant: {inline:#?}"
+    );
 }
 
 #[test]
@@ -246,7 +274,7 @@ fn every_route_in_the_code_is_documented_with_its_methods() {
 #[test]
 fn every_error_code_is_documented() {
     let text = spec_text();
-    let codes = error_codes();
+    let (codes, _) = error_codes();
     assert!(
         codes.len() >= 40 && codes.contains("route_not_found") && codes.contains("forbidden_scope"),
         "found only {codes:?}"

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use lookalike_core::codes;
 use serde_json::json;
 
 #[derive(Debug)]
@@ -59,11 +60,11 @@ impl From<lookalike_store::StoreError> for ApiError {
         match e {
             lookalike_store::StoreError::Conflict(_) => ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                codes::api::CONFLICT,
                 format!("the change conflicts with stored data: {e}"),
             ),
             e => ApiError::unavailable(
-                "database_unavailable",
+                codes::api::DATABASE_UNAVAILABLE,
                 format!("the database is not reachable: {e}"),
             ),
         }
@@ -72,7 +73,10 @@ impl From<lookalike_store::StoreError> for ApiError {
 
 impl From<lookalike_index::IndexError> for ApiError {
     fn from(e: lookalike_index::IndexError) -> Self {
-        ApiError::unavailable("index_unavailable", format!("the vector index failed: {e}"))
+        ApiError::unavailable(
+            codes::api::INDEX_UNAVAILABLE,
+            format!("the vector index failed: {e}"),
+        )
     }
 }
 
@@ -83,14 +87,14 @@ pub type ApiResult<T> = Result<T, ApiError>;
 pub async fn method_not_allowed_fallback() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        codes::api::METHOD_NOT_ALLOWED,
         "this endpoint does not take that method; see GET /openapi.json",
     )
 }
 
 pub async fn not_found_fallback() -> ApiError {
     ApiError::not_found(
-        "route_not_found",
+        codes::api::ROUTE_NOT_FOUND,
         "no such endpoint; see README.md for the API",
     )
 }

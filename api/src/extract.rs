@@ -2,6 +2,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use lookalike_core::codes;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
@@ -21,6 +22,6 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(value)| Query(value))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::bad_request(codes::api::INVALID_QUERY, e.body_text()))
     }
 }

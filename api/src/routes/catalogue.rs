@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lookalike_core::codes;
 use lookalike_worker::Exclude;
 use lookalike_worker::heads::{self, Reason, TrainOutcome};
 use serde::Deserialize;
@@ -28,7 +29,7 @@ async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Val
     if !p.classify.head {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "head_disabled",
+            codes::api::HEAD_DISABLED,
             "classify.head is false: this service classifies with the neighbour vote alone and trains no head",
         ));
     }
@@ -44,14 +45,14 @@ async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Val
         TrainOutcome::Trained(head) => Ok((StatusCode::OK, Json(head.summary()))),
         TrainOutcome::Busy => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "training_in_progress",
+            codes::api::TRAINING_IN_PROGRESS,
             "another process is training the classifier head right now; its result is loaded here within classify.head_check_ms",
         )),
         TrainOutcome::TooFewLabels {
             labelled,
             categories,
         } => Err(ApiError::unprocessable(
-            "too_few_labels",
+            codes::api::TOO_FEW_LABELS,
             format!(
                 "a head needs at least classify.head_min_labels = {} labelled items in two categories or more; there are {labelled} in {categories}",
                 p.classify.head_min_labels
@@ -117,7 +118,7 @@ pub async fn delete(
     let id = parse_id(&id, "item")?;
     if state.store.get_item(id).await?.is_none() {
         return Err(ApiError::not_found(
-            "item_not_found",
+            codes::api::ITEM_NOT_FOUND,
             format!("no item {id}"),
         ));
     }

@@ -5,6 +5,7 @@
 use axum::extract::{Path, Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use lookalike_core::codes;
 use lookalike_core::fields::{self, FieldCondition, FieldError};
 use lookalike_index::IndexError;
 use lookalike_worker::pipeline::point_attrs;
@@ -65,10 +66,15 @@ pub async fn patch_item(
     let id = parse_id(&id, "item")?;
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
         .await
-        .map_err(|_| ApiError::too_large("payload_too_large", "the JSON body is over 64 KiB"))?;
+        .map_err(|_| {
+            ApiError::too_large(
+                codes::api::PAYLOAD_TOO_LARGE,
+                "the JSON body is over 64 KiB",
+            )
+        })?;
     let patch: ItemPatch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
-            "invalid_json",
+            codes::api::INVALID_JSON,
             format!("the body is not an item change ({{\"metadata\": {{...}}}}): {e}"),
         )
     })?;
@@ -76,7 +82,7 @@ pub async fn patch_item(
     // block an unrelated change (GET /v1/fields lists it).
     fields::check_metadata(&Value::Object(patch.metadata.clone()), &state.config.fields)
         .map_err(field_error)?;
-    let not_found = || ApiError::not_found("item_not_found", format!("no item {id}"));
+    let not_found = || ApiError::not_found(codes::api::ITEM_NOT_FOUND, format!("no item {id}"));
     let change = state
         .store
         .begin_metadata_change(id)

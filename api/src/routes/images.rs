@@ -5,6 +5,7 @@
 //! confirmed every message. If publishing fails the jobs are marked failed and the client gets 503,
 //! so no job is ever left queued without a message.
 
+use lookalike_core::codes;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -61,12 +62,12 @@ async fn submit(
     } else if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+            .map_err(|e| ApiError::bad_request(codes::api::INVALID_MULTIPART, e.body_text()))?;
         from_multipart(&state, multipart).await?
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            codes::api::UNSUPPORTED_MEDIA_TYPE,
             "send application/json with {\"items\": [...]} or multipart/form-data with image files",
         ));
     };
@@ -83,7 +84,7 @@ fn idempotency_key(request: &Request) -> ApiResult<Option<String>> {
             Ok(Some(k.to_string()))
         }
         _ => Err(ApiError::bad_request(
-            "invalid_idempotency_key",
+            codes::api::INVALID_IDEMPOTENCY_KEY,
             "Idempotency-Key must be 1 to 255 visible ASCII characters",
         )),
     }
@@ -111,13 +112,13 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
         .await
         .map_err(|_| {
             ApiError::too_large(
-                "payload_too_large",
+                codes::api::PAYLOAD_TOO_LARGE,
                 format!("the request body is over {limit} bytes"),
             )
         })?;
     let batch: UrlBatch = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
-            "invalid_json",
+            codes::api::INVALID_JSON,
             format!("the body is not a valid submission: {e}"),
         )
     })?;
@@ -165,7 +166,7 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
             "metadata" => metadatas.push(field.text().await.map_err(multipart_error)?),
             other => {
                 return Err(ApiError::unprocessable(
-                    "unknown_field",
+                    codes::api::UNKNOWN_FIELD,
                     format!(
                         "unknown form field `{other}` (expected file, external_id, category, metadata)"
                     ),
@@ -175,7 +176,7 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
     }
     if files.is_empty() {
         return Err(ApiError::unprocessable(
-            "no_items",
+            codes::api::NO_ITEMS,
             "the form holds no `file` part",
         ));
     }
@@ -187,14 +188,14 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
             1 => Ok(Some(values[0].clone())),
             len if len == n => Ok(Some(values[i].clone())),
             len => Err(ApiError::unprocessable(
-                "field_count_mismatch",
+                codes::api::FIELD_COUNT_MISMATCH,
                 format!("{len} `{field}` fields for {n} files: give one for all, or one per file"),
             )),
         }
     };
     if n > 1 && external_ids.len() == 1 {
         return Err(ApiError::unprocessable(
-            "duplicate_external_id",
+            codes::api::DUPLICATE_EXTERNAL_ID,
             "one external_id cannot name several files",
         ));
     }
@@ -207,21 +208,21 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
         };
         if bytes.is_empty() {
             return Err(at(ApiError::unprocessable(
-                "empty_file",
+                codes::api::EMPTY_FILE,
                 "the uploaded file is empty",
             )));
         }
         if image::guess_format(&bytes).is_err() {
             return Err(at(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_image_type",
+                codes::api::UNSUPPORTED_IMAGE_TYPE,
                 "the file is not an image format lookalike reads (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, PNM)",
             )));
         }
         let metadata = match pick(&metadatas, "metadata", i)? {
             Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
                 at(ApiError::unprocessable(
-                    "invalid_metadata",
+                    codes::api::INVALID_METADATA,
                     format!("metadata is not JSON: {e}"),
                 ))
             })?),
@@ -251,7 +252,7 @@ async fn read_capped(
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if bytes.len() + chunk.len() > cap {
             return Err(ApiError::too_large(
-                "upload_too_large",
+                codes::api::UPLOAD_TOO_LARGE,
                 format!("an uploaded file is over {cap} bytes"),
             ));
         }
@@ -263,22 +264,25 @@ async fn read_capped(
 pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large(
-            "payload_too_large",
+            codes::api::PAYLOAD_TOO_LARGE,
             "the request body is over the size limit",
         )
     } else {
-        ApiError::bad_request("invalid_multipart", e.body_text())
+        ApiError::bad_request(codes::api::INVALID_MULTIPART, e.body_text())
     }
 }
 
 fn check_count(state: &AppState, n: usize) -> ApiResult<()> {
     let max = state.config.http.max_items_per_request;
     if n == 0 {
-        return Err(ApiError::unprocessable("no_items", "`items` is empty"));
+        return Err(ApiError::unprocessable(
+            codes::api::NO_ITEMS,
+            "`items` is empty",
+        ));
     }
     if n > max {
         return Err(ApiError::too_large(
-            "too_many_items",
+            codes::api::TOO_MANY_ITEMS,
             format!("{n} items; at most {max} per request"),
         ));
     }
@@ -289,22 +293,25 @@ fn valid_url(raw: &str) -> ApiResult<String> {
     let raw = raw.trim();
     if raw.chars().count() > MAX_URL_LEN {
         return Err(ApiError::unprocessable(
-            "invalid_url",
+            codes::api::INVALID_URL,
             format!("the URL is over {MAX_URL_LEN} characters"),
         ));
     }
     let parsed = url::Url::parse(raw).map_err(|e| {
-        ApiError::unprocessable("invalid_url", format!("`{raw}` is not a URL: {e}"))
+        ApiError::unprocessable(
+            codes::api::INVALID_URL,
+            format!("`{raw}` is not a URL: {e}"),
+        )
     })?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(ApiError::unprocessable(
-            "invalid_url",
+            codes::api::INVALID_URL,
             format!("scheme `{}` is not allowed (http, https)", parsed.scheme()),
         ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(ApiError::unprocessable(
-            "invalid_url",
+            codes::api::INVALID_URL,
             "the URL has no host",
         ));
     }
@@ -324,7 +331,7 @@ fn valid_category(category: Option<String>) -> ApiResult<Option<String>> {
             .all(|ch| ch.is_alphanumeric() || matches!(ch, '_' | '-' | ' ' | '.' | '&' | '/'));
     if !ok {
         return Err(ApiError::unprocessable(
-            "invalid_category",
+            codes::api::INVALID_CATEGORY,
             format!("category must be at most {MAX_CATEGORY_LEN} letters, digits, spaces or _-.&/"),
         ));
     }
@@ -337,13 +344,13 @@ fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResul
     };
     if id.chars().count() > MAX_EXTERNAL_ID_LEN {
         return Err(ApiError::unprocessable(
-            "invalid_external_id",
+            codes::api::INVALID_EXTERNAL_ID,
             format!("external_id is over {MAX_EXTERNAL_ID_LEN} characters"),
         ));
     }
     if !seen.insert(id.clone()) {
         return Err(ApiError::unprocessable(
-            "duplicate_external_id",
+            codes::api::DUPLICATE_EXTERNAL_ID,
             format!("external_id `{id}` appears twice"),
         ));
     }
@@ -362,7 +369,7 @@ fn valid_metadata(metadata: Option<Value>, declared: &Fields) -> ApiResult<Value
             Ok(metadata)
         }
         Some(_) => Err(ApiError::unprocessable(
-            "invalid_metadata",
+            codes::api::INVALID_METADATA,
             "metadata must be a JSON object",
         )),
     }
@@ -374,7 +381,7 @@ pub(crate) fn check_metadata_size(metadata: &Value) -> ApiResult<()> {
         .unwrap_or(usize::MAX);
     if size > MAX_METADATA_BYTES {
         return Err(ApiError::unprocessable(
-            "invalid_metadata",
+            codes::api::INVALID_METADATA,
             format!("metadata is over {MAX_METADATA_BYTES} bytes"),
         ));
     }
@@ -395,7 +402,7 @@ async fn enqueue(
             }
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "conflict",
+                codes::api::CONFLICT,
                 "a concurrent request with this Idempotency-Key",
             ));
         }
@@ -412,17 +419,22 @@ async fn enqueue(
         // Best effort: the jobs were never enqueued, so they must not look queued.
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            state.store.fail_jobs(&ids, "queue_unavailable", &message),
+            state
+                .store
+                .fail_jobs(&ids, codes::api::QUEUE_UNAVAILABLE, &message),
         )
         .await;
         for id in &ids {
-            tracing::warn!(job_id = %id, code = "queue_unavailable", "job failed: the broker did not confirm its submission");
+            tracing::warn!(job_id = %id, code = codes::api::QUEUE_UNAVAILABLE, "job failed: the broker did not confirm its submission");
             lookalike_telemetry::job_finished(
                 lookalike_telemetry::JobStatus::Failed,
-                "queue_unavailable",
+                codes::api::QUEUE_UNAVAILABLE,
             );
         }
-        return Err(ApiError::unavailable("queue_unavailable", message));
+        return Err(ApiError::unavailable(
+            codes::api::QUEUE_UNAVAILABLE,
+            message,
+        ));
     }
     // Best effort: a job left unmarked is published again by the worker's republisher, harmlessly.
     let _ = state.store.mark_published(&ids).await;

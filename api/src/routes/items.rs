@@ -5,6 +5,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use lookalike_core::codes;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -50,11 +51,10 @@ async fn thumbnail(
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
     let id = parse_id(&id, "item")?;
-    let jpeg = state
-        .store
-        .thumbnail(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let jpeg =
+        state.store.thumbnail(id).await?.ok_or_else(|| {
+            ApiError::not_found(codes::api::ITEM_NOT_FOUND, format!("no item {id}"))
+        })?;
     // Thumbnails never change for an item id, so the browser may keep them; only the browser, since
     // they are read with an API key and a shared cache would hand them to callers without one.
     Ok((

@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use lookalike_core::codes;
 use lookalike_store::JobStatus;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,7 +22,10 @@ pub fn router() -> Router<AppState> {
 
 pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
     Uuid::parse_str(raw).map_err(|_| {
-        ApiError::bad_request("invalid_id", format!("`{raw}` is not a valid {what} id"))
+        ApiError::bad_request(
+            codes::api::INVALID_ID,
+            format!("`{raw}` is not a valid {what} id"),
+        )
     })
 }
 
@@ -51,7 +55,7 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
         Some("failed") => Some(JobStatus::Failed),
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_status",
+                codes::api::INVALID_STATUS,
                 format!("unknown status `{other}` (queued, processing, succeeded, failed)"),
             ));
         }
@@ -95,13 +99,13 @@ fn parse_ids(raw: &str) -> ApiResult<Vec<Uuid>> {
     }
     if ids.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_id",
+            codes::api::INVALID_ID,
             "`ids` names no job id (give them comma-separated)",
         ));
     }
     if ids.len() > MAX_IDS {
         return Err(ApiError::bad_request(
-            "too_many_ids",
+            codes::api::TOO_MANY_IDS,
             format!("{} job ids; at most {MAX_IDS} per request", ids.len()),
         ));
     }
@@ -118,7 +122,7 @@ async fn retry(
     if !state.store.reset_failed_job(id).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::CONFLICT,
-            "job_not_failed",
+            codes::api::JOB_NOT_FAILED,
             format!(
                 "job {id} is {:?}; only failed jobs can be retried",
                 job.status
@@ -130,9 +134,12 @@ async fn retry(
         let message = format!("the job queue is not available: {e}");
         let _ = state
             .store
-            .fail_jobs(&[id], "queue_unavailable", &message)
+            .fail_jobs(&[id], codes::api::QUEUE_UNAVAILABLE, &message)
             .await;
-        return Err(ApiError::unavailable("queue_unavailable", message));
+        return Err(ApiError::unavailable(
+            codes::api::QUEUE_UNAVAILABLE,
+            message,
+        ));
     }
     let _ = state.store.mark_published(&[id]).await;
     tracing::info!(job_id = %id, "failed job re-queued by request");

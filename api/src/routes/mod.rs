@@ -12,6 +12,7 @@ pub mod web;
 
 use axum::extract::Request;
 use axum::http::header;
+use lookalike_core::codes;
 use uuid::Uuid;
 
 use crate::{ApiError, ApiResult, AppState};
@@ -32,7 +33,7 @@ pub(crate) async fn load_item(state: &AppState, id: Uuid) -> ApiResult<lookalike
         .store
         .get_item(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))
+        .ok_or_else(|| ApiError::not_found(codes::api::ITEM_NOT_FOUND, format!("no item {id}")))
 }
 
 /// The job, or 404 `job_not_found`.
@@ -41,5 +42,5 @@ pub(crate) async fn load_job(state: &AppState, id: Uuid) -> ApiResult<lookalike_
         .store
         .get_job(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job {id}")))
+        .ok_or_else(|| ApiError::not_found(codes::api::JOB_NOT_FOUND, format!("no job {id}")))
 }

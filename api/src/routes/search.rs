@@ -62,10 +62,15 @@ async fn recommend(
     let fields = filters(&state, &pairs, &[])?;
     let body = axum::body::to_bytes(request_body.into_body(), 64 * 1024)
         .await
-        .map_err(|_| ApiError::too_large("payload_too_large", "the JSON body is over 64 KiB"))?;
+        .map_err(|_| {
+            ApiError::too_large(
+                codes::api::PAYLOAD_TOO_LARGE,
+                "the JSON body is over 64 KiB",
+            )
+        })?;
     let params: RecommendParams = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
-            "invalid_json",
+            codes::api::INVALID_JSON,
             format!("the body is not a recommendation ({{\"positive\": [ids], \"negative\": [ids]}}): {e}"),
         )
     })?;
@@ -75,7 +80,7 @@ async fn recommend(
         || params.negative.len() > MAX_EXAMPLES
     {
         return Err(ApiError::unprocessable(
-            "invalid_parameter",
+            codes::api::INVALID_PARAMETER,
             format!(
                 "give 1 to {MAX_EXAMPLES} `positive` item ids and at most {MAX_EXAMPLES} `negative` ones"
             ),
@@ -90,12 +95,15 @@ async fn recommend(
         for raw in ids {
             let id = parse_id(raw, "item")?;
             let point = state.index.get_point(id).await?.ok_or_else(|| {
-                ApiError::not_found("item_not_found", format!("no item {id} (in `{side}`)"))
+                ApiError::not_found(
+                    codes::api::ITEM_NOT_FOUND,
+                    format!("no item {id} (in `{side}`)"),
+                )
             })?;
             if point.model_id.as_deref().is_some_and(|m| m != model) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
-                    "item_model_mismatch",
+                    codes::api::ITEM_MODEL_MISMATCH,
                     format!(
                         "item {id} was embedded by another model than {model}: re-index it first"
                     ),
@@ -213,9 +221,12 @@ const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset"];
 
 fn check_k(k: Option<usize>) -> ApiResult<usize> {
     match k.unwrap_or(10) {
-        0 => Err(ApiError::unprocessable("invalid_k", "k must be at least 1")),
+        0 => Err(ApiError::unprocessable(
+            codes::api::INVALID_K,
+            "k must be at least 1",
+        )),
         k if k > MAX_K => Err(ApiError::unprocessable(
-            "invalid_k",
+            codes::api::INVALID_K,
             format!("k must be at most {MAX_K}"),
         )),
         k => Ok(k),
@@ -234,22 +245,21 @@ async fn similar(
     let offset = q.offset.unwrap_or(0);
     if offset > MAX_OFFSET {
         return Err(ApiError::unprocessable(
-            "invalid_parameter",
+            codes::api::INVALID_PARAMETER,
             format!("offset must be at most {MAX_OFFSET}"),
         ));
     }
     // The index alone answers: the query item's vector and category, then its neighbours with what a
     // result shows (kept with each vector), so the hot path never waits for Postgres.
-    let point = state
-        .index
-        .get_point(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("item_not_found", format!("no item {id}")))?;
+    let point =
+        state.index.get_point(id).await?.ok_or_else(|| {
+            ApiError::not_found(codes::api::ITEM_NOT_FOUND, format!("no item {id}"))
+        })?;
     let model = &state.config.model.id;
     if point.model_id.as_deref().is_some_and(|m| m != model) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            "item_model_mismatch",
+            codes::api::ITEM_MODEL_MISMATCH,
             format!(
                 "item {id} was embedded by model {:?}, the service searches with {model}: \
                  re-index it first",
@@ -379,17 +389,20 @@ async fn search(
     let (params, upload) = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+            .map_err(|e| ApiError::bad_request(codes::api::INVALID_MULTIPART, e.body_text()))?;
         read_form(&state, multipart).await?
     } else if content_type.starts_with("application/json") {
         let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
             .await
             .map_err(|_| {
-                ApiError::too_large("payload_too_large", "the JSON body is over 64 KiB")
+                ApiError::too_large(
+                    codes::api::PAYLOAD_TOO_LARGE,
+                    "the JSON body is over 64 KiB",
+                )
             })?;
         let params: SearchParams = serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request(
-                "invalid_json",
+                codes::api::INVALID_JSON,
                 format!("the body is not a valid search: {e}"),
             )
         })?;
@@ -397,7 +410,7 @@ async fn search(
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            codes::api::UNSUPPORTED_MEDIA_TYPE,
             "send multipart/form-data with a `file`, or application/json with {\"url\": ...}",
         ));
     };
@@ -425,13 +438,13 @@ async fn search(
         ),
         (Some(_), Some(_)) => {
             return Err(ApiError::unprocessable(
-                "ambiguous_query",
+                codes::api::AMBIGUOUS_QUERY,
                 "give a file or a url, not both",
             ));
         }
         (None, None) => {
             return Err(ApiError::unprocessable(
-                "no_image",
+                codes::api::NO_IMAGE,
                 "give a `file` part or a `url`",
             ));
         }
@@ -607,7 +620,7 @@ async fn read_form(
             {
                 if bytes.len() + chunk.len() > cap {
                     return Err(ApiError::too_large(
-                        "upload_too_large",
+                        codes::api::UPLOAD_TOO_LARGE,
                         format!("the image is over {cap} bytes"),
                     ));
                 }
@@ -621,7 +634,10 @@ async fn read_form(
             .await
             .map_err(crate::routes::images::multipart_error)?;
         let bad = |what: &str| {
-            ApiError::unprocessable("invalid_parameter", format!("`{name}` must be {what}"))
+            ApiError::unprocessable(
+                codes::api::INVALID_PARAMETER,
+                format!("`{name}` must be {what}"),
+            )
         };
         match name.as_str() {
             "url" => params.url = Some(text),
@@ -637,7 +653,7 @@ async fn read_form(
             "box" => params.region = Some(BoxParam::Text(text)),
             other => {
                 return Err(ApiError::unprocessable(
-                    "unknown_field",
+                    codes::api::UNKNOWN_FIELD,
                     format!("unknown form field `{other}`"),
                 ));
             }

@@ -22,6 +22,67 @@ pub mod job {
     pub const DATABASE_UNAVAILABLE: &str = "database_unavailable";
     pub const TIMEOUT: &str = "job_timeout";
     pub const ATTEMPTS_EXHAUSTED: &str = "attempts_exhausted";
+    /// The broker never confirmed the submission: the job is failed at once and the client gets 503
+    /// with the same code.
+    pub const QUEUE_UNAVAILABLE: &str = "queue_unavailable";
+}
+
+/// Why the API refused a request (answered at once; nothing stored or enqueued). The API sends no
+/// other codes than the constants of this module, [`auth`], [`fields`], [`search`], the job codes a
+/// search can meet and the decoder's `image_*` (`tests/openapi.rs` checks that none is written inline).
+pub mod api {
+    // 400: a malformed request.
+    pub const INVALID_JSON: &str = "invalid_json";
+    pub const INVALID_MULTIPART: &str = "invalid_multipart";
+    pub const INVALID_ID: &str = "invalid_id";
+    pub const INVALID_STATUS: &str = "invalid_status";
+    pub const INVALID_IDEMPOTENCY_KEY: &str = "invalid_idempotency_key";
+    /// A query parameter that does not parse (`k=abc`).
+    pub const INVALID_QUERY: &str = "invalid_query";
+    /// `GET /v1/jobs?ids=` with more ids than it takes.
+    pub const TOO_MANY_IDS: &str = "too_many_ids";
+
+    // 404 and 405: nothing there.
+    pub const JOB_NOT_FOUND: &str = "job_not_found";
+    pub const ITEM_NOT_FOUND: &str = "item_not_found";
+    pub const ROUTE_NOT_FOUND: &str = "route_not_found";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+
+    // 409: the request meets a state it cannot change.
+    pub const JOB_NOT_FAILED: &str = "job_not_failed";
+    pub const TRAINING_IN_PROGRESS: &str = "training_in_progress";
+    pub const HEAD_DISABLED: &str = "head_disabled";
+    /// Similar-by-id on an item whose vector another model made.
+    pub const ITEM_MODEL_MISMATCH: &str = "item_model_mismatch";
+    /// A write met stored data it cannot override (e.g. a concurrent request with the same
+    /// `Idempotency-Key`): retry.
+    pub const CONFLICT: &str = "conflict";
+
+    // 413 and 415: too much, or not what the endpoint reads.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const UPLOAD_TOO_LARGE: &str = "upload_too_large";
+    pub const TOO_MANY_ITEMS: &str = "too_many_items";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
+    pub const UNSUPPORTED_IMAGE_TYPE: &str = "unsupported_image_type";
+
+    // 422: valid syntax, unacceptable content.
+    pub const INVALID_K: &str = "invalid_k";
+    pub const INVALID_PARAMETER: &str = "invalid_parameter";
+    pub const NO_IMAGE: &str = "no_image";
+    pub const AMBIGUOUS_QUERY: &str = "ambiguous_query";
+    pub const TOO_FEW_LABELS: &str = "too_few_labels";
+    pub const NO_ITEMS: &str = "no_items";
+    pub const INVALID_URL: &str = "invalid_url";
+    pub const INVALID_CATEGORY: &str = "invalid_category";
+    pub const INVALID_EXTERNAL_ID: &str = "invalid_external_id";
+    pub const DUPLICATE_EXTERNAL_ID: &str = "duplicate_external_id";
+    pub const INVALID_METADATA: &str = "invalid_metadata";
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    pub const FIELD_COUNT_MISMATCH: &str = "field_count_mismatch";
+    pub const EMPTY_FILE: &str = "empty_file";
+
+    // 503: a dependency is down; retry later. The same codes as the job failures they cause.
+    pub use super::job::{DATABASE_UNAVAILABLE, INDEX_UNAVAILABLE, QUEUE_UNAVAILABLE};
 }
 
 /// Why the API refused a caller (answered at once, in the API's error shape).
