@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lookalike_core::Config;
+use lookalike_core::backoff::Backoff;
 use lookalike_core::config::{IndexBackend, IndexQuantization, ReducedDecode};
 #[cfg(feature = "edge")]
 use lookalike_index::{EdgeIndex, EdgeOptions};
@@ -76,7 +77,7 @@ pub fn decode_limits(config: &Config) -> DecodeLimits {
 
 /// Applies migrations, waiting (with backoff, up to a minute) for Postgres to come up.
 pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let attempt = async {
@@ -87,8 +88,7 @@ pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
             Ok(()) => return Ok(()),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "database not ready for migrations; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) => return Err(e.context("applying database migrations")),
         }

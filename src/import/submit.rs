@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use lookalike_core::backoff::Backoff;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -242,7 +243,7 @@ impl Submitter<'_> {
                     self.entries[payload.indices[0]].at
                 );
             }
-            let backoff = (Duration::from_millis(500) * 2u32.pow(tries - 1)).min(BACKOFF_MAX);
+            let backoff = Backoff::nth(Duration::from_millis(500), BACKOFF_MAX, tries);
             tracing::debug!(%retry, ?backoff, "submission not taken; retrying");
             tokio::time::sleep(backoff).await;
         }

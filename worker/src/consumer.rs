@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use lookalike_core::backoff::{Backoff, jitter};
 use lookalike_queue::lapin::message::Delivery;
 use lookalike_queue::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
 use lookalike_queue::{JobMessage, Publisher, Topology};
-use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -63,7 +63,7 @@ impl Consumer {
     /// deadline) and returns. Unfinished jobs stay unacked and go back to the queue.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut in_flight = JoinSet::new();
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         'connect: while !shutdown.is_cancelled() {
             let tag = format!("lookalike-worker-{}", std::process::id());
             let connected = async {
@@ -76,16 +76,16 @@ impl Consumer {
             let (conn, channel, mut consumer) = match connected {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot reach the message broker");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach the message broker");
                     tokio::select! {
                         _ = shutdown.cancelled() => break 'connect,
-                        _ = tokio::time::sleep(jitter(backoff)) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(200);
+            backoff.reset();
             tracing::info!(queue = %self.topology.jobs, prefetch = self.prefetch, "consuming");
             loop {
                 tokio::select! {
@@ -269,7 +269,7 @@ impl Consumer {
             self.ack(delivery).await;
             return;
         }
-        let delay = backoff(self.retry_base, self.retry_max, attempt);
+        let delay = Backoff::nth(self.retry_base, self.retry_max, attempt);
         let _ = store.requeue_job(id, error.code, &error.message).await;
         match self.publisher.publish_retry(id, delay).await {
             Ok(()) => {
@@ -318,38 +318,4 @@ async fn requeue(delivery: &Delivery) {
             ..Default::default()
         })
         .await;
-}
-
-/// `base * 2^(attempt-1)`, capped, with +-20% jitter so retries of many jobs do not arrive together.
-pub fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-    jitter(exp.min(max))
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.8..1.2))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped_with_jitter() {
-        let base = Duration::from_millis(1000);
-        let max = Duration::from_millis(8000);
-        for (attempt, nominal) in [
-            (1, 1000.0),
-            (2, 2000.0),
-            (3, 4000.0),
-            (4, 8000.0),
-            (9, 8000.0),
-        ] {
-            let d = backoff(base, max, attempt).as_millis() as f64;
-            assert!(
-                d >= nominal * 0.8 - 1.0 && d <= nominal * 1.2 + 1.0,
-                "attempt {attempt}: {d}"
-            );
-        }
-    }
 }

@@ -1,5 +1,7 @@
-//! Pieces every lookalike crate shares: the configuration and the stable error codes a user sees.
+//! Pieces every lookalike crate shares: the configuration, the stable error codes a user sees, and the
+//! backoff every retry loop uses.
 
+pub mod backoff;
 pub mod codes;
 pub mod config;
 pub mod fields;

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
+use lookalike_core::backoff::Backoff;
 use qdrant_client::Qdrant;
 use qdrant_client::qdrant::alias_operations::Action;
 use qdrant_client::qdrant::collections_client::CollectionsClient;
@@ -167,8 +168,9 @@ impl QdrantIndex {
             readiness: index.readiness.clone(),
         };
         tokio::spawn(async move {
-            let mut delay = Duration::from_millis(500);
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
             loop {
+                let delay = backoff.next_delay();
                 tokio::time::sleep(delay).await;
                 match background.prepare().await {
                     Ok(()) => {
@@ -187,7 +189,6 @@ impl QdrantIndex {
                             .set_problem(IndexError::Misconfigured(format!("{e:#}")));
                     }
                 }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
         });
         Ok(index)
