@@ -75,6 +75,16 @@ pub fn decode_limits(config: &Config) -> DecodeLimits {
     }
 }
 
+/// The database pool every command uses, sized and timed by `[database]`. Lazy: connections open on
+/// first use, so a service can start (and report not-ready) while Postgres is still coming up.
+pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Store::connect_lazy(
+        config.database.url.expose(),
+        config.database.max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+}
+
 /// Applies migrations, waiting (with backoff, up to a minute) for Postgres to come up.
 pub async fn migrate(store: &Store, url: &str) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
@@ -141,11 +151,7 @@ pub async fn run(
     }
     // Before any job or request runs, so that no count is lost.
     lookalike_telemetry::install();
-    let store = Store::connect_lazy(
-        config.database.url.expose(),
-        config.database.max_connections,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )?;
+    let store = open_store(&config)?;
     // Every process migrates: migrations take a database lock and skip what is applied, so
     // processes starting together neither race nor depend on a start order.
     migrate(&store, config.database.url.expose()).await?;

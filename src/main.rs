@@ -176,10 +176,6 @@ async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let store = lookalike_store::Store::connect_lazy(
-        config.database.url.expose(),
-        2,
-        std::time::Duration::from_secs(5),
-    )?;
+    let store = lookalike::open_store(&config)?;
     lookalike::migrate(&store, config.database.url.expose()).await
 }

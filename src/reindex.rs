@@ -79,7 +79,7 @@ enum Outcome {
 }
 
 pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
-    let store = Store::connect_lazy(config.database.url.expose(), 4, Duration::from_secs(10))?;
+    let store = lookalike::open_store(&config)?;
     lookalike::migrate(&store, config.database.url.expose()).await?;
     lookalike::resolve_decode(&mut config, &store).await?;
     let config = Arc::new(config);
