@@ -19,7 +19,7 @@ use clap::Args;
 use futures::StreamExt;
 use lookalike_core::Config;
 use lookalike_index::{AliasSwitch, Point, VectorIndex};
-use lookalike_store::{Item, Store};
+use lookalike_store::{CategorySource, Item, Store};
 use lookalike_worker::pipeline::point_attrs;
 use lookalike_worker::{JobError, Pipeline};
 use serde_json::json;
@@ -318,7 +318,7 @@ async fn rebuild_prototypes(
         let Some(last) = page.last() else { break };
         after = Some(last.id);
         for item in page {
-            let (Some(category), "provided") = (item.category, item.category_source.as_str())
+            let (Some(category), CategorySource::Provided) = (item.category, item.category_source)
             else {
                 continue;
             };

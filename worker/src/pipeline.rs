@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use lookalike_core::codes::job as code;
 use lookalike_index::{CategoryFilter, Point, SearchRequest, VectorIndex};
-use lookalike_store::{Claim, Job, NewItem, Store};
+use lookalike_store::{CategorySource, Claim, Job, NewItem, Store};
 use lookalike_telemetry::{JobStatus, Stage, time_stage};
 use lookalike_vision::{DecodeLimits, Region};
 use sha2::{Digest, Sha256};
@@ -189,7 +189,7 @@ impl Pipeline {
         let (category, source) = decision.parts();
         tracing::info!(
             category = category.as_deref().unwrap_or("-"),
-            category_source = source,
+            category_source = source.as_str(),
             bytes = byte_size,
             download_ms = downloaded.as_millis() as u64,
             total_ms = started.elapsed().as_millis() as u64,
@@ -541,12 +541,12 @@ pub fn decision_settings(c: &lookalike_core::config::Classify) -> classify::Sett
 }
 
 impl CategoryDecision {
-    /// The stored category and its source (`provided`, `predicted`, `none`).
-    pub fn parts(&self) -> (Option<String>, &'static str) {
+    /// The stored category and its source.
+    pub fn parts(&self) -> (Option<String>, CategorySource) {
         match self {
-            CategoryDecision::Provided(c) => (Some(c.clone()), "provided"),
-            CategoryDecision::Predicted(p) => (Some(p.category.clone()), "predicted"),
-            CategoryDecision::None => (None, "none"),
+            CategoryDecision::Provided(c) => (Some(c.clone()), CategorySource::Provided),
+            CategoryDecision::Predicted(p) => (Some(p.category.clone()), CategorySource::Predicted),
+            CategoryDecision::None => (None, CategorySource::Unassigned),
         }
     }
 }

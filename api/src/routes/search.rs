@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lookalike_core::codes;
 use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
-use lookalike_store::{NewJob, Source};
+use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
 use lookalike_worker::classify::{Prediction, categories_to_search};
 use lookalike_worker::{CategoryDecision, Exclude, JobError};
@@ -555,8 +555,10 @@ fn method(p: &Prediction) -> String {
 
 async fn exclusion(state: &AppState, id: Uuid) -> ApiResult<Exclude> {
     let item = crate::routes::load_item(state, id).await?;
-    let labelled = match (item.category_source.as_str(), item.category) {
-        ("provided", Some(category)) => state.index.get_vector(id).await?.map(|v| (category, v)),
+    let labelled = match (item.category_source, item.category) {
+        (CategorySource::Provided, Some(category)) => {
+            state.index.get_vector(id).await?.map(|v| (category, v))
+        }
         _ => None,
     };
     Ok(Exclude { id, labelled })

@@ -7,6 +7,33 @@ use uuid::Uuid;
 
 use crate::{Result, Store};
 
+/// Where an item's category came from. Stored as text (`provided`, `predicted`, `none`, the column's
+/// CHECK) and answered as such by the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum CategorySource {
+    /// Given with the job (a label): it feeds the prototypes, the neighbour vote and the head, and
+    /// `reclassify` never changes it.
+    Provided,
+    /// Chosen by the classifier.
+    Predicted,
+    /// No category: the classifier had nothing to go on (no labelled items, no prior).
+    #[sqlx(rename = "none")]
+    #[serde(rename = "none")]
+    Unassigned,
+}
+
+impl CategorySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CategorySource::Provided => "provided",
+            CategorySource::Predicted => "predicted",
+            CategorySource::Unassigned => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Item {
     pub id: Uuid,
@@ -21,7 +48,7 @@ pub struct Item {
     pub width: i32,
     pub height: i32,
     pub category: Option<String>,
-    pub category_source: String,
+    pub category_source: CategorySource,
     pub category_confidence: Option<f32>,
     /// The classifier head version that took part in a predicted category.
     pub head_version: Option<i32>,
@@ -39,8 +66,7 @@ pub struct NewItem {
     pub width: i32,
     pub height: i32,
     pub category: Option<String>,
-    /// `provided`, `predicted` or `none`.
-    pub category_source: &'static str,
+    pub category_source: CategorySource,
     pub category_confidence: Option<f32>,
     /// The classifier head version that took part in a predicted category.
     pub head_version: Option<i32>,
@@ -78,7 +104,7 @@ pub struct ItemWrite {
 pub struct Replaced {
     pub id: Uuid,
     pub category: Option<String>,
-    pub category_source: String,
+    pub category_source: CategorySource,
     pub model_id: String,
     pub embedding: Option<Vec<f32>>,
     pub metadata: serde_json::Value,
@@ -204,7 +230,7 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
 
 /// Adds a new item's vector to its category's prototype when its category was provided.
 async fn join_prototype(tx: &mut sqlx::PgConnection, item: &NewItem) -> Result<()> {
-    if item.category_source == "provided"
+    if item.category_source == CategorySource::Provided
         && let Some(category) = &item.category
     {
         add_to_prototype(tx, &item.model_id, category, &item.vector, 1).await?;
@@ -221,7 +247,7 @@ async fn replace_item(
     old: &Replaced,
     item: &NewItem,
 ) -> Result<()> {
-    if old.category_source == "provided"
+    if old.category_source == CategorySource::Provided
         && let Some(category) = &old.category
     {
         match &old.embedding {
@@ -383,7 +409,7 @@ impl Store {
     /// Deletes an item and its thumbnail, and takes its vector out of its prototype.
     pub async fn delete_item(&self, id: Uuid, vector: Option<&[f32]>) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let deleted: Option<(Option<String>, String, String)> = sqlx::query_as(
+        let deleted: Option<(Option<String>, CategorySource, String)> = sqlx::query_as(
             "DELETE FROM items WHERE id = $1 RETURNING category, category_source, model_id",
         )
         .bind(id)
@@ -392,7 +418,7 @@ impl Store {
         let Some((category, source, model_id)) = deleted else {
             return Ok(false);
         };
-        if source == "provided"
+        if source == CategorySource::Provided
             && let (Some(category), Some(vector)) = (category, vector)
         {
             add_to_prototype(&mut tx, &model_id, &category, vector, -1).await?;

@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use fields::{FieldReport, MetadataChange, REPORT_EXAMPLES, WrongKind};
 pub use heads::{LabelledExample, NewHead, StoredHead, Training};
-pub use items::{CategoryCount, Item, ItemWrite, NewItem, Prototype, Replaced};
+pub use items::{CategoryCount, CategorySource, Item, ItemWrite, NewItem, Prototype, Replaced};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
 
 /// Migrations compiled into the binary, applied at startup and by the tests.
