@@ -12,7 +12,7 @@ use lookalike_worker::pipeline::point_attrs;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::routes::jobs::parse_id;
+use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::routes::multipart_error;
 use crate::views::job_link;
 use crate::{ApiError, ApiResult, AppState};
 
@@ -259,17 +260,6 @@ async fn read_capped(
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
-}
-
-pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(
-            codes::api::PAYLOAD_TOO_LARGE,
-            "the request body is over the size limit",
-        )
-    } else {
-        ApiError::bad_request(codes::api::INVALID_MULTIPART, e.body_text())
-    }
 }
 
 fn check_count(state: &AppState, n: usize) -> ApiResult<()> {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::extract::Query;
-use crate::routes::jobs::parse_id;
+use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {

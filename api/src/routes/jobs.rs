@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::extract::Query;
+use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {
@@ -18,15 +19,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/retry", axum::routing::post(retry))
-}
-
-pub fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| {
-        ApiError::bad_request(
-            codes::api::INVALID_ID,
-            format!("`{raw}` is not a valid {what} id"),
-        )
-    })
 }
 
 async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {

@@ -17,6 +17,29 @@ use uuid::Uuid;
 
 use crate::{ApiError, ApiResult, AppState};
 
+/// A path's id, or 400 `invalid_id` naming what it should have been (`job`, `item`).
+pub(crate) fn parse_id(raw: &str, what: &'static str) -> ApiResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::bad_request(
+            codes::api::INVALID_ID,
+            format!("`{raw}` is not a valid {what} id"),
+        )
+    })
+}
+
+/// A multipart body that cannot be read: 413 `payload_too_large` over the body limit, else 400
+/// `invalid_multipart` with the reason.
+pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(
+            codes::api::PAYLOAD_TOO_LARGE,
+            "the request body is over the size limit",
+        )
+    } else {
+        ApiError::bad_request(codes::api::INVALID_MULTIPART, e.body_text())
+    }
+}
+
 /// The request's media type, lower-cased (empty when absent).
 pub(crate) fn content_type(request: &Request) -> String {
     request

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::auth::{self, Caller};
 use crate::extract::Query;
 use crate::routes::fields::filters;
-use crate::routes::jobs::parse_id;
+use crate::routes::{multipart_error, parse_id};
 use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {
@@ -606,20 +606,12 @@ async fn read_form(
     let mut params = SearchParams::default();
     let mut upload = None;
     let cap = state.config.http.max_upload_bytes;
-    while let Some(mut field) = multipart
-        .next_field()
-        .await
-        .map_err(crate::routes::images::multipart_error)?
-    {
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or("").to_string();
         if matches!(name.as_str(), "file" | "image") {
             let file_name = field.file_name().map(str::to_string);
             let mut bytes = Vec::new();
-            while let Some(chunk) = field
-                .chunk()
-                .await
-                .map_err(crate::routes::images::multipart_error)?
-            {
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 if bytes.len() + chunk.len() > cap {
                     return Err(ApiError::too_large(
                         codes::api::UPLOAD_TOO_LARGE,
@@ -631,10 +623,7 @@ async fn read_form(
             upload = Some((bytes, file_name));
             continue;
         }
-        let text = field
-            .text()
-            .await
-            .map_err(crate::routes::images::multipart_error)?;
+        let text = field.text().await.map_err(multipart_error)?;
         let bad = |what: &str| {
             ApiError::unprocessable(
                 codes::api::INVALID_PARAMETER,
