@@ -12,6 +12,9 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# meson, ninja and nasm: libdav1d-sys builds dav1d (the AV1 decoder behind AVIF) from its bundled source.
+COPY scripts/build-tools.sh scripts/
+RUN scripts/build-tools.sh
 # Dependency layer: manifests only, with stub sources, so code changes do not rebuild dependencies.
 COPY Cargo.toml Cargo.lock ./
 COPY api/Cargo.toml api/

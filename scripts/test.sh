@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+scripts/build-tools.sh          # meson, ninja, nasm: the build compiles dav1d (AVIF) from source
 scripts/browser.sh >/dev/null   # Chromium + ChromeDriver for the web page test
 if [ -n "${LOOKALIKE_MODELS_FROM:-}" ]; then
   scripts/setup.sh --models-from "$LOOKALIKE_MODELS_FROM"
