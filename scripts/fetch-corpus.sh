@@ -2,8 +2,9 @@
 # Builds the odd-and-bad image corpus for the cleaning-stage tests (crates/vision/tests/corpus.rs and
 # tests/corpus.rs) from two registry packages, pinned by version and SHA-256:
 #
-#   Pillow 13.0.0 sdist (pip download)     Tests/images/: orientations, CMYK, 16-bit, APNG, MPO, AVIF,
-#                                          truncated and broken files, decompression bombs
+#   Pillow 13.0.0 sdist (pip download)     Tests/images/: orientations, CMYK, 16-bit, APNG, MPO, AVIF
+#                                          (every one: irot/imir, alpha, a sequence), HEIF, truncated and
+#                                          broken files, decompression bombs
 #   Debian libjxl-testdata (apt-get download + dpkg-deb, no install, no root unless the package lists
 #                                          need an update): flower JPEG variants, 16-bit PNG, wide-gamut ICC
 #                                          PNGs, PngSuite, a JPEG XL file
@@ -25,7 +26,7 @@ die() { echo "fetch-corpus: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1'" ;;
   esac
 done
@@ -51,10 +52,15 @@ PILLOW_FILES=(
   good/sugarshack.mpo good/frozenpond.mpo good/hopper.tif good/tiff_16bit_RGB.tiff good/hopper.bmp
   good/hopper_16bit.pgm good/hopper_16bit_qtables.jpg good/hopper_bad_exif.jpg good/invalid-exif.jpg
   good/truncated_app14.jpg good/hopper_zero_comment_subblocks.gif
+  good/avif/hopper.avif good/avif/hopper-missing-pixi.avif good/avif/exif.avif good/avif/icc_profile.avif
+  good/avif/icc_profile_none.avif good/avif/transparency.avif good/avif/star.avifs
+  good/avif/xmp_tags_orientation.avif good/avif/rot0mir0.avif good/avif/rot0mir1.avif good/avif/rot1mir0.avif
+  good/avif/rot1mir1.avif good/avif/rot2mir0.avif good/avif/rot2mir1.avif good/avif/rot3mir0.avif
+  good/avif/rot3mir1.avif
   bad/truncated_jpeg.jpg bad/truncated_image.png bad/truncated_end_chunk.png bad/broken.png
   bad/broken_data_stream.png bad/decompression_bomb.gif bad/decompression_bomb_extents.gif
   bad/decompression_bomb.ico bad/negative_size.ppm bad/zero_width.gif
-  bad/oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif bad/avif/hopper.avif bad/avif/hopper.heif
+  bad/oom-225817ca0f8c663be7ab4b9e717b02c661e66834.tif bad/avif/hopper.heif
 )
 JXL_FILES=(
   good/jxl/flower/flower.png.im_q85_420.jpg good/jxl/flower/flower.png.im_q85_420_R13B.jpg

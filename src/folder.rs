@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 /// What counts as an image file, by extension (the formats the service decodes).
 pub const IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "ico", "pnm", "ppm", "pgm",
+    "jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "ico", "pnm", "ppm", "pgm", "avif",
 ];
 
 /// One image of a labelled folder.

@@ -213,11 +213,11 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
                 "the uploaded file is empty",
             )));
         }
-        if image::guess_format(&bytes).is_err() {
+        if !lookalike_vision::looks_like_image(&bytes) {
             return Err(at(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 codes::api::UNSUPPORTED_IMAGE_TYPE,
-                "the file is not an image format lookalike reads (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, PNM)",
+                "the file is not an image format lookalike reads (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, PNM, AVIF)",
             )));
         }
         let metadata = match pick(&metadatas, "metadata", i)? {

@@ -14,7 +14,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::Deserialize;
 
-use crate::{jpeg, sniff};
+use crate::{avif, jpeg, sniff};
 
 /// Caps checked against what a file declares, before its pixels are decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,7 +53,8 @@ pub struct CleanImage {
     /// The pixels: the whole image, or (decoded in draft, see [`clean_for`]) the whole image
     /// at 1/2, 1/4 or 1/8 of its size.
     pub rgb: RgbImage,
-    /// Format found from the magic bytes: "jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "pnm".
+    /// Format found from the magic bytes: "jpeg", "png", "gif", "webp", "bmp", "tiff", "ico", "pnm",
+    /// "avif".
     pub format: &'static str,
     /// Width after EXIF orientation was applied.
     pub width: u32,
@@ -116,6 +117,15 @@ pub fn clean_for(
             bytes.len()
         )));
     }
+    if format == ImageFormat::Avif {
+        let declared = sniff::isobmff_declared_len(bytes);
+        if declared > bytes.len() as u64 {
+            return Err(DecodeError::Truncated(format!(
+                "AVIF file of {} bytes declares {declared}",
+                bytes.len()
+            )));
+        }
+    }
     if format == ImageFormat::WebP
         && let Some(declared) = sniff::riff_declared_len(bytes)
         && declared > bytes.len() as u64
@@ -156,10 +166,21 @@ pub fn clean_for(
     })
 }
 
+/// Do these bytes start like an image file: a format the `image` crate recognises by its magic
+/// bytes, or AVIF by its brands (which it recognises only in part)? What an upload must pass to be
+/// queued at all; whether it decodes is [`clean`]'s answer.
+pub fn looks_like_image(bytes: &[u8]) -> bool {
+    sniff::is_avif(bytes) || image::guess_format(bytes).is_ok()
+}
+
 /// Formats we decode. Everything else the `image` crate could read (EXR, HDR, DDS,
 /// QOI, ...) is refused: no product photo arrives that way, and each extra decoder
-/// is extra attack surface.
+/// is extra attack surface. AVIF is recognised by its brands here (the `image` crate knows only
+/// one of its spellings) and decoded by [`crate::avif`].
 fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
+    if sniff::is_avif(bytes) {
+        return Ok(ImageFormat::Avif);
+    }
     let Ok(format) = image::guess_format(bytes) else {
         let what = if let Some(name) = sniff::other_image_format(bytes) {
             format!("{name} images are not accepted (no decoder built in)")
@@ -173,9 +194,6 @@ fn accepted_format(bytes: &[u8]) -> Result<ImageFormat, DecodeError> {
     use ImageFormat as F;
     match format {
         F::Jpeg | F::Png | F::Gif | F::WebP | F::Bmp | F::Tiff | F::Ico | F::Pnm => Ok(format),
-        F::Avif => Err(DecodeError::UnsupportedFormat(
-            "AVIF decoding is not built in".into(),
-        )),
         other => Err(DecodeError::UnsupportedFormat(format!(
             "{other:?} images are not accepted"
         ))),
@@ -193,6 +211,7 @@ fn name(format: ImageFormat) -> &'static str {
         F::Tiff => "tiff",
         F::Ico => "ico",
         F::Pnm => "pnm",
+        F::Avif => "avif",
         _ => "other",
     }
 }
@@ -227,6 +246,14 @@ fn decode_rgb(
             declared
         };
         return Ok((flatten_to_rgb8(img), size));
+    }
+    if format == ImageFormat::Avif {
+        // Declared sizes are checked inside, before any AV1 data is decoded.
+        let (mut img, orientation) = avif::decode(bytes, limits)?;
+        img.apply_orientation(orientation);
+        let rgb = flatten_to_rgb8(img);
+        let size = rgb.dimensions();
+        return Ok((rgb, size));
     }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     // Dimension caps are checked by us (with the real numbers in the message); the
@@ -269,7 +296,7 @@ fn exif_orientation(decoder: &mut impl ImageDecoder) -> Orientation {
         .unwrap_or(Orientation::NoTransforms)
 }
 
-fn check_dimensions(
+pub(crate) fn check_dimensions(
     w: u32,
     h: u32,
     buffer_bytes: u64,

@@ -5,6 +5,7 @@
 //! Every stage is pure with respect to its inputs, so the worker can run decoding on
 //! many threads and funnel tensors into one batched model call.
 
+mod avif;
 pub mod decode;
 pub mod embed;
 mod jpeg;
@@ -14,7 +15,7 @@ pub mod region;
 mod sniff;
 pub mod thumbnail;
 
-pub use decode::{CleanImage, DecodeError, DecodeLimits, clean, clean_for};
+pub use decode::{CleanImage, DecodeError, DecodeLimits, clean, clean_for, looks_like_image};
 pub use embed::{Embedder, Output};
 pub use jpeg::draft_scale;
 pub use model::ModelSpec;

@@ -205,6 +205,58 @@ fn webp_frames(b: &[u8], cap: u32) -> u32 {
     frames.max(1)
 }
 
+/// Is this an AVIF file: an ISO base media file whose `ftyp` box names the AVIF brand (`avif`, or
+/// `avis` for a sequence) as its major brand or among its compatible ones?
+///
+/// The `image` crate only recognises a major brand of `avif`; AVIF sequences (`avis`) and files
+/// written as generic HEIF (`mif1` major brand, `avif` compatible) are AVIF too. A HEIF file (HEVC)
+/// names `heic` and no AVIF brand.
+pub(crate) fn is_avif(b: &[u8]) -> bool {
+    let Some(head) = b.get(..12) else {
+        return false;
+    };
+    if &head[4..8] != b"ftyp" {
+        return false;
+    }
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    // Major brand (8..12), minor version (12..16), then compatible brands to the end of the box.
+    let brands = b.get(16..size.min(b.len())).unwrap_or_default();
+    std::iter::once(&head[8..12])
+        .chain(brands.chunks_exact(4))
+        .any(|brand| brand == b"avif" || brand == b"avis")
+}
+
+/// How long an ISO base media file (AVIF, HEIF) says it is: the sum of its top-level boxes, walked
+/// until the data runs out. More than the data holds means a download cut short; the parser would
+/// only see a box that ends early, or an image item pointing past the end.
+pub(crate) fn isobmff_declared_len(b: &[u8]) -> u64 {
+    let mut at = 0u64;
+    let len = b.len() as u64;
+    while at < len {
+        let Some(head) = usize::try_from(at).ok().and_then(|i| b.get(i..i + 8)) else {
+            // A box header cut short.
+            return at + 8;
+        };
+        let size = u64::from(u32::from_be_bytes([head[0], head[1], head[2], head[3]]));
+        let size = match size {
+            // The rest of the file.
+            0 => return len,
+            // A 64-bit size follows the type.
+            1 => match usize::try_from(at).ok().and_then(|i| b.get(i + 8..i + 16)) {
+                Some(large) => u64::from_be_bytes(large.try_into().unwrap_or_default()),
+                None => return at + 16,
+            },
+            size => size,
+        };
+        if size < 8 {
+            // Not a box: leave the verdict to the parser.
+            return len;
+        }
+        at = at.saturating_add(size);
+    }
+    at
+}
+
 /// Image formats the `image` crate does not even recognise, named so that "not supported" says
 /// which format it was (phones upload HEIC; JPEG XL is spreading).
 pub(crate) fn other_image_format(b: &[u8]) -> Option<&'static str> {

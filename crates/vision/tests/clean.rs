@@ -73,11 +73,50 @@ fn html_served_as_an_image_is_rejected_as_unsupported_format() {
 }
 
 #[test]
-fn avif_and_exotic_formats_are_rejected_as_unsupported_format() {
-    let avif = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf";
-    assert_eq!(code(avif), "image_unsupported_format");
+fn heif_jpeg_xl_and_exotic_formats_are_rejected_as_unsupported_format() {
+    // HEIF (HEVC), as phones write it: no decoder built in, and the message says which format it was.
+    let heif = b"\0\0\0\x18ftypheic\0\0\0\0mif1heic";
+    let err = clean(heif, &limits()).expect_err("HEIF refused");
+    assert_eq!(err.code(), "image_unsupported_format");
+    assert!(err.to_string().contains("HEIF"), "{err}");
+    // JPEG XL, as a bare codestream and in its container.
+    for jxl in [
+        b"\xFF\x0A\xFA\x7F\x01\x90\x08".as_slice(),
+        b"\0\0\0\x0cJXL \r\n\x87\n\0\0\0\x14ftypjxl ",
+    ] {
+        let err = clean(jxl, &limits()).expect_err("JPEG XL refused");
+        assert_eq!(err.code(), "image_unsupported_format");
+        assert!(err.to_string().contains("JPEG XL"), "{err}");
+    }
     let qoi = encode(&DynamicImage::ImageRgb8(noise(4, 4)), ImageFormat::Qoi);
     assert_eq!(code(&qoi), "image_unsupported_format");
+}
+
+#[test]
+fn avif_brands_are_recognised_and_an_avif_without_its_image_is_corrupt() {
+    // Only the file-type box: AVIF by its major brand, by a compatible brand (a generic HEIF
+    // container holding AV1), and a sequence; each recognised, none holding a picture.
+    for ftyp in [
+        b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf".as_slice(),
+        b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf".as_slice(),
+        b"\0\0\0\x1cftypavis\0\0\0\0avismsf1miaf".as_slice(),
+    ] {
+        assert_eq!(code(ftyp), "image_corrupt");
+    }
+    // Uploads are queued only when they look like an image: AVIF by any of its brands.
+    for ftyp in [
+        b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf".as_slice(),
+        b"\0\0\0\x1cftypavis\0\0\0\0avismsf1miaf".as_slice(),
+    ] {
+        assert!(lookalike_vision::looks_like_image(ftyp));
+    }
+    assert!(!lookalike_vision::looks_like_image(
+        b"<html>not found</html>"
+    ));
+    // A box declaring more bytes than arrived: a download cut short.
+    let mut cut = b"\0\0\0\x1cftypavif\0\0\0\0avifmif1miaf".to_vec();
+    cut.extend_from_slice(b"\0\0\x10\0meta\0\0\0\0");
+    assert_eq!(code(&cut), "image_truncated");
 }
 
 #[test]

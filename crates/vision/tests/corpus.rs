@@ -209,6 +209,19 @@ fn every_corpus_file_is_cleaned_or_rejected_with_its_precise_code() {
             );
         }
     }
+    // AVIF irot/imir: eight encodings of one photo, each stored turned or mirrored another way.
+    let upright = cleaned(&outcomes, "rot0mir1.avif");
+    for (name, _) in outcomes
+        .iter()
+        .filter(|(n, _)| n.starts_with("rot") && n.ends_with(".avif"))
+    {
+        let diff = mean_abs_diff(&cleaned(&outcomes, name), &upright);
+        println!("{name}: mean difference {diff:.1} from rot0mir1.avif");
+        assert!(
+            diff < 17.0,
+            "{name} is not upright: mean difference {diff:.1}"
+        );
+    }
 }
 
 /// Composites an RGBA frame over white with the same rounding as the cleaner.

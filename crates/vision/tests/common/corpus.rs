@@ -197,6 +197,86 @@ pub const FILES: &[(&str, Expect, &str)] = &[
         good("gif", 128, 128),
         "GIF with empty comment blocks",
     ),
+    (
+        "hopper.avif",
+        good("avif", 128, 128),
+        "AVIF, 8-bit 4:2:0, limited range",
+    ),
+    (
+        "hopper-missing-pixi.avif",
+        good("avif", 128, 128),
+        "AVIF without the pixi box the specification asks for",
+    ),
+    (
+        "exif.avif",
+        good("avif", 512, 512),
+        "AVIF with an EXIF item",
+    ),
+    (
+        "icc_profile.avif",
+        good("avif", 57, 57),
+        "AVIF with an ICC profile instead of nclx colour",
+    ),
+    (
+        "icc_profile_none.avif",
+        good("avif", 57, 57),
+        "AVIF, the same picture without a profile",
+    ),
+    (
+        "transparency.avif",
+        good("avif", 64, 64),
+        "AVIF with an alpha auxiliary image",
+    ),
+    (
+        "star.avifs",
+        good("avif", 159, 159),
+        "AVIF sequence (5 frames) with alpha: its still image",
+    ),
+    (
+        "xmp_tags_orientation.avif",
+        good("avif", 326, 268),
+        "AVIF whose XMP says orientation 3: not applied, only irot/imir count",
+    ),
+    (
+        "rot0mir0.avif",
+        good("avif", 640, 427),
+        "AVIF mirrored (imir 0: top and bottom exchanged)",
+    ),
+    (
+        "rot0mir1.avif",
+        good("avif", 640, 427),
+        "AVIF mirrored (imir 1: left and right exchanged)",
+    ),
+    (
+        "rot1mir0.avif",
+        good("avif", 640, 427),
+        "AVIF stored 427x640: irot 90 degrees, then imir 0",
+    ),
+    (
+        "rot1mir1.avif",
+        good("avif", 640, 427),
+        "AVIF stored 427x640: irot 90 degrees, then imir 1",
+    ),
+    (
+        "rot2mir0.avif",
+        good("avif", 640, 427),
+        "AVIF: irot 180 degrees, then imir 0",
+    ),
+    (
+        "rot2mir1.avif",
+        good("avif", 640, 427),
+        "AVIF: irot 180 degrees, then imir 1",
+    ),
+    (
+        "rot3mir0.avif",
+        good("avif", 640, 427),
+        "AVIF stored 427x640: irot 270 degrees, then imir 0",
+    ),
+    (
+        "rot3mir1.avif",
+        good("avif", 640, 427),
+        "AVIF stored 427x640: irot 270 degrees, then imir 1",
+    ),
     ("truncated_jpeg.jpg", Bad(TRUNCATED), "JPEG cut short"),
     (
         "truncated_image.png",
@@ -248,7 +328,6 @@ pub const FILES: &[(&str, Expect, &str)] = &[
         Bad(TRUNCATED),
         "fuzzed TIFF whose strips lie past its end",
     ),
-    ("hopper.avif", Bad(UNSUPPORTED), "AVIF: no decoder built in"),
     ("hopper.heif", Bad(UNSUPPORTED), "HEIF (HEVC)"),
     // --- Debian libjxl-testdata ---
     (
@@ -392,6 +471,8 @@ const CUT_IN_HALF: &[&str] = &[
     "hopper.tif",
     "hopper.bmp",
     "hopper_16bit.pgm",
+    "rot1mir1.avif",
+    "transparency.avif",
 ];
 
 /// Files the tests make: the classic ways a "photo" URL goes wrong.
