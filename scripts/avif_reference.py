@@ -1,12 +1,13 @@
-"""Pillow's decode of the corpus's AVIF files, summarised, for crates/vision/tests/avif.rs.
+"""Pillow's decode of AVIF files, summarised, for crates/vision/tests/avif.rs.
 
-    PY=$(scripts/pyenv.sh) && "$PY" scripts/avif_reference.py      # rewrites tests/fixtures/avif_reference.json
+    PY=$(scripts/pyenv.sh) && "$PY" scripts/avif_reference.py   # rewrites tests/fixtures/avif_reference.json
 
-Each AVIF file of the corpus (`scripts/fetch-corpus.sh`, good/*.avif and *.avifs) is decoded by Pillow 13
-(libavif with dav1d, from its wheel), made upright and composited over white the way lookalike's cleaner
-does it, then summarised: its upright size, its mean colour and the mean colour of each cell of a 4x4 grid
-(enough to catch a wrong matrix, range, bit depth, chroma position, rotation or mirror, and small enough to
-keep in the repository).
+Each AVIF file of the corpus (`scripts/fetch-corpus.sh`: good/*.avif and *.avifs, Pillow's test images) and
+of tests/fixtures/avif (`scripts/avif_fixtures.sh`: the bit depths, subsamplings, ranges and matrices the
+corpus lacks) is decoded by Pillow 13 (libavif with dav1d, from its wheel), made upright and composited
+over white the way lookalike's cleaner does it, then summarised: its upright size, its mean colour and the
+mean colour of each cell of a 4x4 grid (enough to catch a wrong matrix, range, bit depth, chroma position,
+rotation or mirror, and small enough to keep in the repository).
 
 Upright means the `irot`/`imir` boxes applied (Pillow hands them over as an EXIF orientation). The EXIF and
 XMP orientations inside an AVIF are not applied: HEIF makes irot/imir the only ones that count, and so do
@@ -95,19 +96,21 @@ def main() -> int:
     files = sorted(p for p in (args.corpus / "good").iterdir() if p.suffix in (".avif", ".avifs"))
     if not files:
         sys.exit(f"avif_reference: no AVIF files in {args.corpus}/good: run scripts/fetch-corpus.sh")
+    fixtures = sorted((ROOT / "tests/fixtures/avif").glob("*.avif"))
     out = {
         "made_by": "scripts/avif_reference.py",
         "pillow": PIL.__version__,
         "dav1d": AvifImagePlugin.get_codec_version("dav1d"),
         "grid": GRID,
-        "files": {p.name: summarise(p) for p in files},
+        "corpus": {p.name: summarise(p) for p in files},
+        "fixtures": {p.name: summarise(p) for p in fixtures},
     }
     # One line per list of numbers: a diff of the file then shows which colour moved.
     text = json.dumps(out, indent=1)
     flat = lambda m: "[" + ", ".join(v.strip(",") for v in m.group(1).split()) + "]"  # noqa: E731
     text = re.sub(r"\[\s+([-0-9.,\s]+?)\s+\]", flat, text)
     args.out.write_text(text + "\n")
-    print(f"avif_reference: {len(files)} files -> {args.out}", file=sys.stderr)
+    print(f"avif_reference: {len(files)} + {len(fixtures)} files -> {args.out}", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,10 @@
 //!
 //! The reference, `tests/fixtures/avif_reference.json`, is made by `scripts/avif_reference.py` with
 //! the pinned Pillow 13 of `scripts/pyenv.sh` (libavif and dav1d from its wheel): per file the upright
-//! size, the mean colour, and the mean colour of each cell of a 4x4 grid, composited over white.
+//! size, the mean colour, and the mean colour of each cell of a 4x4 grid, composited over white. The
+//! files are Pillow's own test images (the corpus) and `tests/fixtures/avif/` (`scripts/avif_fixtures.sh`):
+//! 10- and 12-bit, 4:2:2, monochrome, limited range, the BT.709, BT.2020, identity, YCgCo and
+//! primaries-derived matrices, premultiplied alpha, which Pillow's images do not have.
 
 #[path = "common/corpus.rs"]
 mod corpus;
@@ -21,16 +24,27 @@ use serde_json::Value;
 /// Largest difference allowed between our mean colour of a file (per channel, 0-255) and Pillow's.
 /// The AV1 decoding is exact (both are dav1d); what differs is the YUV to RGB step, where libavif
 /// uses libyuv's fixed-point arithmetic and we use floats. Measured (2026-12-02): at most 0.27 over
-/// the whole picture; pixel for pixel a mean absolute difference of at most 0.31, the largest 6.
+/// the whole picture; pixel for pixel a mean absolute difference of at most 0.39, the largest 6.
 const MEAN_TOLERANCE: f64 = 0.5;
-/// The same for the mean of one cell of the 4x4 grid (measured: at most 0.62).
+/// The same for the mean of one cell of the 4x4 grid (measured: at most 0.67).
 const CELL_TOLERANCE: f64 = 1.0;
+/// Files for which Pillow's libavif takes libyuv's high-bit-depth path, whose fixed-point constants
+/// leave red and blue about one level high (measured: mean 1.02 and 1.00, cells 3.91 and 1.24; per
+/// pixel at most 7). libavif's own float path (`avifdec -u best`, Debian's 0.11.1) gives exactly our
+/// pixels for both, so the allowance is for Pillow's rounding, not ours: (file, mean, cell).
+const LIBYUV_HIGH_DEPTH: &[(&str, f64, f64)] = &[
+    ("yuv420-10bit-bt709-limited.avif", 1.25, 4.5),
+    ("yuv444-12bit-bt2020-full.avif", 1.25, 1.5),
+];
 /// Damaged copies made of each corpus AVIF; `LOOKALIKE_AVIF_MUTANTS` asks for more (a longer hunt).
 const MUTANTS_PER_FILE: usize = 25;
 
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
 fn reference() -> Value {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/avif_reference.json");
+    let path = fixtures().join("avif_reference.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "{}: {e} (scripts/avif_reference.py makes it)",
@@ -93,26 +107,48 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
 fn avif_files_decode_like_pillow() {
     let reference = reference();
     let grid = reference["grid"].as_u64().unwrap() as u32;
-    let files = reference["files"].as_object().unwrap();
-    // Every AVIF of the corpus has a reference, and every reference a corpus file.
-    let corpus_avifs: Vec<&str> = corpus::FILES
+    let corpus_refs = reference["corpus"].as_object().unwrap();
+    let fixture_refs = reference["fixtures"].as_object().unwrap();
+    // Every AVIF of the corpus has a reference, and every reference a corpus file; the same for the
+    // fixtures.
+    let mut want: Vec<&str> = corpus::FILES
         .iter()
         .filter(|(_, e, _)| matches!(e, corpus::Expect::Good { format: "avif", .. }))
         .map(|(n, _, _)| *n)
         .collect();
-    let mut names: Vec<&str> = files.keys().map(String::as_str).collect();
-    names.sort();
-    let mut want = corpus_avifs.clone();
     want.sort();
+    let mut names: Vec<&str> = corpus_refs.keys().map(String::as_str).collect();
+    names.sort();
     assert_eq!(
         names, want,
         "the reference and the corpus table list the same AVIF files"
     );
+    let mut on_disk: Vec<String> = std::fs::read_dir(fixtures().join("avif"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<&String> = fixture_refs.keys().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        on_disk.iter().collect::<Vec<_>>(),
+        "tests/fixtures/avif"
+    );
+    assert!(on_disk.len() >= 10, "{on_disk:?}");
 
+    let files = corpus_refs
+        .iter()
+        .map(|(name, r)| (name, r, corpus_file(name)))
+        .chain(fixture_refs.iter().map(|(name, r)| {
+            let path = fixtures().join("avif").join(name);
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            (name, r, bytes)
+        }));
     let (mut worst_mean, mut worst_cell) = (0.0f64, 0.0f64);
     let mut failures = Vec::new();
-    for (name, r) in files {
-        let img = clean(&corpus_file(name), &DecodeLimits::default())
+    for (name, r, bytes) in files {
+        let img = clean(&bytes, &DecodeLimits::default())
             .unwrap_or_else(|e| panic!("{name}: {} ({e})", e.code()));
         let size = (r["width"].as_u64().unwrap(), r["height"].as_u64().unwrap());
         assert_eq!(
@@ -130,15 +166,19 @@ fn avif_files_decode_like_pillow() {
             .map(|(want, got)| max_diff(got, &floats(want)))
             .fold(0.0, f64::max);
         println!(
-            "{name:<28} {}x{} mean off by {mean_diff:.3}, worst cell by {cell_diff:.3}",
+            "{name:<40} {}x{} mean off by {mean_diff:.3}, worst cell by {cell_diff:.3}",
             img.width, img.height
         );
         worst_mean = worst_mean.max(mean_diff);
         worst_cell = worst_cell.max(cell_diff);
-        if mean_diff > MEAN_TOLERANCE || cell_diff > CELL_TOLERANCE {
+        let (mean_ok, cell_ok) = LIBYUV_HIGH_DEPTH
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map_or((MEAN_TOLERANCE, CELL_TOLERANCE), |&(_, m, c)| (m, c));
+        if mean_diff > mean_ok || cell_diff > cell_ok {
             failures.push(format!(
-                "{name}: mean off by {mean_diff:.2} (allowed {MEAN_TOLERANCE}), a cell by {cell_diff:.2} \
-                 (allowed {CELL_TOLERANCE})"
+                "{name}: mean off by {mean_diff:.2} (allowed {mean_ok}), a cell by {cell_diff:.2} \
+                 (allowed {cell_ok})"
             ));
         }
     }
@@ -273,22 +313,32 @@ fn mutants(bytes: &[u8], rng: &mut Rng, count: usize) -> Vec<(String, Vec<u8>)> 
 #[test]
 fn damaged_avif_files_give_an_image_or_a_clean_error() {
     let mut rng = Rng(0x5EED_A71F);
-    let dir = corpus::dir().join("good");
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".avif") || n.ends_with(".avifs"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 16, "the corpus's AVIF files: {files:?}");
+    let avifs = |dir: PathBuf| {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "avif" || e == "avifs"))
+            .collect();
+        files.sort();
+        files
+    };
+    // Pillow's files and ours (10/12-bit, 4:2:2, monochrome, premultiplied alpha, other matrices).
+    let files = [
+        avifs(corpus::dir().join("good")),
+        avifs(fixtures().join("avif")),
+    ]
+    .concat();
+    assert!(files.len() >= 26, "AVIF files to damage: {files:?}");
 
     let count = std::env::var("LOOKALIKE_AVIF_MUTANTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(MUTANTS_PER_FILE);
     let mut cases = Vec::new();
-    for name in &files {
-        for (what, bytes) in mutants(&corpus_file(name), &mut rng, count) {
+    for path in &files {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        for (what, bytes) in mutants(&bytes, &mut rng, count) {
             cases.push((format!("{name}, {what}"), bytes));
         }
     }
@@ -346,7 +396,7 @@ fn damaged_avif_files_give_an_image_or_a_clean_error() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Cut files are truncated, not merely corrupt: the container says how long it should be.
     assert!(
-        counts.get("image_truncated").copied().unwrap_or(0) >= 50,
+        counts.get("image_truncated").copied().unwrap_or(0) >= files.len() * count / 8,
         "{counts:?}"
     );
 }
