@@ -12,8 +12,9 @@
 //!    ONNX Runtime in batches of 1, 8 and 16, as 1 session of `cores` threads and as `cores` sessions
 //!    of 1 thread side by side. The best of these is the machine's ceiling; every row is divided by it.
 //! 2. lookalike end to end, URL submitted -> job succeeded, on a fresh database and queue: `serve` with
-//!    the default settings, then `serve` in the ingest worker shape (`worker.pipelines = cores`,
-//!    `model.intra_threads = 1`).
+//!    the default settings (a pool of `cores` one-thread model sessions, plus a `cores`-thread
+//!    session for an image that runs alone), then in the ingest worker shape (the same pool without
+//!    the solo session: `model.intra_threads = 1`).
 //! 3. The prototype's stack in Python (`benches/python/ingest.py`, with the pinned environment of
 //!    `scripts/pyenv.sh`): requests + Pillow + onnxruntime, same model file, batch 16, onnxruntime
 //!    intra-op threads = cores. "As it was": 4 download/decode threads, no `draft()`. "At its best":
@@ -69,16 +70,18 @@ fn main() -> anyhow::Result<()> {
         median_mp.map_or("unknown".into(), |m| format!("{m:.2} MP"))
     );
 
+    let only_worker = std::env::var("LOOKALIKE_BENCH_ONLY").is_ok_and(|v| v == "worker");
+
     // 1. The model alone, in every shape.
     let base = common::overrides();
     let config = Config::load_from(None, base.clone())?;
     let mut layouts = vec![(1, cores), (cores, 1)];
     layouts.dedup();
-    let grid = common::model_grid(&config, &files, &[1, 8, 16], &layouts)?;
-    let best = *grid
-        .iter()
-        .max_by(|a, b| a.images_per_s.total_cmp(&b.images_per_s))
-        .expect("at least one model shape");
+    let grid = if only_worker {
+        Vec::new()
+    } else {
+        common::model_grid(&config, &files, &[1, 8, 16], &layouts)?
+    };
 
     // The files over HTTP, for every end-to-end row: links in a folder of their own, plus a warm-up
     // image that is not one of them (its analysis must not be reused by a measured job).
@@ -111,14 +114,17 @@ fn main() -> anyhow::Result<()> {
     let warm_url = images.url(&format!("/files/{warm_name}"));
 
     // 2. lookalike, end to end.
-    let serve_ips = rt.block_on(common::end_to_end_urls(
-        &urls,
-        &warm_url,
-        &base,
-        Layout::Serve,
-    ))?;
+    let serve_ips = if only_worker {
+        0.0
+    } else {
+        rt.block_on(common::end_to_end_urls(
+            &urls,
+            &warm_url,
+            &base,
+            Layout::Serve,
+        ))?
+    };
     let mut worker = base.clone();
-    worker.push(("LOOKALIKE_WORKER__PIPELINES".into(), cores.to_string()));
     worker.push(("LOOKALIKE_MODEL__INTRA_THREADS".into(), "1".into()));
     if let Ok(extra) = std::env::var("LOOKALIKE_BENCH_WORKER_SET") {
         for kv in extra.split(',').filter(|s| !s.is_empty()) {
@@ -136,6 +142,14 @@ fn main() -> anyhow::Result<()> {
         &worker,
         Layout::Serve,
     ))?;
+    if only_worker {
+        println!("worker shape: {worker_ips:.2} images/s (LOOKALIKE_BENCH_ONLY: no result file)");
+        return Ok(());
+    }
+    let best = *grid
+        .iter()
+        .max_by(|a, b| a.images_per_s.total_cmp(&b.images_per_s))
+        .expect("at least one model shape");
 
     // 3. The Python stack, on the same URLs.
     let urls_file = tempfile::NamedTempFile::new()?;
@@ -167,9 +181,16 @@ fn main() -> anyhow::Result<()> {
 
     // The tables.
     let shape = |c: &Config| {
+        let sessions = match lookalike::pool_shape(c) {
+            (1, threads) => format!("1 session x {threads} ONNX thread(s)"),
+            (lanes, 1) => format!("{lanes} sessions x 1 ONNX thread"),
+            (lanes, solo) => format!(
+                "{lanes} sessions x 1 ONNX thread + a {solo}-thread session for a lone image"
+            ),
+        };
         format!(
-            "{} pipeline(s) x {} ONNX thread(s), batch {}, {} decode thread(s)",
-            c.worker.pipelines, c.model.intra_threads, c.worker.batch_size, c.worker.decode_threads
+            "{sessions}, batch {}, {} decode thread(s)",
+            c.worker.batch_size, c.worker.decode_threads
         )
     };
     let rows = [

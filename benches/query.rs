@@ -137,7 +137,8 @@ fn main() -> anyhow::Result<()> {
     let embedder = Arc::new(Embedder::load(
         &root.join("lib/libonnxruntime.so.1.31.1"),
         spec,
-        config.model.intra_threads,
+        // The session a lone search runs on (the pool is idle between searches).
+        lookalike::pool_shape(&config).1,
     )?);
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -3,9 +3,9 @@
 //!   cargo bench --bench scaling                    # 200 distinct real photos per run
 //!   QDRANT_URL=http://HOST:6334 cargo bench --bench scaling   # on that server instead of a private one
 //!
-//! Embedded index: `lookalike serve` with 1 pipeline of `cores` ONNX threads, then
-//! `worker.pipelines = 2` with `cores / 2` threads each; next to the model alone in the same
-//! shapes (one session of `cores` threads; two sessions side by side).
+//! Embedded index: `lookalike serve` with one model session of `cores` ONNX threads
+//! (`model.sessions = 1`), then with two sessions of one thread side by side
+//! (`model.sessions = 2`, `model.intra_threads = 1`); next to the model alone in the same shapes.
 //! Qdrant server: `lookalike api` with 1, then 2 `lookalike worker` processes on one queue, on the
 //! server `QDRANT_URL` names, or else on a private one started from `../shared/bin/qdrant`
 //! (`LOOKALIKE_QDRANT_BIN`). Without either, those rows are missing and the output says why.
@@ -47,15 +47,12 @@ fn main() -> anyhow::Result<()> {
         o
     };
     let one = with(&[
-        ("LOOKALIKE_WORKER__PIPELINES", "1".into()),
+        ("LOOKALIKE_MODEL__SESSIONS", "1".into()),
         ("LOOKALIKE_MODEL__INTRA_THREADS", cores.to_string()),
     ]);
     let two = with(&[
-        ("LOOKALIKE_WORKER__PIPELINES", "2".into()),
-        (
-            "LOOKALIKE_MODEL__INTRA_THREADS",
-            (cores / 2).max(1).to_string(),
-        ),
+        ("LOOKALIKE_MODEL__SESSIONS", "2".into()),
+        ("LOOKALIKE_MODEL__INTRA_THREADS", "1".into()),
     ]);
     let model_one = common::model_parallel(&Config::load_from(None, one.clone())?, &files, 1)?;
     let model_two = common::model_parallel(&Config::load_from(None, two.clone())?, &files, 2)?;
@@ -65,9 +62,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut rows = Vec::new();
     let e2e = rt.block_on(common::end_to_end(&files, &source, &one, Layout::Serve))?;
-    rows.push(("serve, 1 pipeline", cores, e2e));
+    rows.push(("serve, 1 session", cores, e2e));
     let e2e = rt.block_on(common::end_to_end(&files, &source, &two, Layout::Serve))?;
-    rows.push(("serve, 2 pipelines", (cores / 2).max(1), e2e));
+    rows.push(("serve, 2 sessions", 1, e2e));
 
     // The server: QDRANT_URL's, or a private one for this run (stopped when it ends).
     let private = match std::env::var("QDRANT_URL") {
@@ -93,7 +90,7 @@ fn main() -> anyhow::Result<()> {
                         (cores / workers).max(1).to_string(),
                     ),
                 ]);
-                o.push(("LOOKALIKE_WORKER__PIPELINES".into(), "1".into()));
+                o.push(("LOOKALIKE_MODEL__SESSIONS".into(), "1".into()));
                 let e2e = rt.block_on(common::end_to_end(
                     &files,
                     &source,

@@ -13,7 +13,7 @@ use lookalike_index::{QdrantIndex, Quantization, ServerOptions, VectorIndex};
 use lookalike_queue::{Publisher, Topology};
 use lookalike_store::Store;
 use lookalike_vision::{DecodeLimits, Embedder, ModelSpec};
-use lookalike_worker::batcher::Batcher;
+use lookalike_worker::batcher::{Batcher, Sessions};
 use lookalike_worker::fetch::Fetcher;
 use lookalike_worker::heads::Heads;
 use lookalike_worker::{Consumer, Pipeline};
@@ -164,20 +164,12 @@ pub async fn run(
         topology.clone(),
         Duration::from_millis(config.http.publish_timeout_ms),
     ));
-    // The API searches with the first pipeline; a worker runs `worker.pipelines` of them, each with
-    // its own model session and queue consumer.
-    let count = if role.consumes() {
-        config.worker.pipelines.max(1)
-    } else {
-        1
-    };
-    // One trained classifier head per process, shared by its pipelines and kept current from the
-    // database; processes that consume jobs also retrain it when the labels changed enough.
+    // One pipeline per process, for the API's searches and the worker's jobs alike: its model
+    // sessions are one pool, so neither a busy queue nor a lone search leaves a core idle.
+    // One trained classifier head per process, kept current from the database; processes that
+    // consume jobs also retrain it when the labels changed enough.
     let heads = Arc::new(Heads::default());
-    let pipelines = (0..count)
-        .map(|_| build_pipeline(&config, store.clone(), index.clone(), heads.clone()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let pipeline = pipelines[0].clone();
+    let pipeline = build_pipeline(&config, store.clone(), index.clone(), heads.clone())?;
     if config.classify.head {
         tokio::spawn(lookalike_worker::heads::maintain(
             store.clone(),
@@ -192,21 +184,19 @@ pub async fn run(
     let mut workers = Vec::new();
     if role.consumes() {
         let w = &config.worker;
-        for pipeline in pipelines {
-            let consumer = Arc::new(Consumer {
-                pipeline,
-                publisher: publisher.clone(),
-                amqp_url: config.queue.url.expose().to_string(),
-                topology: topology.clone(),
-                prefetch: w.concurrency,
-                job_timeout: Duration::from_millis(w.job_timeout_ms),
-                retry_base: Duration::from_millis(config.queue.retry_base_ms),
-                retry_max: Duration::from_millis(config.queue.retry_max_ms),
-                drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
-                pause: Default::default(),
-            });
-            workers.push(tokio::spawn(consumer.run(shutdown.clone())));
-        }
+        let consumer = Arc::new(Consumer {
+            pipeline: pipeline.clone(),
+            publisher: publisher.clone(),
+            amqp_url: config.queue.url.expose().to_string(),
+            topology: topology.clone(),
+            prefetch: w.concurrency,
+            job_timeout: Duration::from_millis(w.job_timeout_ms),
+            retry_base: Duration::from_millis(config.queue.retry_base_ms),
+            retry_max: Duration::from_millis(config.queue.retry_max_ms),
+            drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
+            pause: Default::default(),
+        });
+        workers.push(tokio::spawn(consumer.run(shutdown.clone())));
         // The outbox sweep runs beside the consumers: any number of copies may run, a job
         // published twice is processed once (its item id is the job id).
         tokio::spawn(lookalike_worker::republish::run(
@@ -368,22 +358,13 @@ pub fn build_pipeline(
     index: Arc<dyn VectorIndex>,
     heads: Arc<Heads>,
 ) -> anyhow::Result<Arc<Pipeline>> {
-    let loaded = std::time::Instant::now();
-    let embedder = Arc::new(
-        Embedder::load(
-            &config.model.ort_library,
-            model_spec(config),
-            config.model.intra_threads,
-        )
-        .context("loading the embedding model (run scripts/setup.sh first)")?,
-    );
-    tracing::info!(model = %config.model.id, ms = loaded.elapsed().as_millis() as u64, "model loaded");
+    let sessions = model_sessions(config)?;
     let w = &config.worker;
     Ok(Arc::new(Pipeline {
         store,
         index,
         batcher: Batcher::start(
-            embedder,
+            sessions,
             w.batch_size,
             Duration::from_millis(w.batch_wait_ms),
         ),
@@ -397,6 +378,44 @@ pub fn build_pipeline(
         heads,
         max_attempts: config.queue.max_attempts,
     }))
+}
+
+/// The model sessions of a process's pool ([`Batcher`]): `model.sessions` lanes of one thread and,
+/// when that leaves cores unused by a lone image, a solo session of `model.intra_threads` threads.
+/// A pool of one lane runs it with `intra_threads` itself.
+fn model_sessions(config: &Config) -> anyhow::Result<Sessions> {
+    let (lanes, solo_threads) = pool_shape(config);
+    let load = |threads: usize| -> anyhow::Result<Arc<Embedder>> {
+        let loaded = std::time::Instant::now();
+        let embedder = Embedder::load(&config.model.ort_library, model_spec(config), threads)
+            .context("loading the embedding model (run scripts/setup.sh first)")?;
+        tracing::info!(model = %config.model.id, threads, ms = loaded.elapsed().as_millis() as u64, "model session loaded");
+        Ok(Arc::new(embedder))
+    };
+    if lanes == 1 {
+        return Ok(Sessions {
+            lanes: vec![load(solo_threads)?],
+            solo: None,
+        });
+    }
+    Ok(Sessions {
+        lanes: (0..lanes).map(|_| load(1)).collect::<anyhow::Result<_>>()?,
+        solo: if solo_threads > 1 {
+            Some(load(solo_threads)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// `model.sessions` and `model.intra_threads` with 0 read as the machine's cores.
+pub fn pool_shape(config: &Config) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let or_cores = |n: usize| if n == 0 { cores } else { n };
+    (
+        or_cores(config.model.sessions),
+        or_cores(config.model.intra_threads),
+    )
 }
 
 /// Cancels the token on SIGTERM or Ctrl-C.

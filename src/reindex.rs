@@ -20,6 +20,7 @@ use futures::StreamExt;
 use lookalike_core::Config;
 use lookalike_index::{AliasSwitch, Point, VectorIndex};
 use lookalike_store::{CategorySource, Item, Store};
+use lookalike_worker::batcher::Priority;
 use lookalike_worker::pipeline::point_attrs;
 use lookalike_worker::{JobError, Pipeline};
 use serde_json::json;
@@ -285,7 +286,7 @@ async fn reindex_item(
                 )
             })?,
         };
-        let analysis = pipeline.analyse(bytes, false).await?;
+        let analysis = pipeline.analyse(bytes, false, Priority::Ingest).await?;
         let vector = analysis.embedding;
         index
             .upsert(vec![Point {

@@ -1,5 +1,5 @@
 //! Which parts a process runs: `serve` (everything), `api` and `worker` apart (Qdrant server only),
-//! and several pipelines in one worker process.
+//! and a pool of several model sessions in one process.
 
 mod support;
 
@@ -47,32 +47,20 @@ async fn api_and_worker_alone_refuse_the_embedded_index() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn two_pipelines_in_one_process_share_the_queue_and_run_each_job_once() {
+async fn two_model_sessions_in_one_process_share_one_consumer_and_run_each_job_once() {
     let mut env = TestEnv::new().await;
-    env.set("WORKER__PIPELINES", 2)
-        .set("MODEL__INTRA_THREADS", 1);
+    env.set("MODEL__SESSIONS", 2).set("MODEL__INTRA_THREADS", 1);
     let images = ImageServer::start(reference_dir()).await;
     let service = env.start().await;
-    // Readiness is about the dependencies; each pipeline loads its own model session before it
-    // consumes, so the second consumer may register a moment after /readyz says ready.
-    let started = Instant::now();
-    loop {
-        let (_, status) = service.get("/v1/status").await;
-        let consumers = status["queue"]["consumers"].as_u64();
-        if consumers == Some(2) {
-            break;
-        }
-        assert!(
-            consumers < Some(2) && started.elapsed() < Duration::from_secs(60),
-            "one consumer per pipeline: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let ids = service.submit_urls(catalogue(&images, 12)).await;
     let jobs = service.wait_jobs(&ids, LIMIT).await;
     assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
     let (_, status) = service.get("/v1/status").await;
+    assert_eq!(
+        status["queue"]["consumers"], 1,
+        "one consumer feeds the pool: {status}"
+    );
     assert_eq!(
         status["index"]["points"], 12,
         "one vector per job: {status}"
@@ -135,7 +123,7 @@ async fn api_and_two_workers_apart_with_a_qdrant_server() {
     assert!(!body["results"].as_array().unwrap().is_empty(), "{body}");
 
     // The classifier head: trained once, by one worker, under the database lock; the API loads it.
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     let head = loop {
         let (_, status) = api.get("/v1/status").await;
         if !status["classifier"]["head"].is_null() {

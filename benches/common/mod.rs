@@ -31,7 +31,7 @@ pub fn overrides() -> Vec<(String, String)> {
 }
 
 /// The model's own throughput with `sessions` independent sessions (each `model.intra_threads`
-/// threads) running side by side on their share of the images: what `worker.pipelines` can reach.
+/// threads) running side by side on their share of the images: what `model.sessions` can reach.
 pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> anyhow::Result<f64> {
     let (spec, tensors) = model_tensors(config, files);
     let batch = config.worker.batch_size;

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batcher, Priority};
 use crate::classify;
 use crate::error::JobError;
 use crate::fetch::Fetcher;
@@ -39,7 +39,7 @@ pub struct Pipeline {
     pub classify: lookalike_core::config::Classify,
     /// Cold-start prior for categories without labelled items (`classify.categories` in config).
     pub prior: Option<Arc<Prior>>,
-    /// The trained classifier head in use (shared by the process's pipelines, kept current by
+    /// The trained classifier head in use (shared with the rest of the process, kept current by
     /// [`crate::heads::maintain`]).
     pub heads: Arc<Heads>,
     pub max_attempts: u32,
@@ -162,7 +162,7 @@ impl Pipeline {
         let (content_sha256, byte_size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
         let analysis = match self.reuse(&content_sha256, job.id).await? {
             Some(stored) => stored,
-            None => self.analyse(bytes, true).await?,
+            None => self.analyse(bytes, true, Priority::Ingest).await?,
         };
         let decision = match &job.category {
             Some(c) => CategoryDecision::Provided(c.clone()),
@@ -323,8 +323,13 @@ impl Pipeline {
 
     /// Decode, clean, thumbnail and embed one image. Used for ingest and for search queries; a query
     /// that is not kept skips the thumbnail (a third of the image work around the model).
-    pub async fn analyse(&self, bytes: Vec<u8>, thumbnail: bool) -> Result<Analysis, JobError> {
-        self.analyse_region(bytes, thumbnail, None).await
+    pub async fn analyse(
+        &self,
+        bytes: Vec<u8>,
+        thumbnail: bool,
+        priority: Priority,
+    ) -> Result<Analysis, JobError> {
+        self.analyse_region(bytes, thumbnail, None, priority).await
     }
 
     /// [`Pipeline::analyse`] of one region of the image (a search on part of a photo): the image is
@@ -336,6 +341,7 @@ impl Pipeline {
         bytes: Vec<u8>,
         thumbnail: bool,
         region: Option<Region>,
+        priority: Priority,
     ) -> Result<Analysis, JobError> {
         let permit = self
             .decode_permits
@@ -392,7 +398,7 @@ impl Pipeline {
         })??;
         let output = self
             .batcher
-            .embed(tensor)
+            .embed(tensor, priority)
             .await
             .map_err(|e| JobError::transient(code::INFERENCE_FAILED, e))?;
         tracing::debug!(

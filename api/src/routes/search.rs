@@ -17,6 +17,7 @@ use lookalike_core::codes;
 use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
 use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
+use lookalike_worker::batcher::Priority;
 use lookalike_worker::classify::{Prediction, categories_to_search};
 use lookalike_worker::{CategoryDecision, Exclude, JobError};
 use serde::Deserialize;
@@ -453,7 +454,7 @@ async fn search(
     let stored_bytes = params.add.then(|| bytes.clone());
     let analysis = state
         .pipeline
-        .analyse_region(bytes, params.add, region)
+        .analyse_region(bytes, params.add, region, Priority::Search)
         .await
         .map_err(job_error)?;
 

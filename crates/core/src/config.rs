@@ -292,8 +292,10 @@ pub struct Queue {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Worker {
-    /// Independent pipelines (model session, batcher, queue consumer) in one worker process.
-    pub pipelines: usize,
+    /// Replaced by `model.sessions` (one pool of model sessions per process); still read so that a
+    /// configuration that sets it fails to load with a message saying so.
+    #[serde(default, skip_serializing)]
+    pub pipelines: Option<usize>,
     pub concurrency: u16,
     pub decode_threads: usize,
     pub batch_size: usize,
@@ -330,6 +332,10 @@ pub struct Image {
 #[serde(deny_unknown_fields)]
 pub struct Model {
     pub ort_library: PathBuf,
+    /// Sessions of one thread each that run side by side when several images wait (0: one per core).
+    pub sessions: usize,
+    /// Threads of the session that runs an image alone when every other session is idle (0: one
+    /// per core).
     pub intra_threads: usize,
     pub id: String,
     pub path: PathBuf,
@@ -626,9 +632,15 @@ impl Config {
         for name in self.fields.keys() {
             crate::fields::check_name(name).map_err(|e| anyhow::anyhow!("[fields]: {e}"))?;
         }
-        if self.worker.concurrency == 0 || self.worker.batch_size == 0 || self.worker.pipelines == 0
-        {
-            bail!("worker.pipelines, worker.concurrency and worker.batch_size must be at least 1");
+        if self.worker.concurrency == 0 || self.worker.batch_size == 0 {
+            bail!("worker.concurrency and worker.batch_size must be at least 1");
+        }
+        if self.worker.pipelines.is_some() {
+            bail!(
+                "worker.pipelines is gone: a process now runs one pool of model sessions for all its \
+                 jobs and searches; set model.sessions (sessions side by side, one thread each; 0 = \
+                 one per core) and model.intra_threads (threads for an image that runs alone) instead"
+            );
         }
         // NaN is refused too.
         let t = self.classify.confidence_temperature;
@@ -725,6 +737,17 @@ mod tests {
         assert_eq!(config.index.api_key.expose(), "123456");
         assert_eq!(config.queue.prefix, "2026");
         assert_eq!(config.worker.concurrency, 8, "numbers still parse");
+    }
+
+    #[test]
+    fn the_replaced_pipelines_setting_stops_the_load_and_names_its_successor() {
+        let env = vec![("LOOKALIKE_WORKER__PIPELINES".to_string(), "2".to_string())];
+        let err = super::Config::load_from(None, env).expect_err("refused");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("worker.pipelines is gone") && message.contains("model.sessions"),
+            "{message}"
+        );
     }
 
     #[test]

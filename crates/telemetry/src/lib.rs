@@ -75,6 +75,13 @@ pub const INFERENCE_BATCH_SIZE: Metric = Metric {
     labels: &[],
 };
 
+pub const INFERENCE_RUNS: Metric = Metric {
+    name: "lookalike_inference_runs_total",
+    kind: Kind::Counter,
+    help: "Model runs by the session that ran them: lane (one thread, side by side with the other lanes) or solo (every core, for an image that found the pool idle).",
+    labels: &["session"],
+};
+
 pub const HTTP_REQUEST_SECONDS: Metric = Metric {
     name: "lookalike_http_request_seconds",
     kind: Kind::Histogram,
@@ -88,6 +95,7 @@ pub const RECORDED: &[Metric] = &[
     JOBS,
     STAGE_SECONDS,
     INFERENCE_BATCH_SIZE,
+    INFERENCE_RUNS,
     HTTP_REQUEST_SECONDS,
 ];
 
@@ -290,8 +298,10 @@ impl Drop for StageTimer {
 }
 
 /// One model run: its batch size, and its time as the `inference` stage.
-pub fn inference_batch(images: usize, elapsed: Duration) {
+pub fn inference_batch(images: usize, solo: bool, elapsed: Duration) {
     metrics::histogram!(INFERENCE_BATCH_SIZE.name).record(images as f64);
+    metrics::counter!(INFERENCE_RUNS.name, "session" => if solo { "solo" } else { "lane" })
+        .increment(1);
     stage(Stage::Inference, elapsed);
 }
 
@@ -378,7 +388,7 @@ mod tests {
         job_finished(JobStatus::Failed, "fetch_http_status");
         job_finished(JobStatus::Succeeded, NO_CODE);
         jobs_submitted("url", 2);
-        inference_batch(3, Duration::from_millis(40));
+        inference_batch(3, false, Duration::from_millis(40));
         drop(time_stage(Stage::Download));
         http_request("/v1/jobs/{id}", "GET", 200, Duration::from_millis(2));
         let text = render();
@@ -395,6 +405,7 @@ mod tests {
             r#"lookalike_stage_seconds_bucket{stage="inference",le="0.025"} 0"#,
             r#"lookalike_inference_batch_size_bucket{le="4"} 1"#,
             r#"lookalike_inference_batch_size_bucket{le="2"} 0"#,
+            r#"lookalike_inference_runs_total{session="lane"} 1"#,
             r#"lookalike_http_request_seconds_count{route="/v1/jobs/{id}",method="GET",status="200"} 1"#,
         ] {
             assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
