@@ -610,6 +610,8 @@ impl Config {
             let value = match sec.get(&field) {
                 // `[fields]` is a map of the catalogue's own names: any key may be declared.
                 None if section == "fields" => Value::String(value),
+                // A setting that was replaced: passed on, so that `validate` says by what.
+                None if section == "worker" && field == "pipelines" => parse_env_value(&value),
                 None => {
                     bail!("{key}: unknown setting `{section}.{field}` (see config/default.toml)")
                 }
@@ -637,7 +639,7 @@ impl Config {
         }
         if self.worker.pipelines.is_some() {
             bail!(
-                "worker.pipelines is gone: a process now runs one pool of model sessions for all its \
+                "worker.pipelines (LOOKALIKE_WORKER__PIPELINES) is gone: a process now runs one pool of model sessions for all its \
                  jobs and searches; set model.sessions (sessions side by side, one thread each; 0 = \
                  one per core) and model.intra_threads (threads for an image that runs alone) instead"
             );
@@ -745,7 +747,9 @@ mod tests {
         let err = super::Config::load_from(None, env).expect_err("refused");
         let message = format!("{err:#}");
         assert!(
-            message.contains("worker.pipelines is gone") && message.contains("model.sessions"),
+            message.contains("worker.pipelines")
+                && message.contains("is gone")
+                && message.contains("model.sessions"),
             "{message}"
         );
     }
