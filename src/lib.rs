@@ -446,7 +446,8 @@ fn load_prior(config: &Config) -> anyhow::Result<Option<Arc<lookalike_worker::pr
         &c.prior_model,
         &c.prior_map,
         &c.categories,
-        config.model.intra_threads,
+        // Runs beside the embedding for each image, with the threads a lone image gets.
+        pool_shape(config).1,
     )
     .context("loading the cold-start prior (classify.categories is set; run scripts/setup.sh)")?;
     Ok(Some(Arc::new(prior)))

@@ -35,15 +35,15 @@ pub fn overrides() -> Vec<(String, String)> {
 pub fn model_parallel(config: &Config, files: &[PathBuf], sessions: usize) -> anyhow::Result<f64> {
     let (spec, tensors) = model_tensors(config, files);
     let batch = config.worker.batch_size;
+    let threads = lookalike::pool_shape(config).1;
     let embedders = (0..sessions.max(1))
-        .map(|_| load_embedder(&spec, config.model.intra_threads))
+        .map(|_| load_embedder(&spec, threads))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let secs = timed_run(&embedders, &tensors, batch)?;
     println!(
-        "model only: {} images in {secs:.2}s ({} session(s) x {} threads)",
+        "model only: {} images in {secs:.2}s ({} session(s) x {threads} threads)",
         tensors.len(),
         embedders.len(),
-        config.model.intra_threads
     );
     Ok(tensors.len() as f64 / secs)
 }

@@ -1,4 +1,5 @@
-//! JPEG decoding with libjpeg-turbo (the mozjpeg build of it), the decoder Pillow uses.
+//! JPEG decoding (and the thumbnails' encoding) with libjpeg-turbo (the mozjpeg build of it), the
+//! decoder Pillow uses.
 //!
 //! Why not the `image` crate's pure-Rust zune-jpeg: its IDCT and chroma upsampling
 //! differ from libjpeg-turbo by a level or two on some pixels, and the int8 CLIP
@@ -44,24 +45,43 @@ pub(crate) fn decode(
     check: impl FnOnce(u32, u32) -> Result<(), DecodeError>,
     draft: Option<u32>,
 ) -> Result<(RgbImage, Orientation), DecodeError> {
-    // The mozjpeg crate turns libjpeg's fatal errors into unwinds out of the C code
-    // (without invoking the panic hook); catching them here makes them plain errors.
-    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, check, draft))) {
-        Ok(result) => result,
-        Err(payload) => {
-            let msg = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "libjpeg failed".into());
-            let msg = msg.trim_start_matches("libjpeg fatal error: ").to_owned();
-            Err(if msg.contains("Unsupported") {
-                DecodeError::UnsupportedFormat(format!("JPEG: {msg}"))
-            } else {
-                DecodeError::Corrupt(format!("JPEG: {msg}"))
-            })
-        }
-    }
+    // libjpeg's fatal errors become plain errors.
+    catch_libjpeg(|| decode_inner(bytes, check, draft)).unwrap_or_else(|msg| {
+        Err(if msg.contains("Unsupported") {
+            DecodeError::UnsupportedFormat(format!("JPEG: {msg}"))
+        } else {
+            DecodeError::Corrupt(format!("JPEG: {msg}"))
+        })
+    })
+}
+
+/// Encodes `img` as a baseline JPEG with libjpeg-turbo's own settings (no progressive scans, no
+/// trellis: mozjpeg's defaults would make a file a few percent smaller for several times the CPU).
+/// A 256 px thumbnail took 0.38 ms here, against 1.11 ms with the `image` crate's encoder.
+pub(crate) fn encode(img: &RgbImage, quality: u8) -> std::io::Result<Vec<u8>> {
+    catch_libjpeg(|| {
+        let mut c = mozjpeg::Compress::new(ColorSpace::JCS_RGB);
+        c.set_fastest_defaults();
+        c.set_size(img.width() as usize, img.height() as usize);
+        c.set_quality(f32::from(quality));
+        let mut started = c.start_compress(Vec::with_capacity(16 * 1024))?;
+        started.write_scanlines(img.as_raw())?;
+        started.finish()
+    })
+    .unwrap_or_else(|msg| Err(std::io::Error::other(msg)))
+}
+
+/// Runs libjpeg work, turning a fatal libjpeg error into its message: the mozjpeg crate turns
+/// those errors into unwinds out of the C code (without invoking the panic hook).
+fn catch_libjpeg<T>(work: impl FnOnce() -> T) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "libjpeg failed".into());
+        msg.trim_start_matches("libjpeg fatal error: ").to_owned()
+    })
 }
 
 fn decode_inner(

@@ -29,8 +29,6 @@ pub fn thumbnail_jpeg(img: &RgbImage, max_side: u32) -> Vec<u8> {
     let resized;
     let out = if w.max(h) > max_side {
         let (nw, nh) = fit(w, h, max_side);
-        // Triangle (bilinear with proper support) is far cheaper than bicubic and at
-        // thumbnail size the difference is invisible.
         // Area averaging: as sharp as a triangle filter when shrinking several times, and several
         // times cheaper on large photos (this runs for every ingested image).
         resized = imageops::thumbnail(src, nw, nh);
@@ -38,7 +36,7 @@ pub fn thumbnail_jpeg(img: &RgbImage, max_side: u32) -> Vec<u8> {
     } else {
         src
     };
-    match encode_turbo(out) {
+    match crate::jpeg::encode(out, QUALITY) {
         Ok(jpeg) => jpeg,
         Err(e) => {
             tracing::warn!(error = %e, "thumbnail: libjpeg-turbo encoding failed; using the Rust encoder");
@@ -50,24 +48,6 @@ pub fn thumbnail_jpeg(img: &RgbImage, max_side: u32) -> Vec<u8> {
             buf
         }
     }
-}
-
-/// Baseline JPEG with libjpeg-turbo's own settings (no progressive scans, no trellis: mozjpeg's
-/// defaults would make a file a few percent smaller for several times the CPU, on every ingested
-/// image). About three times cheaper than `image`'s encoder on thumbnails
-/// (`cargo bench --bench query` prints the thumbnail's p50).
-fn encode_turbo(img: &RgbImage) -> std::io::Result<Vec<u8>> {
-    // libjpeg reports errors by unwinding (see jpeg.rs).
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
-        c.set_fastest_defaults();
-        c.set_size(img.width() as usize, img.height() as usize);
-        c.set_quality(f32::from(QUALITY));
-        let mut started = c.start_compress(Vec::with_capacity(16 * 1024))?;
-        started.write_scanlines(img.as_raw())?;
-        started.finish()
-    }))
-    .unwrap_or_else(|_| Err(std::io::Error::other("libjpeg error")))
 }
 
 /// Scales `(w, h)` so the longer side is `max_side`, rounding the shorter side.
