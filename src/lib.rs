@@ -35,6 +35,7 @@ pub fn model_spec(config: &Config) -> ModelSpec {
         input_name: m.input_name.clone(),
         output_name: m.output_name.clone(),
         logits_output: None,
+        features_output: Some(m.features_output.clone()).filter(|name| !name.is_empty()),
         dim: m.dim,
         input_size: m.input_size,
         resize_shorter: m.resize_shorter,

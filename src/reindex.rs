@@ -273,7 +273,9 @@ async fn reindex_item(
             && p.model_id.as_deref() == Some(model)
         {
             if adopt && item.model_id != model {
-                store.adopt_embedding(item.id, model, &p.vector).await?;
+                store
+                    .adopt_embedding(item.id, model, &p.vector, None)
+                    .await?;
             }
             return Ok(Outcome::Skipped);
         }
@@ -287,7 +289,7 @@ async fn reindex_item(
             })?,
         };
         let analysis = pipeline.analyse(bytes, false, Priority::Ingest).await?;
-        let vector = analysis.embedding;
+        let (vector, features) = (analysis.embedding, analysis.features);
         index
             .upsert(vec![Point {
                 id: item.id,
@@ -298,7 +300,12 @@ async fn reindex_item(
             }])
             .await?;
         if adopt {
-            store.adopt_embedding(item.id, model, &vector).await?;
+            store
+                .adopt_embedding(item.id, model, &vector, features.as_deref())
+                .await?;
+        } else if let Some(features) = &features {
+            // Same model: fills in the features of items stored before they were kept.
+            store.set_features(item.id, model, features).await?;
         }
         Ok(Outcome::Embedded)
     }

@@ -132,6 +132,8 @@ async fn a_new_head_changes_stored_predictions_only_through_reclassify() {
     // Trained by the service itself once there were enough labels.
     let first = wait_for_head(&service, 1).await;
     assert_eq!(first["categories"], 2, "{first}");
+    // CLIP has a token output: the head learns from the pooled tokens every item keeps.
+    assert_eq!(first["reads"], "features", "{first}");
 
     let jobs = ingest(
         &service,
@@ -142,6 +144,11 @@ async fn a_new_head_changes_stored_predictions_only_through_reclassify() {
     let item = jobs[0]["item_id"].as_str().unwrap().to_string();
     let (_, before) = service.get(&format!("/v1/items/{item}")).await;
     assert_eq!(before["category_source"], "predicted", "{before}");
+    let (_, vectors) = service
+        .get(&format!("/v1/items/{item}?vector=true"))
+        .await;
+    let features = vectors["features"].as_array().expect("features kept");
+    assert_eq!(features.len(), 768, "CLIP ViT-B/16's token width");
     assert_eq!(before["head_version"], first["version"], "{before}");
 
     // New labels and a new head: the stored prediction stays as it was.

@@ -29,6 +29,7 @@ fn new_model_env(env: &TestEnv) -> Vec<(String, String)> {
         ),
         ("LOOKALIKE_MODEL__INPUT_NAME", "input".into()),
         ("LOOKALIKE_MODEL__OUTPUT_NAME", "embedding".into()),
+        ("LOOKALIKE_MODEL__FEATURES_OUTPUT", String::new()),
         ("LOOKALIKE_MODEL__DIM", "1280".into()),
         ("LOOKALIKE_MODEL__RESIZE_SHORTER", "256".into()),
         // (x - 127) / 128 on the 0..255 scale (MODELS.md).

@@ -32,6 +32,9 @@ pub struct CachedImage {
     pub item_id: String,
     /// L2-normalised.
     pub vector: Vec<f32>,
+    /// The model's pooled tokens (what the classifier head reads), when the service keeps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<Vec<f32>>,
 }
 
 fn digest(path: &Path) -> Result<String> {
@@ -46,18 +49,21 @@ pub fn save(
     samples: &[&Sample],
     item_ids: &[String],
     vectors: &[Vec<f32>],
+    features: Option<&[Vec<f32>]>,
 ) -> Result<()> {
     let images = samples
         .iter()
         .zip(item_ids)
         .zip(vectors)
-        .map(|((s, id), v)| {
+        .enumerate()
+        .map(|(i, ((s, id), v))| {
             Ok(CachedImage {
                 file: s.rel.clone(),
                 category: s.category.clone(),
                 sha256: digest(&s.path)?,
                 item_id: id.clone(),
                 vector: v.clone(),
+                features: features.map(|f| f[i].clone()),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -77,13 +83,18 @@ pub fn save(
     Ok(())
 }
 
+/// What a vector file holds for the evaluated images, in sample order.
+#[derive(Debug)]
+pub struct Loaded {
+    pub item_ids: Vec<String>,
+    pub vectors: Vec<Vec<f32>>,
+    /// Every image's features, or `None` when the file has none (or not for every image).
+    pub features: Option<Vec<Vec<f32>>>,
+}
+
 /// The cached vector of every sample, in sample order (with the item ids), after checking that the
 /// file was made by one of `models` from exactly these images.
-pub fn load(
-    path: &Path,
-    models: &[String],
-    samples: &[Sample],
-) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
+pub fn load(path: &Path, models: &[String], samples: &[Sample]) -> Result<Loaded> {
     let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
     let file: VectorFile = serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a vector file of lookalike eval", path.display()))?;
@@ -107,6 +118,7 @@ pub fn load(
     }
     let mut ids = Vec::with_capacity(samples.len());
     let mut vectors = Vec::with_capacity(samples.len());
+    let mut features = Vec::with_capacity(samples.len());
     for s in samples {
         let cached = by_file
             .get(s.rel.as_str())
@@ -120,8 +132,13 @@ pub fn load(
         }
         ids.push(cached.item_id.clone());
         vectors.push(cached.vector.clone());
+        features.push(cached.features.clone());
     }
-    Ok((ids, vectors))
+    Ok(Loaded {
+        item_ids: ids,
+        vectors,
+        features: features.into_iter().collect(),
+    })
 }
 
 #[cfg(test)]
@@ -148,13 +165,32 @@ mod tests {
         let file = dir.path().join("cache/v.json");
         let ids = vec!["id-1".to_string(), "id-2".to_string()];
         let vectors = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
-        save(&file, "m1", "set", &[&a, &b], &ids, &vectors).unwrap();
+        let features = vec![vec![0.5; 3], vec![-0.5; 3]];
+        save(
+            &file,
+            "m1",
+            "set",
+            &[&a, &b],
+            &ids,
+            &vectors,
+            Some(&features),
+        )
+        .unwrap();
         let m1 = ["m0".to_string(), "m1".to_string()];
 
         // Read back in a different sample order: matched by file, answered in sample order.
-        let (got_ids, got) = load(&file, &m1, &[b.clone(), a.clone()]).unwrap();
-        assert_eq!(got_ids, ["id-2", "id-1"]);
-        assert_eq!(got, [vec![0.0, 1.0], vec![1.0, 0.0]]);
+        let got = load(&file, &m1, &[b.clone(), a.clone()]).unwrap();
+        assert_eq!(got.item_ids, ["id-2", "id-1"]);
+        assert_eq!(got.vectors, [vec![0.0, 1.0], vec![1.0, 0.0]]);
+        assert_eq!(got.features, Some(vec![vec![-0.5; 3], vec![0.5; 3]]));
+
+        // A file kept without features answers none.
+        let plain = dir.path().join("cache/plain.json");
+        save(&plain, "m1", "set", &[&a, &b], &ids, &vectors, None).unwrap();
+        assert_eq!(
+            load(&plain, &m1, &[a.clone(), b.clone()]).unwrap().features,
+            None
+        );
 
         let err = load(&file, &["m2".to_string()], &[a.clone(), b.clone()]).unwrap_err();
         assert!(err.to_string().contains("model m1"), "{err}");

@@ -8,19 +8,29 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lookalike_classifier::{
-    Evidence, Head, HeadInput, Prediction, Settings, TrainSettings, categories_to_search, decide,
+    Evidence, Head, HeadInput, Prediction, Reads, Settings, TrainSettings, categories_to_search,
+    decide,
 };
 
 /// Everything the folds need to know about the labelled images.
 pub struct Data<'a> {
     /// Unit-length embeddings.
     pub vectors: &'a [Vec<f32>],
+    /// Every image's pooled tokens, when the service keeps them: the head then learns from them, as
+    /// the service's does ([`lookalike_classifier::Reads::for_examples`]).
+    pub features: Option<&'a [Vec<f32>]>,
     pub labels: &'a [&'a str],
     /// Item ids: training examples are taken in this order, as the service takes them (`ORDER BY id`).
     pub ids: &'a [String],
     /// Fold of each image ([`assign_folds`]).
     pub folds: &'a [usize],
     pub k: usize,
+}
+
+impl Data<'_> {
+    fn features_of(&self, image: usize) -> Option<&[f32]> {
+        self.features.map(|f| f[image].as_slice())
+    }
 }
 
 /// The classifier's settings as the service reports them (`/v1/status`).
@@ -181,13 +191,12 @@ pub fn train_fold(d: &Data, fold: &Fold, c: &Classifier, keep: impl Fn(usize) ->
     let categories = sums.len();
     let prototypes = sums.into_iter().map(|(c, s)| (c.to_string(), s)).collect();
     let head = if c.head && members.len() >= c.min_labels {
+        let reads = Reads::for_examples(members.iter().map(|p| d.features_of(fold.train[*p])));
         let examples: Vec<lookalike_classifier::Example> = members
             .iter()
-            .map(|p| {
-                (
-                    d.vectors[fold.train[*p]].as_slice(),
-                    d.labels[fold.train[*p]],
-                )
+            .filter_map(|p| {
+                let i = fold.train[*p];
+                Some((reads.pick(&d.vectors[i], d.features_of(i))?, d.labels[i]))
             })
             .collect();
         let settings = TrainSettings {
@@ -195,7 +204,7 @@ pub fn train_fold(d: &Data, fold: &Fold, c: &Classifier, keep: impl Fn(usize) ->
             shrinkage: c.shrinkage,
             ..Default::default()
         };
-        lookalike_classifier::fit(&examples, &settings).map(|f| f.head)
+        lookalike_classifier::fit(&examples, &settings).map(|f| Head { reads, ..f.head })
     } else {
         None
     };
@@ -257,6 +266,7 @@ pub fn answer(
             let prediction = decide(
                 &Evidence {
                     embedding: &d.vectors[image],
+                    features: d.features_of(image),
                     voters: &voters,
                     prototypes: &trained.prototypes,
                     head,
@@ -399,6 +409,7 @@ mod tests {
         let folds = [0, 1, 1, 1, 1, 1];
         let d = Data {
             vectors: &vectors,
+            features: None,
             labels: &labels,
             ids: &ids,
             folds: &folds,

@@ -207,7 +207,7 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
 
     // 2. Raw baseline.
     let t = Instant::now();
-    let vectors = api.vectors(&item_ids).await?;
+    let (vectors, features) = api.vectors(&item_ids).await?;
     let figures = Figures::of(&samples, &vectors);
     let (labels, siblings) = (&figures.labels, &figures.siblings);
     let vector_secs = t.elapsed().as_secs_f64();
@@ -253,6 +253,7 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     let t = Instant::now();
     let data = folds::Data {
         vectors: &vectors,
+        features: features.as_deref(),
         labels,
         ids: &item_ids,
         folds: &fold_of,
@@ -269,6 +270,7 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             &samples,
             &item_ids,
             &vectors,
+            features.as_deref(),
         )?;
         eprintln!("vectors kept in {}", path.display());
     }
@@ -376,13 +378,25 @@ fn from_vectors(
             m.id
         })
         .collect();
-    let (item_ids, vectors) = cache::load(file, &model_ids, samples)?;
+    let cache::Loaded {
+        item_ids,
+        vectors,
+        features,
+    } = cache::load(file, &model_ids, samples)?;
+    if features.is_none() && !config.model.features_output.is_empty() {
+        bail!(
+            "{} holds no features, but the service's head learns from them (model.features_output = {:?}): run the eval against the service with --save-vectors again",
+            file.display(),
+            config.model.features_output
+        );
+    }
     let (folds_k, fold_of) = fold_plan(samples, args.folds);
     let samples: Vec<&Sample> = samples.iter().collect();
     let figures = Figures::of(&samples, &vectors);
     let t = Instant::now();
     let data = folds::Data {
         vectors: &vectors,
+        features: features.as_deref(),
         labels: &figures.labels,
         ids: &item_ids,
         folds: &fold_of,
@@ -620,23 +634,28 @@ impl Api {
         Ok(outcomes.into_iter().map(Option::unwrap).collect())
     }
 
-    /// Each item's stored embedding, L2-normalised.
-    async fn vectors(&self, item_ids: &[String]) -> Result<Vec<Vec<f32>>> {
-        stream::iter(item_ids.iter().map(|id| async move {
-            let item = self
-                .json(
-                    self.api
-                        .http()
-                        .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
-                )
-                .await?;
-            let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
-                .with_context(|| format!("item {id} has no vector"))?;
-            Ok(normalise(v))
-        }))
-        .buffered(self.concurrency)
-        .try_collect()
-        .await
+    /// Each item's stored embedding, L2-normalised, and every item's features when all have them.
+    async fn vectors(&self, item_ids: &[String]) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
+        let both: Vec<(Vec<f32>, Option<Vec<f32>>)> =
+            stream::iter(item_ids.iter().map(|id| async move {
+                let item = self
+                    .json(
+                        self.api
+                            .http()
+                            .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
+                    )
+                    .await?;
+                let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
+                    .with_context(|| format!("item {id} has no vector"))?;
+                let f: Option<Vec<f32>> = serde_json::from_value(item["features"].clone())
+                    .with_context(|| format!("item {id}: features"))?;
+                Ok::<_, anyhow::Error>((normalise(v), f))
+            }))
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        let (vectors, features): (Vec<_>, Vec<_>) = both.into_iter().unzip();
+        Ok((vectors, features.into_iter().collect()))
     }
 
     /// The service's `model.id` (`/v1/status`).

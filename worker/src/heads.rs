@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use lookalike_classifier::{Head, HeadInput, TrainSettings};
+use lookalike_classifier::{Head, HeadInput, Reads, TrainSettings};
 use lookalike_core::config::Classify;
 use lookalike_store::{NewHead, Store, StoreError, StoredHead};
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,7 @@ impl LoadedHead {
         serde_json::json!({
             "version": self.version,
             "categories": self.head.categories.len(),
+            "reads": self.head.reads,
             "trained_on": self.trained_on,
             "held_out": self.held_out,
             "held_out_accuracy": self.held_out_accuracy,
@@ -180,14 +181,22 @@ pub async fn train_now(
         shrinkage: c.head_shrinkage,
         ..Default::default()
     };
+    let reads = Reads::for_examples(examples.iter().map(|e| e.features.as_deref()));
     let started = Instant::now();
     // Seconds of CPU for a large catalogue: off the async runtime.
     let fitted = tokio::task::spawn_blocking(move || {
         let refs: Vec<lookalike_classifier::Example> = examples
             .iter()
-            .map(|e| (e.embedding.as_slice(), e.category.as_str()))
+            .filter_map(|e| {
+                Some((
+                    reads.pick(&e.embedding, e.features.as_deref())?,
+                    e.category.as_str(),
+                ))
+            })
             .collect();
-        lookalike_classifier::fit(&refs, &settings)
+        let mut fitted = lookalike_classifier::fit(&refs, &settings)?;
+        fitted.head.reads = reads;
+        Some(fitted)
     })
     .await
     .expect("head training panicked");
@@ -211,6 +220,7 @@ pub async fn train_now(
         version = stored.version,
         trained_on = labelled,
         categories = category_count,
+        reads = ?reads,
         held_out_accuracy = fitted.held_out_accuracy,
         iterations = fitted.iterations,
         training_ms,

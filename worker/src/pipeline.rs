@@ -79,6 +79,9 @@ pub struct Analysis {
     pub width: u32,
     pub height: u32,
     pub embedding: Vec<f32>,
+    /// The model's pooled tokens, what the classifier head reads (none for a model without a token
+    /// output).
+    pub features: Option<Vec<f32>>,
     pub thumbnail_jpeg: Vec<u8>,
     /// What the cold-start prior says, when some configured category has no labelled items yet.
     pub prior: Option<Masses>,
@@ -169,6 +172,7 @@ impl Pipeline {
             None => match self
                 .timed_classify(
                     &analysis.embedding,
+                    analysis.features.as_deref(),
                     analysis.prior.as_ref(),
                     Some(&Exclude {
                         id: job.id,
@@ -251,6 +255,7 @@ impl Pipeline {
             model_id: self.model_id().to_string(),
             thumbnail_jpeg: analysis.thumbnail_jpeg,
             vector: analysis.embedding,
+            features: analysis.features,
         };
         let committed = {
             let _timed = time_stage(Stage::Commit);
@@ -310,12 +315,18 @@ impl Pipeline {
         ) else {
             return Ok(None);
         };
+        let features = self.store.item_features(item.id).await?;
+        if features.is_none() && self.batcher.embedder().spec().features_output.is_some() {
+            // Stored before features were kept: run the model, so this item gets them.
+            return Ok(None);
+        }
         tracing::info!(from_item = %item.id, "same bytes as a stored item: embedding reused");
         Ok(Some(Analysis {
             format: item.format,
             width: item.width as u32,
             height: item.height as u32,
             embedding,
+            features,
             thumbnail_jpeg,
             prior: None,
         }))
@@ -412,6 +423,7 @@ impl Pipeline {
             width: image.width,
             height: image.height,
             embedding: output.embedding,
+            features: output.features,
             thumbnail_jpeg,
             prior,
         })
@@ -463,20 +475,24 @@ impl Pipeline {
     async fn timed_classify(
         &self,
         embedding: &[f32],
+        features: Option<&[f32]>,
         prior_masses: Option<&Masses>,
         exclude: Option<&Exclude>,
     ) -> Result<Option<classify::Prediction>, JobError> {
         let _timed = time_stage(Stage::Classify);
-        self.classify(embedding, prior_masses, exclude).await
+        self.classify(embedding, features, prior_masses, exclude)
+            .await
     }
 
     /// Predicts a category from the labelled items: neighbours' vote and category prototypes mixed
     /// with the trained head (see [`classify::decide`]), plus the cold-start prior (see [`prior`]) for
     /// configured categories that have no labels yet. `None` when nothing is labelled and there is no
-    /// prior.
+    /// prior. `features` are the image's pooled tokens, which a head trained on them reads (without
+    /// them such a head stays out of the decision).
     pub async fn classify(
         &self,
         embedding: &[f32],
+        features: Option<&[f32]>,
         prior_masses: Option<&Masses>,
         exclude: Option<&Exclude>,
     ) -> Result<Option<classify::Prediction>, JobError> {
@@ -514,6 +530,7 @@ impl Pipeline {
         let labelled = classify::decide(
             &classify::Evidence {
                 embedding,
+                features,
                 voters: &voters,
                 prototypes: &prototypes,
                 head: head.as_deref().map(|h| h.input()),

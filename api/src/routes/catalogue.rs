@@ -159,9 +159,10 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             id: *id,
             labelled: None,
         };
+        let features = state.store.item_features(*id).await?;
         let prediction = state
             .pipeline
-            .classify(&vector, None, Some(&exclude))
+            .classify(&vector, features.as_deref(), None, Some(&exclude))
             .await
             .map_err(|e| ApiError::unavailable(e.code, e.message))?;
         let keep = item.category.as_ref().is_some_and(|c| cold.contains(c));

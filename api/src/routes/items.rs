@@ -26,7 +26,8 @@ pub fn router() -> Router<AppState> {
 
 #[derive(Deserialize)]
 struct ShowQuery {
-    /// `?vector=true` adds the stored embedding (for export and for checking the model's output).
+    /// `?vector=true` adds the stored embedding (for export and for checking the model's output) and
+    /// the features the classifier head reads (`null` when none are kept).
     #[serde(default)]
     vector: bool,
 }
@@ -42,6 +43,8 @@ async fn show(
     if q.vector {
         body["vector"] =
             serde_json::to_value(state.index.get_vector(id).await?).unwrap_or_default();
+        body["features"] =
+            serde_json::to_value(state.store.item_features(id).await?).unwrap_or_default();
     }
     Ok(Json(body))
 }

@@ -466,6 +466,7 @@ async fn search(
         .pipeline
         .classify(
             &analysis.embedding,
+            analysis.features.as_deref(),
             analysis.prior.as_ref(),
             exclude.as_ref(),
         )

@@ -37,6 +37,9 @@ pub struct HeadInput<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Evidence<'a> {
     pub embedding: &'a [f32],
+    /// The model's pooled tokens, when it has a token output: what a head that
+    /// [`Reads::Features`](crate::Reads::Features) is given. Without them such a head stays silent.
+    pub features: Option<&'a [f32]>,
     /// Labelled neighbours as `(similarity, category)`, nearest first, already cut to the number that
     /// votes.
     pub voters: &'a [(f32, String)],
@@ -63,8 +66,11 @@ pub fn decide(e: &Evidence, s: &Settings) -> Option<Prediction> {
         prototype_scores(e.embedding, e.prototypes, s.prototype_temperature),
         s.prototype_weight,
     );
-    let mixed = match e.head {
-        Some(h) => match (rank(h.head.predict(e.embedding)), untrained) {
+    let mixed = match e
+        .head
+        .and_then(|h| Some((h, h.head.reads.pick(e.embedding, e.features)?)))
+    {
+        Some((h, input)) => match (rank(h.head.predict(input)), untrained) {
             (Some(trained), untrained) => {
                 let weight = head_weight(h.labels_per_category, s.head_takeover);
                 mix(trained, untrained, weight).map(|p| Prediction {
@@ -140,6 +146,7 @@ mod tests {
         let voters = vec![(0.9, "coat".to_string()), (0.5, "dress".to_string())];
         let e = Evidence {
             embedding: &[1.0, 0.0, 0.0],
+            features: None,
             voters: &voters,
             prototypes: &[],
             head: None,
@@ -157,6 +164,7 @@ mod tests {
         let voters = vec![(0.9, "dress".to_string())];
         let with = |labels| Evidence {
             embedding: &[1.0, 0.0, 0.0],
+            features: None,
             voters: &voters,
             prototypes: &[],
             head: Some(HeadInput {
@@ -174,12 +182,40 @@ mod tests {
         assert_eq!(head_weight(3.0, 0.0), 1.0);
     }
 
+    use crate::head::Reads;
+
+    #[test]
+    fn a_head_on_features_reads_the_features_and_is_silent_without_them() {
+        let h = Head {
+            reads: Reads::Features,
+            ..head()
+        };
+        let voters = vec![(0.9, "dress".to_string())];
+        let with = |features| Evidence {
+            // The embedding points at dress: only the features may make the head say coat.
+            embedding: &[0.0, 1.0, 0.0],
+            features,
+            voters: &voters,
+            prototypes: &[],
+            head: Some(HeadInput {
+                head: &h,
+                version: 4,
+                labels_per_category: 1000.0,
+            }),
+        };
+        let p = decide(&with(Some(&[1.0, 0.0, 0.0])), &SETTINGS).unwrap();
+        assert_eq!((p.category.as_str(), p.head_version), ("coat", Some(4)));
+        let p = decide(&with(None), &SETTINGS).unwrap();
+        assert_eq!((p.category.as_str(), p.head_version), ("dress", None));
+    }
+
     #[test]
     fn a_category_the_head_has_not_seen_still_gets_its_votes() {
         let h = head();
         let voters = vec![(0.95, "scarf".to_string())];
         let e = Evidence {
             embedding: &[0.0, 0.0, 1.0],
+            features: None,
             voters: &voters,
             prototypes: &[],
             head: Some(HeadInput {

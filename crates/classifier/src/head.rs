@@ -21,9 +21,49 @@ use serde::{Deserialize, Serialize};
 
 use crate::lbfgs;
 
+/// What a head reads from an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reads {
+    /// The search embedding (heads stored before features existed, and models without a token
+    /// output).
+    #[default]
+    Embedding,
+    /// The model's pooled tokens (`model.features_output`).
+    Features,
+}
+
+impl Reads {
+    /// What a head trained on these examples' `features` reads: the features when every example has
+    /// them, all of one length; otherwise (a catalogue partly stored before features were kept, a
+    /// model without a token output) the embedding.
+    pub fn for_examples<'a>(mut features: impl Iterator<Item = Option<&'a [f32]>>) -> Reads {
+        let Some(Some(first)) = features.next() else {
+            return Reads::Embedding;
+        };
+        let len = first.len();
+        if len > 0 && features.all(|f| f.is_some_and(|f| f.len() == len)) {
+            Reads::Features
+        } else {
+            Reads::Embedding
+        }
+    }
+
+    /// The vector of an image this head reads.
+    pub fn pick<'a>(self, embedding: &'a [f32], features: Option<&'a [f32]>) -> Option<&'a [f32]> {
+        match self {
+            Reads::Embedding => Some(embedding),
+            Reads::Features => features,
+        }
+    }
+}
+
 /// A trained head, as stored (Postgres) and loaded by every process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Head {
+    /// Which vector of an image it was trained on, and so must be given.
+    #[serde(default)]
+    pub reads: Reads,
     /// The categories it knows, in the order of its weight rows.
     pub categories: Vec<String>,
     /// Scores are `weights · (x - mean) + bias`.
@@ -108,6 +148,7 @@ pub fn train(examples: &[Example], settings: &TrainSettings) -> Option<Trained> 
     let (weights, bias) = result.point.split_at(k * dim);
     Some(Trained {
         head: Head {
+            reads: Reads::Embedding,
             categories,
             mean: whitening.mean.iter().map(|m| *m as f32).collect(),
             weights: weights
@@ -444,6 +485,30 @@ mod tests {
             assert_eq!(pa[0].0, pb[0].0);
             assert!((pa[0].1 - pb[0].1).abs() < 1e-3, "{pa:?} vs {pb:?}");
         }
+    }
+
+    #[test]
+    fn a_head_reads_features_only_when_every_example_has_them() {
+        let (a, b) = ([1.0f32, 2.0], [3.0f32]);
+        assert_eq!(
+            Reads::for_examples([Some(&a[..]), Some(&a[..])].into_iter()),
+            Reads::Features
+        );
+        assert_eq!(
+            Reads::for_examples([Some(&a[..]), None].into_iter()),
+            Reads::Embedding
+        );
+        assert_eq!(
+            Reads::for_examples([Some(&a[..]), Some(&b[..])].into_iter()),
+            Reads::Embedding
+        );
+        assert_eq!(Reads::for_examples(std::iter::empty()), Reads::Embedding);
+        // Heads stored before features existed read the embedding.
+        let old: Head = serde_json::from_value(serde_json::json!({
+            "categories": ["a"], "mean": [0.0], "weights": [1.0], "bias": [0.0], "temperature": 1.0
+        }))
+        .unwrap();
+        assert_eq!(old.reads, Reads::Embedding);
     }
 
     #[test]

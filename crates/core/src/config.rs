@@ -341,6 +341,9 @@ pub struct Model {
     pub path: PathBuf,
     pub input_name: String,
     pub output_name: String,
+    /// Token output whose pooled patch tokens the classifier head learns from ("" for none: the
+    /// head then learns from the embedding).
+    pub features_output: String,
     pub dim: usize,
     pub input_size: u32,
     pub resize_shorter: u32,

@@ -40,6 +40,8 @@ pub struct LabelledExample {
     pub id: Uuid,
     pub category: String,
     pub embedding: Vec<f32>,
+    /// The model's pooled tokens, when stored.
+    pub features: Option<Vec<f32>>,
 }
 
 /// The right to train the next head of a model, held until [`Training::save`] or drop.
@@ -101,7 +103,7 @@ impl Training {
     /// for a given set of labels).
     pub async fn examples(&mut self) -> Result<Vec<LabelledExample>> {
         Ok(sqlx::query_as(
-            "SELECT id, category, embedding FROM items
+            "SELECT id, category, embedding, features FROM items
              WHERE model_id = $1 AND category_source = 'provided' AND category IS NOT NULL
                    AND embedding IS NOT NULL
              ORDER BY id",

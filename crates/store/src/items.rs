@@ -74,6 +74,9 @@ pub struct NewItem {
     pub thumbnail_jpeg: Vec<u8>,
     /// The embedding; added to its category's prototype when the category was provided.
     pub vector: Vec<f32>,
+    /// The model's pooled tokens, what the classifier head learns from (none for a model without a
+    /// token output).
+    pub features: Option<Vec<f32>>,
 }
 
 macro_rules! item_columns {
@@ -183,7 +186,7 @@ impl ItemWrite {
 
 /// Binds a stored item's fields in the one order both writes of an item use: content_sha256,
 /// byte_size, format, width, height, category, category_source, category_confidence, model_id,
-/// embedding, head_version (a macro, since the insert and the update are different sqlx query types).
+/// embedding, head_version, features (a macro, since the insert and the update are different sqlx query types).
 macro_rules! bind_item_fields {
     ($query:expr, $item:expr) => {
         $query
@@ -198,6 +201,7 @@ macro_rules! bind_item_fields {
             .bind(&$item.model_id)
             .bind(&$item.vector)
             .bind($item.head_version)
+            .bind(&$item.features)
     };
 }
 
@@ -207,9 +211,9 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
     let insert = sqlx::query_scalar(
         "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
              content_sha256, byte_size, format, width, height, category, category_source,
-             category_confidence, model_id, metadata, embedding, head_version)
+             category_confidence, model_id, metadata, embedding, head_version, features)
          SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12, $13
          FROM jobs j WHERE j.id = $1
          ON CONFLICT (id) DO UPDATE SET
              content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
@@ -217,7 +221,7 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
              category = EXCLUDED.category, category_source = EXCLUDED.category_source,
              category_confidence = EXCLUDED.category_confidence, model_id = EXCLUDED.model_id,
              embedding = EXCLUDED.embedding, head_version = EXCLUDED.head_version,
-             updated_at = now()
+             features = EXCLUDED.features, updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(job_id);
@@ -263,7 +267,7 @@ async fn replace_item(
              file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
              height = $7, category = $8, category_source = $9, category_confidence = $10,
              model_id = $11, metadata = j.metadata, embedding = $12, head_version = $13,
-             updated_at = now()
+             features = $14, updated_at = now()
          FROM jobs j WHERE items.id = $1 AND j.id = $2",
     )
     .bind(old.id)
@@ -273,6 +277,17 @@ async fn replace_item(
 }
 
 impl Store {
+    /// An item's pooled tokens (what the classifier head reads), when stored.
+    pub async fn item_features(&self, id: Uuid) -> Result<Option<Vec<f32>>> {
+        Ok(
+            sqlx::query_scalar::<_, Option<Vec<f32>>>("SELECT features FROM items WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
     pub async fn get_item(&self, id: Uuid) -> Result<Option<Item>> {
         let sql = concat!("SELECT ", item_columns!(), " FROM items WHERE id = $1");
         Ok(sqlx::query_as(sql)

