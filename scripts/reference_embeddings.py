@@ -2,7 +2,7 @@
 would make them, for the parity tests of crates/vision (tests/parity.rs).
 
     PY=$(scripts/pyenv.sh)
-    "$PY" scripts/reference_embeddings.py --draft --models .lookalike/models \
+    "$PY" scripts/reference_embeddings.py --draft --features --models .lookalike/models \
         --out tests/fixtures/reference/expected_draft.json
 
 With --draft, JPEGs are decoded with Pillow's Image.draft("RGB", (S, S)), S = the model's resize
@@ -30,6 +30,9 @@ MODELS = {
         "mean": [0.48145466, 0.4578275, 0.40821073],
         "std": [0.26862954, 0.26130258, 0.27577711],
         "logits": None,
+        # The last hidden state [N, 197, 768]: with --features, its patch tokens averaged and
+        # layer-normalised (lookalike's model.features_output, what the classifier head reads).
+        "tokens": "onnx::Gather_1524",
     },
     "efficientnet_lite0_imagenet": {
         "file": "efficientnet_lite0_imagenet.onnx",
@@ -39,6 +42,7 @@ MODELS = {
         "mean": [127.0 / 255.0] * 3,
         "std": [128.0 / 255.0] * 3,
         "logits": "logits",
+        "tokens": None,
     },
 }
 
@@ -77,6 +81,7 @@ def main():
     ap.add_argument("--models", default=".lookalike/models")
     ap.add_argument("--out", required=True)
     ap.add_argument("--draft", action="store_true")
+    ap.add_argument("--features", action="store_true", help="also the pooled tokens (CLIP)")
     args = ap.parse_args()
     sessions = {}
     for key, spec in MODELS.items():
@@ -96,14 +101,18 @@ def main():
         }
         for key, spec in MODELS.items():
             im = load(path, spec["shorter"] if args.draft else None)
-            outputs = [spec["output"]] + ([spec["logits"]] if spec["logits"] else [])
-            result = sessions[key].run(outputs, {spec["input"]: tensor(im, spec)})
-            v = result[0][0].astype(np.float64)
+            tokens = spec["tokens"] if args.features else None
+            outputs = [spec["output"]] + [o for o in (spec["logits"], tokens) if o]
+            result = dict(zip(outputs, sessions[key].run(outputs, {spec["input"]: tensor(im, spec)})))
+            v = result[spec["output"]][0].astype(np.float64)
             out = {"decoded_size": list(im.size), "embedding_l2": (v / np.linalg.norm(v)).tolist()}
             if spec["logits"]:
-                logits = result[1][0]
+                logits = result[spec["logits"]][0]
                 top = np.argsort(-logits)[:5]
                 out["top5"] = [[int(i), float(logits[i])] for i in top]
+            if tokens:
+                pooled = result[tokens][0, 1:].astype(np.float64).mean(0)
+                out["features"] = ((pooled - pooled.mean()) / pooled.std()).tolist()
             entry[key] = out
         images[path.name] = entry
     note = (

@@ -144,9 +144,7 @@ async fn a_new_head_changes_stored_predictions_only_through_reclassify() {
     let item = jobs[0]["item_id"].as_str().unwrap().to_string();
     let (_, before) = service.get(&format!("/v1/items/{item}")).await;
     assert_eq!(before["category_source"], "predicted", "{before}");
-    let (_, vectors) = service
-        .get(&format!("/v1/items/{item}?vector=true"))
-        .await;
+    let (_, vectors) = service.get(&format!("/v1/items/{item}?vector=true")).await;
     let features = vectors["features"].as_array().expect("features kept");
     assert_eq!(features.len(), 768, "CLIP ViT-B/16's token width");
     assert_eq!(before["head_version"], first["version"], "{before}");

@@ -78,6 +78,18 @@ fn check_model(spec: ModelSpec, key: &str) {
         if cos < floor {
             failures.push(format!("{name}: cosine {cos:.5} < {floor}"));
         }
+        // The pooled tokens the classifier head reads (CLIP, made with --features).
+        if let Some(features) = want[key].get("features") {
+            let got = out
+                .features
+                .as_ref()
+                .expect("spec with a token output yields features");
+            let cos = cosine(got, &floats(features));
+            println!("{key:<28} {name:<24} features cosine {cos:.5}");
+            if cos < floor {
+                failures.push(format!("{name}: features cosine {cos:.5} < {floor}"));
+            }
+        }
         if let Some(top5) = want[key].get("top5") {
             let logits = out
                 .logits
