@@ -268,7 +268,12 @@ async fn reindex_item(
 ) -> Outcome {
     let model = pipeline.model_id();
     let result: Result<Outcome, JobError> = async {
+        // An item of this model stored before features were kept is embedded again to get them.
+        let lacks_features = pipeline.makes_features()
+            && item.model_id == model
+            && store.item_features(item.id).await?.is_none();
         if !recheck
+            && !lacks_features
             && let Some(p) = index.get_point(item.id).await?
             && p.model_id.as_deref() == Some(model)
         {

@@ -378,3 +378,50 @@ async fn a_reindex_that_cannot_run_exits_2() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("does not answer"), "{out}");
 }
+
+/// Items stored before features were kept (their `features` NULL) are embedded again by a reindex on
+/// the same model, which fills the features in; items that have them are left alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reindex_on_the_same_model_fills_in_missing_features() {
+    let env = TestEnv::new().await;
+    let images = ImageServer::start(reference_dir()).await;
+    let mut service = env.start().await;
+    let ids = service
+        .submit_urls(json!([
+            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
+            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
+        ]))
+        .await;
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    // The embedded index belongs to one process at a time.
+    service.kill();
+    let old = uuid::Uuid::parse_str(jobs[0]["item_id"].as_str().unwrap()).unwrap();
+    let mut db = env.db().await;
+    sqlx::query("UPDATE items SET features = NULL WHERE id = $1")
+        .bind(old)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let out = env
+        .command("reindex")
+        .output()
+        .expect("running lookalike reindex");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("1 embedded, 1 already there, 0 failed"),
+        "{text}"
+    );
+    let widths: Vec<Option<i32>> =
+        sqlx::query_scalar("SELECT array_length(features, 1) FROM items ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(widths, [Some(768), Some(768)], "{text}");
+}

@@ -92,6 +92,12 @@ impl Pipeline {
         &self.batcher.embedder().spec().id
     }
 
+    /// Whether the model makes features for the classifier head (a token output), which every item
+    /// then keeps.
+    pub fn makes_features(&self) -> bool {
+        self.batcher.embedder().spec().features_output.is_some()
+    }
+
     pub async fn run(&self, job_id: Uuid) -> Result<Outcome, JobError> {
         let job = match self.store.claim_job(job_id).await? {
             Claim::Run(job) => job,
@@ -316,7 +322,7 @@ impl Pipeline {
             return Ok(None);
         };
         let features = self.store.item_features(item.id).await?;
-        if features.is_none() && self.batcher.embedder().spec().features_output.is_some() {
+        if features.is_none() && self.makes_features() {
             // Stored before features were kept: run the model, so this item gets them.
             return Ok(None);
         }
