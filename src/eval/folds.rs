@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use lookalike_classifier::{
-    Evidence, Head, HeadInput, Prediction, Reads, Settings, TrainSettings, categories_to_search,
+    Evidence, Head, HeadInput, Labelled, Prediction, Settings, TrainSettings, categories_to_search,
     decide,
 };
 
@@ -17,7 +17,7 @@ pub struct Data<'a> {
     /// Unit-length embeddings.
     pub vectors: &'a [Vec<f32>],
     /// Every image's pooled tokens, when the service keeps them: the head then learns from them, as
-    /// the service's does ([`lookalike_classifier::Reads::for_examples`]).
+    /// the service's does ([`lookalike_classifier::fit_labelled`]).
     pub features: Option<&'a [Vec<f32>]>,
     pub labels: &'a [&'a str],
     /// Item ids: training examples are taken in this order, as the service takes them (`ORDER BY id`).
@@ -191,12 +191,15 @@ pub fn train_fold(d: &Data, fold: &Fold, c: &Classifier, keep: impl Fn(usize) ->
     let categories = sums.len();
     let prototypes = sums.into_iter().map(|(c, s)| (c.to_string(), s)).collect();
     let head = if c.head && members.len() >= c.min_labels {
-        let reads = Reads::for_examples(members.iter().map(|p| d.features_of(fold.train[*p])));
-        let examples: Vec<lookalike_classifier::Example> = members
+        let labelled: Vec<Labelled> = members
             .iter()
-            .filter_map(|p| {
+            .map(|p| {
                 let i = fold.train[*p];
-                Some((reads.pick(&d.vectors[i], d.features_of(i))?, d.labels[i]))
+                Labelled {
+                    embedding: &d.vectors[i],
+                    features: d.features_of(i),
+                    category: d.labels[i],
+                }
             })
             .collect();
         let settings = TrainSettings {
@@ -204,7 +207,7 @@ pub fn train_fold(d: &Data, fold: &Fold, c: &Classifier, keep: impl Fn(usize) ->
             shrinkage: c.shrinkage,
             ..Default::default()
         };
-        lookalike_classifier::fit(&examples, &settings).map(|f| Head { reads, ..f.head })
+        lookalike_classifier::fit_labelled(&labelled, &settings).map(|f| f.head)
     } else {
         None
     };

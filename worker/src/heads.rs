@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use lookalike_classifier::{Head, HeadInput, Reads, TrainSettings};
+use lookalike_classifier::{Head, HeadInput, Labelled, TrainSettings};
 use lookalike_core::config::Classify;
 use lookalike_store::{NewHead, Store, StoreError, StoredHead};
 use tokio_util::sync::CancellationToken;
@@ -181,22 +181,18 @@ pub async fn train_now(
         shrinkage: c.head_shrinkage,
         ..Default::default()
     };
-    let reads = Reads::for_examples(examples.iter().map(|e| e.features.as_deref()));
     let started = Instant::now();
     // Seconds of CPU for a large catalogue: off the async runtime.
     let fitted = tokio::task::spawn_blocking(move || {
-        let refs: Vec<lookalike_classifier::Example> = examples
+        let labelled: Vec<Labelled> = examples
             .iter()
-            .filter_map(|e| {
-                Some((
-                    reads.pick(&e.embedding, e.features.as_deref())?,
-                    e.category.as_str(),
-                ))
+            .map(|e| Labelled {
+                embedding: &e.embedding,
+                features: e.features.as_deref(),
+                category: &e.category,
             })
             .collect();
-        let mut fitted = lookalike_classifier::fit(&refs, &settings)?;
-        fitted.head.reads = reads;
-        Some(fitted)
+        lookalike_classifier::fit_labelled(&labelled, &settings)
     })
     .await
     .expect("head training panicked");
@@ -220,7 +216,7 @@ pub async fn train_now(
         version = stored.version,
         trained_on = labelled,
         categories = category_count,
-        reads = ?reads,
+        reads = ?fitted.head.reads,
         held_out_accuracy = fitted.held_out_accuracy,
         iterations = fitted.iterations,
         training_ms,

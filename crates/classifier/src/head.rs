@@ -176,6 +176,27 @@ pub struct Fitted {
     pub iterations: usize,
 }
 
+/// A labelled image as training sees it: both vectors the head could read.
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled<'a> {
+    pub embedding: &'a [f32],
+    pub features: Option<&'a [f32]>,
+    pub category: &'a str,
+}
+
+/// [`fit`] on the vector every labelled image has ([`Reads::for_examples`]): the features when all
+/// have them, else the embedding. The head records which, so predictions are given the same.
+pub fn fit_labelled(labelled: &[Labelled], settings: &TrainSettings) -> Option<Fitted> {
+    let reads = Reads::for_examples(labelled.iter().map(|l| l.features));
+    let examples: Vec<Example> = labelled
+        .iter()
+        .filter_map(|l| Some((reads.pick(l.embedding, l.features)?, l.category)))
+        .collect();
+    let mut fitted = fit(&examples, settings)?;
+    fitted.head.reads = reads;
+    Some(fitted)
+}
+
 /// Below this many examples nothing is held out: the temperature stays 1.
 const MIN_FOR_HELD_OUT: usize = 20;
 
@@ -485,6 +506,32 @@ mod tests {
             assert_eq!(pa[0].0, pb[0].0);
             assert!((pa[0].1 - pb[0].1).abs() < 1e-3, "{pa:?} vs {pb:?}");
         }
+    }
+
+    #[test]
+    fn fit_labelled_trains_on_the_features_when_all_have_them() {
+        // The embeddings cannot separate the two categories; the features can.
+        let same = [1.0f32, 0.0];
+        let (coat, dress) = ([1.0f32, 0.0, 0.2], [0.0f32, 1.0, 0.2]);
+        let labelled: Vec<Labelled> = (0..6)
+            .map(|i| Labelled {
+                embedding: &same,
+                features: Some(if i % 2 == 0 { &coat[..] } else { &dress[..] }),
+                category: if i % 2 == 0 { "coat" } else { "dress" },
+            })
+            .collect();
+        let head = fit_labelled(&labelled, &TrainSettings::default())
+            .unwrap()
+            .head;
+        assert_eq!(head.reads, Reads::Features);
+        assert_eq!(head.predict(&dress)[0].0, "dress");
+        // One image without features: the head falls back to the embeddings, for all.
+        let mut partial = labelled.clone();
+        partial[0].features = None;
+        let head = fit_labelled(&partial, &TrainSettings::default())
+            .unwrap()
+            .head;
+        assert_eq!((head.reads, head.mean.len()), (Reads::Embedding, 2));
     }
 
     #[test]

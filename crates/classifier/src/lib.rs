@@ -16,7 +16,9 @@ mod lbfgs;
 pub mod vote;
 
 pub use decide::{Evidence, HeadInput, Settings, decide, head_weight};
-pub use head::{Example, Fitted, Head, Reads, TrainSettings, Trained, fit, train};
+pub use head::{
+    Example, Fitted, Head, Labelled, Reads, TrainSettings, Trained, fit, fit_labelled, train,
+};
 pub use vote::{
     Prediction, calibrate, categories_to_search, fuse, labelled, prototype_scores, rank, vote,
 };
