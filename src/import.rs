@@ -1,7 +1,6 @@
 //! `lookalike import SOURCE`: bulk import through the API, resumable, with progress, a summary and
 //! a failures file that can be imported again.
 
-mod progress;
 pub mod source;
 mod submit;
 
@@ -16,7 +15,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
 use crate::client::{Api, ApiArgs, EXIT_FAILED, EXIT_OK, JobEnd, MAX_IDS_PER_LOOKUP};
-use progress::{Counts, Progress};
+use crate::progress::{self, Progress};
 use source::{Entry, Source};
 use submit::{BatchLimits, Submitted, Submitter};
 
@@ -84,6 +83,41 @@ enum State {
     Unsent,
     Pending { job_id: String },
     Ended { job_id: Option<String>, end: JobEnd },
+}
+
+/// Counts at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counts {
+    pub total: usize,
+    /// Entries the service took (new jobs or replayed ones) or refused.
+    pub submitted: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+impl Counts {
+    pub fn ended(&self) -> usize {
+        self.succeeded + self.failed
+    }
+
+    /// What the progress line counts: ended entries when jobs are followed to their end, else
+    /// submitted ones.
+    fn done(&self, waiting: bool) -> usize {
+        if waiting {
+            self.ended()
+        } else {
+            self.submitted
+        }
+    }
+
+    /// `1200/5000 submitted, 900 succeeded, 3 failed` (the outcomes only when followed).
+    fn shown(&self, waiting: bool) -> String {
+        let mut out = format!("{}/{} submitted", self.submitted, self.total);
+        if waiting {
+            out += &format!(", {} succeeded, {} failed", self.succeeded, self.failed);
+        }
+        out
+    }
 }
 
 /// Every entry's state and the counts shown as progress.
@@ -209,7 +243,7 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
     };
     let tracker = Mutex::new(Tracker::new(entries.len()));
     let all_sent = AtomicBool::new(false);
-    let mut progress = Progress::new(wait);
+    let mut progress = Progress::new("import");
 
     let submit_all = async {
         stream::iter(batches.iter().map(|b| submitter.submit(b)))
@@ -257,7 +291,7 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
                 let t = tracker.lock().unwrap();
                 (t.counts, t.pending.len(), t.last_change)
             };
-            progress.update(counts);
+            progress.update(counts.done(wait), counts.total, || counts.shown(wait));
             if sent && (!wait || pending == 0) {
                 return Ok(false);
             }
@@ -269,7 +303,8 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
     };
     let ((), stalled) = tokio::try_join!(submit_all, follow)?;
     let tracker = tracker.into_inner().unwrap();
-    progress.finish(tracker.counts);
+    let c = tracker.counts;
+    progress.finish(c.done(wait), c.total, &c.shown(wait));
 
     let failures = failures(&entries, &tracker.states);
     let failures_file = write_failures(&failures, &failures_path, args.failures.is_none())?;
@@ -525,6 +560,35 @@ mod tests {
         assert!(path.exists());
         write_failures(&[], &path, true).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn the_progress_line_shows_submitted_and_ended_entries() {
+        let counts = Counts {
+            total: 5000,
+            submitted: 1200,
+            succeeded: 900,
+            failed: 3,
+        };
+        let line = |waiting: bool, rate, secs| {
+            progress::line(
+                "import",
+                &counts.shown(waiting),
+                counts.done(waiting),
+                counts.total,
+                rate,
+                Duration::from_secs(secs),
+            )
+        };
+        assert_eq!(
+            line(true, Some(14.2), 61),
+            "import: 1200/5000 submitted, 900 succeeded, 3 failed, 14.2/s, ETA 4m49s, 1m01s"
+        );
+        // Without waiting, the rate and ETA are about submitting.
+        assert_eq!(
+            line(false, Some(100.0), 12),
+            "import: 1200/5000 submitted, 100.0/s, ETA 38s, 12s"
+        );
     }
 
     #[test]

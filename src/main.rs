@@ -11,6 +11,7 @@ mod eval;
 mod folder;
 mod import;
 mod keys;
+mod progress;
 mod reclassify;
 mod reindex;
 

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -24,6 +24,8 @@ use lookalike_worker::batcher::Priority;
 use lookalike_worker::pipeline::point_attrs;
 use lookalike_worker::{JobError, Pipeline};
 use serde_json::json;
+
+use crate::progress::Progress;
 
 pub const AFTER_HELP: &str = "\
 Run it with the NEW model's configuration beside the running service; the embedded index needs a NEW
@@ -58,6 +60,8 @@ const MAX_PASSES: usize = 5;
 
 #[derive(Default, Debug)]
 struct Tally {
+    /// Items in the catalogue when the run started.
+    total: usize,
     seen: usize,
     embedded: usize,
     skipped: usize,
@@ -70,6 +74,18 @@ struct Tally {
 impl Tally {
     fn failed(&self) -> usize {
         self.failed.values().sum()
+    }
+
+    /// `120/400 items (100 embedded, 18 already there, 2 failed)`, for the progress line.
+    fn shown(&self) -> String {
+        format!(
+            "{}/{} items ({} embedded, {} already there, {} failed)",
+            self.seen,
+            self.total,
+            self.embedded,
+            self.skipped,
+            self.failed()
+        )
     }
 }
 
@@ -100,8 +116,11 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
     tracing::info!(model, total, backend = index.name(), "reindex started");
 
     let started = Instant::now();
-    let mut tally = Tally::default();
-    let mut progress = Progress::new(total);
+    let mut tally = Tally {
+        total,
+        ..Tally::default()
+    };
+    let mut progress = Progress::new("reindex");
     let mut since: Option<DateTime<Utc>> = None;
     let mut passes = 0;
     let mut settled = false;
@@ -132,7 +151,7 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         }
         since = Some(pass_start);
     }
-    progress.draw(&tally, true);
+    progress.finish(tally.seen, total, &tally.shown());
 
     let prototypes = rebuild_prototypes(&store, index.as_ref(), &model).await?;
     // On a Qdrant server the alias (index.collection) names the current model's collection; it
@@ -254,7 +273,7 @@ async fn pass(
                 }
             }
         }
-        progress.draw(tally, false);
+        progress.update(tally.seen, tally.total, || tally.shown());
     }
 }
 
@@ -352,45 +371,4 @@ async fn rebuild_prototypes(
         sums.into_iter().map(|(c, (s, n))| (c, s, n)).collect();
     store.replace_prototypes(model, &rows).await?;
     Ok(rows.len())
-}
-
-/// A progress line on stderr every few seconds: done, rate, ETA.
-struct Progress {
-    total: usize,
-    started: Instant,
-    last: Option<Instant>,
-}
-
-impl Progress {
-    fn new(total: usize) -> Self {
-        Progress {
-            total,
-            started: Instant::now(),
-            last: None,
-        }
-    }
-
-    fn draw(&mut self, t: &Tally, force: bool) {
-        let now = Instant::now();
-        if !force && self.last.is_some_and(|l| now - l < Duration::from_secs(2)) {
-            return;
-        }
-        self.last = Some(now);
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = t.seen as f64 / secs;
-        let left = self.total.saturating_sub(t.seen);
-        let eta = if rate > 0.0 {
-            format!(", ETA {:.0}s", left as f64 / rate)
-        } else {
-            String::new()
-        };
-        eprintln!(
-            "reindex: {}/{} items ({} embedded, {} already there, {} failed), {rate:.1}/s{eta}",
-            t.seen,
-            self.total,
-            t.embedded,
-            t.skipped,
-            t.failed()
-        );
-    }
 }

@@ -37,6 +37,7 @@ mod crossval;
 mod folds;
 mod tune;
 use crate::folder::file_name;
+use crate::progress::Progress;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -595,8 +596,8 @@ impl Api {
             .map(|(i, id)| (id.as_str(), i))
             .collect();
         let mut outcomes: Vec<Option<Result<String, String>>> = vec![None; ids.len()];
-        let (start, mut last_progress, mut last_print) =
-            (Instant::now(), Instant::now(), Instant::now());
+        let mut last_progress = Instant::now();
+        let mut progress = Progress::new("eval ingest");
         let mut pending: Vec<String> = ids.to_vec();
         while !pending.is_empty() {
             for (id, end) in self.api.ended_jobs(&pending).await? {
@@ -618,19 +619,18 @@ impl Api {
                 );
             }
             let done = ids.len() - pending.len();
-            if pending.is_empty() || last_print.elapsed() > Duration::from_secs(2) {
-                let secs = start.elapsed().as_secs_f64();
-                eprintln!(
-                    "ingest: {done}/{} jobs ended ({:.1} images/s)",
-                    ids.len(),
-                    done as f64 / secs
-                );
-                last_print = Instant::now();
-            }
+            progress.update(done, ids.len(), || {
+                format!("{done}/{} jobs ended", ids.len())
+            });
             if !pending.is_empty() {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+        progress.finish(
+            ids.len(),
+            ids.len(),
+            &format!("{0}/{0} jobs ended", ids.len()),
+        );
         Ok(outcomes.into_iter().map(Option::unwrap).collect())
     }
 
@@ -709,8 +709,8 @@ impl Api {
         exclude: Option<&[String]>,
         category: &str,
     ) -> Vec<Result<(Answer, f64)>> {
-        let start = Instant::now();
-        let mut last_print = Instant::now();
+        let mut progress = Progress::new("eval search");
+        let shown = |n: usize| format!("{n}/{} searches ({category})", samples.len());
         let mut out = Vec::with_capacity(samples.len());
         let mut searches = stream::iter(
             samples
@@ -721,17 +721,9 @@ impl Api {
         .buffered(self.concurrency);
         while let Some(answer) = searches.next().await {
             out.push(answer);
-            if out.len() == samples.len() || last_print.elapsed() > Duration::from_secs(2) {
-                let secs = start.elapsed().as_secs_f64();
-                eprintln!(
-                    "search ({category}): {}/{} ({:.1} searches/s)",
-                    out.len(),
-                    samples.len(),
-                    out.len() as f64 / secs
-                );
-                last_print = Instant::now();
-            }
+            progress.update(out.len(), samples.len(), || shown(out.len()));
         }
+        progress.finish(out.len(), samples.len(), &shown(out.len()));
         out
     }
 

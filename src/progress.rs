@@ -1,34 +1,19 @@
-//! The import's progress line on stderr: redrawn in place on a terminal, one line every few seconds
-//! otherwise (a log file or CI output should not get a line per redraw).
+//! The progress line of the long commands (`import`, `reindex`, `eval`) on stderr: redrawn in place on
+//! a terminal, one line every few seconds otherwise (a log file or CI output should not get a line per
+//! redraw), always in one shape: `import: <what each command counts>, 14.2/s, ETA 4m27s, 1m01s`.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
-
-/// Counts at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counts {
-    pub total: usize,
-    /// Entries the service took (new jobs or replayed ones) or refused.
-    pub submitted: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-}
-
-impl Counts {
-    pub fn ended(&self) -> usize {
-        self.succeeded + self.failed
-    }
-}
 
 /// The rate is measured over this much recent time, so a resumed run (whose first thousands of
 /// entries replay at once) soon shows the real pace.
 const RATE_WINDOW: Duration = Duration::from_secs(30);
 
 pub struct Progress {
+    /// The command's name, first on the line.
+    label: &'static str,
     tty: bool,
-    /// Whether jobs are followed to their end (the rate and ETA then count ended entries).
-    waiting: bool,
     every: Duration,
     started: Instant,
     last_draw: Option<Instant>,
@@ -37,11 +22,11 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(waiting: bool) -> Self {
+    pub fn new(label: &'static str) -> Self {
         let tty = std::io::stderr().is_terminal();
         Progress {
+            label,
             tty,
-            waiting,
             every: if tty {
                 Duration::from_millis(200)
             } else {
@@ -54,10 +39,11 @@ impl Progress {
         }
     }
 
-    /// Records the counts and redraws when it is time to.
-    pub fn update(&mut self, counts: Counts) {
+    /// Records that `done` of `total` are done (what the rate and ETA count) and redraws when it is
+    /// time to, with `counts` (the command's own counts, made only when drawn) after the label.
+    pub fn update(&mut self, done: usize, total: usize, counts: impl FnOnce() -> String) {
         let now = Instant::now();
-        self.samples.push_back((now, self.done(&counts)));
+        self.samples.push_back((now, done));
         while self
             .samples
             .front()
@@ -69,29 +55,27 @@ impl Progress {
             .last_draw
             .is_none_or(|t| now.duration_since(t) >= self.every)
         {
-            self.draw(counts);
+            self.draw(done, total, &counts());
         }
     }
 
     /// The last line, drawn whatever the time, and the end of the redrawn line.
-    pub fn finish(&mut self, counts: Counts) {
-        self.draw(counts);
+    pub fn finish(&mut self, done: usize, total: usize, counts: &str) {
+        self.draw(done, total, counts);
         if self.tty {
             eprintln!();
         }
     }
 
-    fn done(&self, counts: &Counts) -> usize {
-        if self.waiting {
-            counts.ended()
-        } else {
-            counts.submitted
-        }
-    }
-
-    fn draw(&mut self, counts: Counts) {
-        let rate = self.rate();
-        let line = line(counts, self.waiting, rate, self.started.elapsed());
+    fn draw(&mut self, done: usize, total: usize, counts: &str) {
+        let line = line(
+            self.label,
+            counts,
+            done,
+            total,
+            self.rate(),
+            self.started.elapsed(),
+        );
         let mut err = std::io::stderr().lock();
         if self.tty {
             // Pad over the rest of a longer previous line.
@@ -105,32 +89,31 @@ impl Progress {
         self.last_draw = Some(Instant::now());
     }
 
-    /// Entries per second over the recent window.
+    /// Done per second over the recent window.
     fn rate(&self) -> Option<f64> {
         let (t0, n0) = self.samples.front()?;
         let (t1, n1) = self.samples.back()?;
         let secs = t1.duration_since(*t0).as_secs_f64();
-        (secs >= 1.0).then(|| (n1 - n0) as f64 / secs)
+        (secs >= 1.0).then(|| n1.saturating_sub(*n0) as f64 / secs)
     }
 }
 
-/// `import: 1200/5000 submitted, 900 succeeded, 3 failed, 14.2/s, ETA 4m27s`
-pub fn line(counts: Counts, waiting: bool, rate: Option<f64>, elapsed: Duration) -> String {
-    let mut out = format!("import: {}/{} submitted", counts.submitted, counts.total);
-    if waiting {
-        out += &format!(", {} succeeded, {} failed", counts.succeeded, counts.failed);
-    }
-    let done = if waiting {
-        counts.ended()
-    } else {
-        counts.submitted
-    };
+/// `import: 1200/5000 submitted, 900 succeeded, 3 failed, 14.2/s, ETA 4m27s, 1m01s`
+pub fn line(
+    label: &str,
+    counts: &str,
+    done: usize,
+    total: usize,
+    rate: Option<f64>,
+    elapsed: Duration,
+) -> String {
+    let mut out = format!("{label}: {counts}");
     match rate {
         Some(r) => {
             out += &format!(", {r:.1}/s");
-            if done < counts.total && r > 0.0 {
-                out += &format!(", ETA {}", clock((counts.total - done) as f64 / r));
-            } else if done < counts.total {
+            if done < total && r > 0.0 {
+                out += &format!(", ETA {}", clock((total - done) as f64 / r));
+            } else if done < total {
                 out += ", ETA –";
             }
         }
@@ -155,34 +138,43 @@ mod tests {
 
     #[test]
     fn the_line_shows_counts_rate_and_time_left() {
-        let counts = Counts {
-            total: 5000,
-            submitted: 1200,
-            succeeded: 900,
-            failed: 3,
-        };
         assert_eq!(
-            line(counts, true, Some(14.2), Duration::from_secs(61)),
-            "import: 1200/5000 submitted, 900 succeeded, 3 failed, 14.2/s, ETA 4m49s, 1m01s"
-        );
-        // Without waiting, the rate and ETA are about submitting.
-        assert_eq!(
-            line(counts, false, Some(100.0), Duration::from_secs(12)),
-            "import: 1200/5000 submitted, 100.0/s, ETA 38s, 12s"
+            line(
+                "reindex",
+                "10/50 items",
+                10,
+                50,
+                Some(2.0),
+                Duration::from_secs(61)
+            ),
+            "reindex: 10/50 items, 2.0/s, ETA 20s, 1m01s"
         );
         assert_eq!(
-            line(counts, true, None, Duration::ZERO),
-            "import: 1200/5000 submitted, 900 succeeded, 3 failed, –/s, 0s"
+            line("eval", "0/4 jobs ended", 0, 4, None, Duration::ZERO),
+            "eval: 0/4 jobs ended, –/s, 0s"
         );
-        let finished = Counts {
-            total: 4,
-            submitted: 4,
-            succeeded: 3,
-            failed: 1,
-        };
         assert_eq!(
-            line(finished, true, Some(2.0), Duration::from_secs(2)),
-            "import: 4/4 submitted, 3 succeeded, 1 failed, 2.0/s, 2s"
+            line(
+                "eval",
+                "1/4 jobs ended",
+                1,
+                4,
+                Some(0.0),
+                Duration::from_secs(3)
+            ),
+            "eval: 1/4 jobs ended, 0.0/s, ETA –, 3s"
+        );
+        // Done: no time left to show.
+        assert_eq!(
+            line(
+                "eval",
+                "4/4 jobs ended",
+                4,
+                4,
+                Some(2.0),
+                Duration::from_secs(2)
+            ),
+            "eval: 4/4 jobs ended, 2.0/s, 2s"
         );
     }
 
