@@ -184,6 +184,18 @@ impl Embedder {
     }
 }
 
+/// The shape and values of the float output `name`.
+fn output<'a>(
+    outputs: &'a ort::session::SessionOutputs<'_>,
+    name: &str,
+) -> anyhow::Result<(&'a ort::value::Shape, &'a [f32])> {
+    outputs
+        .get(name)
+        .with_context(|| format!("model produced no output {name:?}"))?
+        .try_extract_tensor::<f32>()
+        .with_context(|| format!("output {name:?}"))
+}
+
 /// Splits a `[n, k]` float output into `n` vectors, checking the shape.
 fn rows(
     outputs: &ort::session::SessionOutputs<'_>,
@@ -191,12 +203,7 @@ fn rows(
     n: usize,
     want_k: Option<usize>,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let value = outputs
-        .get(name)
-        .with_context(|| format!("model produced no output {name:?}"))?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .with_context(|| format!("output {name:?}"))?;
+    let (shape, data) = output(outputs, name)?;
     let k = match **shape {
         [rows, k] if rows == n as i64 && k > 0 => k as usize,
         _ => bail!(
@@ -220,12 +227,7 @@ fn pooled_tokens(
     name: &str,
     n: usize,
 ) -> anyhow::Result<Vec<Vec<f32>>> {
-    let value = outputs
-        .get(name)
-        .with_context(|| format!("model produced no output {name:?}"))?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .with_context(|| format!("output {name:?}"))?;
+    let (shape, data) = output(outputs, name)?;
     let (tokens, width) = match **shape {
         [rows, t, w] if rows == n as i64 && t >= 2 && w > 0 => (t as usize, w as usize),
         _ => bail!(
