@@ -287,14 +287,14 @@ async fn reindex_item(
 ) -> Outcome {
     let model = pipeline.model_id();
     let result: Result<Outcome, JobError> = async {
-        // An item of this model stored before features were kept is embedded again to get them.
-        let lacks_features = pipeline.makes_features()
-            && item.model_id == model
-            && store.item_features(item.id).await?.is_none();
+        // An item of this model stored before features were kept is embedded again to get them
+        // (asked only of items that would otherwise be skipped).
         if !recheck
-            && !lacks_features
             && let Some(p) = index.get_point(item.id).await?
             && p.model_id.as_deref() == Some(model)
+            && !(pipeline.makes_features()
+                && item.model_id == model
+                && store.item_features(item.id).await?.is_none())
         {
             if adopt && item.model_id != model {
                 store
