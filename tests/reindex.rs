@@ -58,10 +58,19 @@ fn reindex(env: &TestEnv, extra: &[&str]) -> (i32, String) {
 }
 
 fn reindex_output(env: &TestEnv, extra: &[&str]) -> (i32, String, String) {
+    run_reindex(env, extra, new_model_env(env))
+}
+
+/// `lookalike reindex` with `extra` arguments and `envs` settings: exit code, stdout, both streams.
+fn run_reindex(
+    env: &TestEnv,
+    extra: &[&str],
+    envs: Vec<(String, String)>,
+) -> (i32, String, String) {
     let out = env
         .command("reindex")
         .args(extra)
-        .envs(new_model_env(env))
+        .envs(envs)
         .output()
         .expect("running lookalike reindex");
     let text = format!(
@@ -74,6 +83,19 @@ fn reindex_output(env: &TestEnv, extra: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         text,
     )
+}
+
+/// Submits a labelled shoe and a labelled cup by URL; their jobs, once both succeeded.
+async fn shoe_and_cup(service: &Service, images: &ImageServer) -> Vec<Value> {
+    let ids = service
+        .submit_urls(json!([
+            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
+            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
+        ]))
+        .await;
+    let jobs = service.wait_jobs(&ids, LIMIT).await;
+    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    jobs
 }
 
 fn upload(name: &str, category: &str) -> reqwest::multipart::Form {
@@ -214,14 +236,7 @@ async fn items_whose_image_is_gone_are_listed_and_fail_the_run() {
     }
     let images = ImageServer::start(served.path().to_path_buf()).await;
     let service = env.start().await;
-    let ids = service
-        .submit_urls(json!([
-            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
-            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
-        ]))
-        .await;
-    let jobs = service.wait_jobs(&ids, LIMIT).await;
-    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let jobs = shoe_and_cup(&service, &images).await;
     let gone = jobs[1]["item_id"].as_str().unwrap().to_string();
     std::fs::remove_file(served.path().join("skimage_coffee.png")).unwrap();
 
@@ -386,14 +401,7 @@ async fn a_reindex_on_the_same_model_fills_in_missing_features() {
     let env = TestEnv::new().await;
     let images = ImageServer::start(reference_dir()).await;
     let mut service = env.start().await;
-    let ids = service
-        .submit_urls(json!([
-            {"url": images.url("/files/allstar-sneakers.jpg"), "category": "shoes"},
-            {"url": images.url("/files/skimage_coffee.png"), "category": "cups"},
-        ]))
-        .await;
-    let jobs = service.wait_jobs(&ids, LIMIT).await;
-    assert!(jobs.iter().all(|j| j["status"] == "succeeded"), "{jobs:?}");
+    let jobs = shoe_and_cup(&service, &images).await;
     // The embedded index belongs to one process at a time.
     service.kill();
     let old = uuid::Uuid::parse_str(jobs[0]["item_id"].as_str().unwrap()).unwrap();
@@ -404,16 +412,8 @@ async fn a_reindex_on_the_same_model_fills_in_missing_features() {
         .await
         .unwrap();
 
-    let out = env
-        .command("reindex")
-        .output()
-        .expect("running lookalike reindex");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let (code, _, text) = run_reindex(&env, &[], Vec::new());
+    assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("1 embedded, 1 already there, 0 failed"),
         "{text}"
