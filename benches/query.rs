@@ -713,7 +713,7 @@ fn query_images() -> anyhow::Result<Vec<QueryImage>> {
     Ok(picked)
 }
 
-/// What one image costs in process, step by step, as `Pipeline::analyse` does them.
+/// What one image costs in process, step by step, as `Analyser::analyse` does them.
 #[derive(Default)]
 struct ModelTimes {
     decode: Vec<f64>,
@@ -821,7 +821,7 @@ async fn run_size(
                 category: Some(cat.category_name(i).to_string()),
                 model_id: model_id.clone(),
                 // What the worker stores with a point (same values as the rows in Postgres).
-                attrs: Some(lookalike_worker::pipeline::point_attrs(
+                attrs: Some(lookalike_catalogue::point_attrs(
                     Some(&format!("sku-{i:07}")),
                     &synthetic_metadata(i),
                 )),

@@ -4,6 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lookalike_analysis::Analyser;
+use lookalike_analysis::batcher::{Batcher, Sessions};
+use lookalike_analysis::fetch::Fetcher;
+use lookalike_analysis::heads::Heads;
+use lookalike_catalogue::Catalogue;
 use lookalike_core::Config;
 use lookalike_core::backoff::Backoff;
 use lookalike_core::config::{IndexBackend, IndexQuantization, ReducedDecode};
@@ -13,10 +18,7 @@ use lookalike_index::{QdrantIndex, Quantization, ServerOptions, VectorIndex};
 use lookalike_queue::{Publisher, Topology};
 use lookalike_store::Store;
 use lookalike_vision::{DecodeLimits, Embedder, ModelSpec};
-use lookalike_worker::batcher::{Batcher, Sessions};
-use lookalike_worker::fetch::Fetcher;
-use lookalike_worker::heads::Heads;
-use lookalike_worker::{Consumer, Pipeline};
+use lookalike_worker::{Consumer, Ingest, Jobs};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -165,17 +167,18 @@ pub async fn run(
         topology.clone(),
         Duration::from_millis(config.http.publish_timeout_ms),
     ));
-    // One pipeline per process, for the API's searches and the worker's jobs alike: its model
+    // One analyser per process, for the API's searches and the worker's jobs alike: its model
     // sessions are one pool, so neither a busy queue nor a lone search leaves a core idle.
     // One trained classifier head per process, kept current from the database; processes that
     // consume jobs also retrain it when the labels changed enough.
     let heads = Arc::new(Heads::default());
-    let pipeline = build_pipeline(&config, store.clone(), index.clone(), heads.clone())?;
+    let analyser = build_analyser(&config, store.clone(), index.clone(), heads.clone())?;
+    let catalogue = Catalogue::new(store.clone(), index.clone());
     if config.classify.head {
-        tokio::spawn(lookalike_worker::heads::maintain(
+        tokio::spawn(lookalike_analysis::heads::maintain(
             store.clone(),
             heads,
-            pipeline.model_id().to_string(),
+            analyser.model_id().to_string(),
             config.classify.clone(),
             role.consumes(),
             shutdown.clone(),
@@ -186,14 +189,22 @@ pub async fn run(
     if role.consumes() {
         let w = &config.worker;
         let consumer = Arc::new(Consumer {
-            pipeline: pipeline.clone(),
-            publisher: publisher.clone(),
+            jobs: Arc::new(Jobs {
+                store: store.clone(),
+                publisher: publisher.clone(),
+                max_attempts: config.queue.max_attempts,
+                retry_base: Duration::from_millis(config.queue.retry_base_ms),
+                retry_max: Duration::from_millis(config.queue.retry_max_ms),
+            }),
+            ingest: Arc::new(Ingest {
+                analyser: analyser.clone(),
+                catalogue: catalogue.clone(),
+                reuse_identical: w.reuse_identical_images,
+            }),
             amqp_url: config.queue.url.expose().to_string(),
             topology: topology.clone(),
             prefetch: w.concurrency,
             job_timeout: Duration::from_millis(w.job_timeout_ms),
-            retry_base: Duration::from_millis(config.queue.retry_base_ms),
-            retry_max: Duration::from_millis(config.queue.retry_max_ms),
             drain_deadline: Duration::from_millis(config.service.drain_deadline_ms),
             pause: Default::default(),
         });
@@ -213,7 +224,8 @@ pub async fn run(
         store,
         publisher,
         index,
-        pipeline,
+        catalogue,
+        analyser,
     };
     let (app, listen) = if role.serves_api() {
         (lookalike_api::router(state), config.http.listen.as_str())
@@ -351,17 +363,17 @@ pub async fn adopt_alias(config: &Config) -> anyhow::Result<Option<lookalike_ind
     Ok(Some(index.adopt_alias().await?))
 }
 
-/// The per-job pipeline: model, batcher, fetcher, classifier. The API uses it for searches, the
+/// The process's image analyser: model pool, fetcher, classifier. The API uses it for searches, the
 /// worker for jobs.
-pub fn build_pipeline(
+pub fn build_analyser(
     config: &Config,
     store: Store,
     index: Arc<dyn VectorIndex>,
     heads: Arc<Heads>,
-) -> anyhow::Result<Arc<Pipeline>> {
+) -> anyhow::Result<Arc<Analyser>> {
     let sessions = model_sessions(config)?;
     let w = &config.worker;
-    Ok(Arc::new(Pipeline {
+    Ok(Arc::new(Analyser {
         store,
         index,
         batcher: Batcher::start(
@@ -373,11 +385,9 @@ pub fn build_pipeline(
         limits: decode_limits(config),
         decode_permits: Arc::new(Semaphore::new(w.decode_threads.max(1))),
         thumbnail_size: w.thumbnail_size,
-        reuse_identical: w.reuse_identical_images,
         classify: config.classify.clone(),
         prior: load_prior(config)?,
         heads,
-        max_attempts: config.queue.max_attempts,
     }))
 }
 
@@ -437,12 +447,12 @@ pub fn shutdown_on_signals() -> CancellationToken {
 }
 
 /// The cold-start prior, when `classify.categories` lists the catalogue's categories.
-fn load_prior(config: &Config) -> anyhow::Result<Option<Arc<lookalike_worker::prior::Prior>>> {
+fn load_prior(config: &Config) -> anyhow::Result<Option<Arc<lookalike_analysis::prior::Prior>>> {
     let c = &config.classify;
     if c.categories.is_empty() {
         return Ok(None);
     }
-    let prior = lookalike_worker::prior::Prior::load(
+    let prior = lookalike_analysis::prior::Prior::load(
         &config.model.ort_library,
         &c.prior_model,
         &c.prior_map,

@@ -4,16 +4,9 @@ use clap::{Parser, Subcommand};
 use lookalike::Role;
 use lookalike_core::Config;
 
-mod cli_jobs;
-mod cli_status;
-mod client;
-mod eval;
-mod folder;
-mod import;
-mod keys;
-mod progress;
-mod reclassify;
-mod reindex;
+mod cli;
+
+use cli::{client, eval, import, jobs, keys, reclassify, reindex, status};
 
 /// lookalike: finds visually similar products of the same category.
 ///
@@ -49,24 +42,24 @@ enum Command {
     #[command(after_help = import::AFTER_HELP)]
     Import(import::ImportArgs),
     /// Show a running service's queue, jobs by status, items by category and model.
-    #[command(after_help = cli_status::AFTER_HELP)]
-    Status(cli_status::StatusArgs),
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::StatusArgs),
     /// List recent, failed or named jobs of a running service.
-    #[command(after_help = cli_jobs::AFTER_HELP)]
-    Jobs(cli_jobs::JobsArgs),
+    #[command(after_help = jobs::AFTER_HELP)]
+    Jobs(jobs::JobsArgs),
     /// Measure search quality on a labelled folder (FOLDER/<category>/<image>) against a running service.
-    #[command(after_help = EVAL_HELP)]
+    #[command(after_help = eval::AFTER_HELP)]
     Eval(eval::EvalArgs),
     /// Re-predict the category of every item whose category was predicted, from today's labels
     /// (calls POST /v1/reclassify on a running service; provided categories are never changed).
-    #[command(after_help = RECLASSIFY_HELP)]
+    #[command(after_help = reclassify::AFTER_HELP)]
     Reclassify(reclassify::ReclassifyArgs),
     /// Embed every item with the configured (new) model into the configured (new) index location,
     /// while the service keeps serving the old one; restartable, with progress.
     #[command(after_help = reindex::AFTER_HELP)]
     Reindex(reindex::ReindexArgs),
     /// Manage API keys (README "API keys").
-    #[command(subcommand, after_help = KEYS_HELP)]
+    #[command(subcommand, after_help = keys::AFTER_HELP)]
     Keys(keys::KeysCommand),
 }
 
@@ -92,24 +85,6 @@ Example (a Qdrant server, API and workers apart; README \"Scaling out\"):
 const WORKER_HELP: &str = "\
 Example:
   LOOKALIKE_INDEX__BACKEND=qdrant LOOKALIKE_INDEX__URL=http://qdrant:6334 lookalike worker";
-
-const EVAL_HELP: &str = "\
-Examples:
-  lookalike eval .lookalike/datasets/vendure          # against a fresh, empty instance
-  lookalike eval .lookalike/datasets/fashion-mnist --limit-per-category 50 --json
-
-Exit codes: 0 all good; 1 some images failed to ingest or some searches failed; 2 usage error, or the
-service could not be reached or refused the request (the key needs the read and write scopes).";
-
-const RECLASSIFY_HELP: &str = "\
-Example:
-  lookalike reclassify --api http://127.0.0.1:8080 --api-key lk_…
-
-Exit codes: 0 done; 2 the service could not be reached or refused (the key needs the write scope).";
-
-const KEYS_HELP: &str = "\
-Example:
-  lookalike keys new --name shop-feed --scopes read,write";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -145,8 +120,8 @@ async fn main() -> ExitCode {
         // not stop them.
         Command::Keys(command) => client::exit(keys::run(command).map(|()| client::EXIT_OK)),
         Command::Import(args) => client::exit(import::run(args).await),
-        Command::Status(args) => client::exit(cli_status::run(args).await),
-        Command::Jobs(args) => client::exit(cli_jobs::run(args).await),
+        Command::Status(args) => client::exit(status::run(args).await),
+        Command::Jobs(args) => client::exit(jobs::run(args).await),
         Command::Eval(args) => client::exit(eval::run(args).await),
         Command::Reclassify(args) => client::exit(reclassify::run(args).await),
     }

@@ -57,6 +57,27 @@ fn labelled_products() -> tempfile::TempDir {
     dir
 }
 
+/// Equal reports, numbers equal up to float rounding: the classifier sums f32 vectors, and the
+/// order of a sum may differ between two runs on the same vectors (the last digits of an ECE or
+/// log-loss move by ~1e-8); counts and every other value must match exactly.
+fn same_figures(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            (x - y).abs() <= 1e-6 * x.abs().max(y.abs()).max(1.0)
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_figures(v, w)))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_figures(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 fn run_eval(service: &Service, folder: &std::path::Path, extra: &[&str]) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_lookalike"))
         .arg("eval")
@@ -181,9 +202,10 @@ async fn eval_folds_keep_the_views_of_a_product_together() {
     );
     let again: Value = serde_json::from_slice(&out.stdout).unwrap();
     for side in ["lookalike", "vote", "head"] {
-        assert_eq!(
-            again["classification"][side], cls[side],
-            "{side} from kept vectors: {again:#}"
+        assert!(
+            same_figures(&again["classification"][side], &cls[side]),
+            "{side} from kept vectors: {again:#}\nlive: {:#}",
+            cls[side]
         );
     }
     assert_eq!(again["raw"], report["raw"]);

@@ -7,9 +7,9 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use lookalike_analysis::batcher::{Batcher, Priority, Sessions};
 use lookalike_core::Config;
 use lookalike_vision::{Embedder, ModelSpec};
-use lookalike_worker::batcher::{Batcher, Priority, Sessions};
 use ndarray::Array3;
 use support::{asset, reference_dir};
 

@@ -23,14 +23,16 @@ const PROCESS_LINES: &[&str] = &[
     "worker stopped",
 ];
 
-/// Worker modules whose every line is about one job.
+/// Modules whose every line, in a process running jobs, is about one job.
 const JOB_MODULES: &[&str] = &[
-    "lookalike_worker::pipeline",
-    "lookalike_worker::batcher",
-    "lookalike_worker::fetch",
-    "lookalike_worker::guard",
-    "lookalike_worker::classify",
-    "lookalike_worker::prior",
+    "lookalike_worker::jobs",
+    "lookalike_worker::ingest",
+    "lookalike_analysis::analyser",
+    "lookalike_analysis::batcher",
+    "lookalike_analysis::fetch",
+    "lookalike_analysis::guard",
+    "lookalike_analysis::classify",
+    "lookalike_analysis::prior",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +108,7 @@ async fn every_line_of_a_job_carries_its_id_and_metrics_count_what_happened() {
         inference["target"]
             .as_str()
             .unwrap()
-            .starts_with("lookalike_worker::batcher"),
+            .starts_with("lookalike_analysis::batcher"),
         "the inference thread's line is tied to its job: {inference:?}"
     );
 

@@ -80,6 +80,26 @@ impl From<lookalike_index::IndexError> for ApiError {
     }
 }
 
+impl From<lookalike_catalogue::CatalogueError> for ApiError {
+    fn from(e: lookalike_catalogue::CatalogueError) -> Self {
+        match e {
+            lookalike_catalogue::CatalogueError::Store(e) => e.into(),
+            lookalike_catalogue::CatalogueError::Index(e) => e.into(),
+        }
+    }
+}
+
+/// A query image that cannot be used is the caller's problem (422) unless the failure is ours (503).
+impl From<lookalike_analysis::Failure> for ApiError {
+    fn from(e: lookalike_analysis::Failure) -> Self {
+        if e.transient || e.blocked {
+            ApiError::unavailable(e.code, e.message)
+        } else {
+            ApiError::unprocessable(e.code, e.message)
+        }
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Answers unknown paths in the same JSON shape as every other error.

@@ -65,7 +65,7 @@ pub fn item(item: &Item) -> Value {
 }
 
 /// One similarity result, from the attributes stored with its vector
-/// (`lookalike_worker::pipeline::point_attrs`).
+/// (`lookalike_catalogue::point_attrs`).
 pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> Value {
     let field = |key: &str| attrs.get(key).cloned().unwrap_or(Value::Null);
     similar(

@@ -6,25 +6,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
+use lookalike_analysis::Failure;
 use lookalike_core::backoff::{Backoff, jitter};
 use lookalike_queue::lapin::message::Delivery;
 use lookalike_queue::lapin::options::{BasicAckOptions, BasicCancelOptions, BasicNackOptions};
-use lookalike_queue::{JobMessage, Publisher, Topology};
+use lookalike_queue::{JobMessage, Topology};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::pipeline::{Outcome, Pipeline};
+use crate::ingest::Ingest;
+use crate::jobs::{Jobs, Outcome};
 
 pub struct Consumer {
-    pub pipeline: Arc<Pipeline>,
-    pub publisher: Arc<Publisher>,
+    /// The jobs' lifecycle: claim, outcome, retries.
+    pub jobs: Arc<Jobs>,
+    /// The work of each job.
+    pub ingest: Arc<Ingest>,
     pub amqp_url: String,
     pub topology: Topology,
     pub prefetch: u16,
     pub job_timeout: Duration,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
     /// How long shutdown waits for in-flight jobs before handing them back to the broker.
     pub drain_deadline: Duration,
     /// Set when a job finds a dependency misconfigured: consuming stops until it is fixed.
@@ -145,7 +147,7 @@ impl Consumer {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(PAUSED_CHECK_EVERY) => {}
             }
-            match self.pipeline.index.ping().await {
+            match self.ingest.catalogue.index().ping().await {
                 Ok(()) => {
                     self.pause.clear();
                     tracing::info!("the vector index works again; consuming resumed");
@@ -189,23 +191,31 @@ impl Consumer {
         // Every line logged while the job runs carries this span's job_id (README "Metrics and logs").
         let span = tracing::info_span!("job", job_id = %message.job_id, redelivered = delivery.redelivered);
         let work = async {
-            let outcome =
-                match tokio::time::timeout(self.job_timeout, self.pipeline.run(message.job_id))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Ok(Outcome::Retry {
-                        error: crate::JobError::transient(
-                            lookalike_core::codes::job::TIMEOUT,
-                            format!("the job took longer than {:?}", self.job_timeout),
-                        ),
-                        attempt: 0,
-                    }),
-                };
+            let outcome = match tokio::time::timeout(
+                self.job_timeout,
+                self.jobs.run(
+                    message.job_id,
+                    |job| async move { self.ingest.run(&job).await },
+                ),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Ok(Outcome::Retry {
+                    error: Failure::transient(
+                        lookalike_core::codes::job::TIMEOUT,
+                        format!("the job took longer than {:?}", self.job_timeout),
+                    ),
+                    attempt: None,
+                }),
+            };
             match outcome {
                 Ok(Outcome::Done) => self.ack(&delivery).await,
                 Ok(Outcome::Retry { error, attempt }) => {
-                    self.retry(&delivery, message, error, attempt).await
+                    match self.jobs.retry(message.job_id, error, attempt).await {
+                        Ok(()) => self.ack(&delivery).await,
+                        Err(u) => self.hand_back(&delivery, u.why, &u.error).await,
+                    }
                 }
                 Ok(Outcome::Blocked { error }) => {
                     // At once: the consumer pauses, so nothing spins on the message.
@@ -235,58 +245,6 @@ impl Consumer {
         }
     }
 
-    async fn retry(
-        &self,
-        delivery: &Delivery,
-        message: JobMessage,
-        error: crate::JobError,
-        attempt: u32,
-    ) {
-        let store = &self.pipeline.store;
-        let id = message.job_id;
-        let attempt = if attempt == 0 {
-            store
-                .get_job(id)
-                .await
-                .ok()
-                .flatten()
-                .map_or(1, |j| j.attempts.max(1) as u32)
-        } else {
-            attempt
-        };
-        if attempt >= self.pipeline.max_attempts {
-            let text = format!("{} (gave up after {attempt} attempts)", error.message);
-            if let Err(e) = store.fail_job(id, error.code, &text).await {
-                self.hand_back(delivery, "cannot record the failure", &e)
-                    .await;
-                return;
-            }
-            if let Err(e) = self.publisher.publish_dead(id).await {
-                tracing::warn!(error = %e, "could not copy the job to the dead-letter queue");
-            }
-            tracing::warn!(code = error.code, attempt, error = %error.message, "job failed: attempts exhausted");
-            lookalike_telemetry::job_finished(lookalike_telemetry::JobStatus::Failed, error.code);
-            self.ack(delivery).await;
-            return;
-        }
-        let delay = Backoff::nth(self.retry_base, self.retry_max, attempt);
-        let _ = store.requeue_job(id, error.code, &error.message).await;
-        match self.publisher.publish_retry(id, delay).await {
-            Ok(()) => {
-                tracing::info!(code = error.code, attempt, retry_in_ms = delay.as_millis() as u64, error = %error.message, "job will be retried");
-                lookalike_telemetry::job_finished(
-                    lookalike_telemetry::JobStatus::Retried,
-                    error.code,
-                );
-                self.ack(delivery).await;
-            }
-            Err(e) => {
-                self.hand_back(delivery, "cannot schedule the retry", &e)
-                    .await
-            }
-        }
-    }
-
     /// Something on our side is down (database, broker): return the message to the queue after a pause,
     /// so it is neither lost nor spun on.
     async fn hand_back(
@@ -296,7 +254,7 @@ impl Consumer {
         error: &(dyn std::fmt::Display + Sync),
     ) {
         tracing::warn!(error = %error, "{why}; message returned to the queue");
-        tokio::time::sleep(jitter(self.retry_base)).await;
+        tokio::time::sleep(jitter(self.jobs.retry_base)).await;
         requeue(delivery).await;
     }
 

@@ -4,9 +4,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lookalike_analysis::Exclude;
+use lookalike_analysis::heads::{self, Reason, TrainOutcome};
 use lookalike_core::codes;
-use lookalike_worker::Exclude;
-use lookalike_worker::heads::{self, Reason, TrainOutcome};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
 /// Trains the classifier head on every labelled item now (normally a worker does it when the labels
 /// changed enough). Stored predictions stay as they are until `POST /v1/reclassify`.
 async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let p = &state.pipeline;
+    let p = &state.analyser;
     if !p.classify.head {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -109,23 +109,18 @@ async fn list(
     })))
 }
 
-/// Removes the item, its vector and its thumbnail. The vector goes first: an item row without a
-/// vector is invisible to search, while a vector without its row would show up as a ghost result.
+/// Removes the item, its vector and its thumbnail (`Catalogue::delete`: the vector first).
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "item")?;
-    if state.store.get_item(id).await?.is_none() {
+    if !state.catalogue.delete(id).await? {
         return Err(ApiError::not_found(
             codes::api::ITEM_NOT_FOUND,
             format!("no item {id}"),
         ));
     }
-    let vector = state.index.get_vector(id).await?;
-    state.index.delete(&[id]).await?;
-    state.store.delete_item(id, vector.as_deref()).await?;
-    tracing::info!(item_id = %id, "item deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -138,9 +133,9 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         .await?;
     // Items the cold-start prior put in a category that still has no labels keep it: only the prior,
     // which needs the image, can speak for that category.
-    let cold = match &state.pipeline.prior {
+    let cold = match &state.analyser.prior {
         Some(prior) => state
-            .pipeline
+            .analyser
             .cold_categories(prior, None)
             .await
             .map_err(|e| ApiError::unavailable(e.code, e.message))?,
@@ -161,7 +156,7 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         };
         let features = state.store.item_features(*id).await?;
         let prediction = state
-            .pipeline
+            .analyser
             .classify(&vector, features.as_deref(), None, Some(&exclude))
             .await
             .map_err(|e| ApiError::unavailable(e.code, e.message))?;
@@ -182,10 +177,9 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
             unchanged += 1;
             continue;
         }
-        state.index.set_category(*id, category.clone()).await?;
         state
-            .store
-            .set_predicted_category(*id, category.as_deref(), confidence, head_version)
+            .catalogue
+            .set_predicted_category(&item, category, confidence, head_version)
             .await?;
         changed += 1;
     }

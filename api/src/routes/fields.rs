@@ -5,10 +5,9 @@
 use axum::extract::{Path, Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use lookalike_catalogue::MetadataChange;
 use lookalike_core::codes;
 use lookalike_core::fields::{self, FieldCondition, FieldError};
-use lookalike_index::IndexError;
-use lookalike_worker::pipeline::point_attrs;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -83,48 +82,27 @@ pub async fn patch_item(
     fields::check_metadata(&Value::Object(patch.metadata.clone()), &state.config.fields)
         .map_err(field_error)?;
     let not_found = || ApiError::not_found(codes::api::ITEM_NOT_FOUND, format!("no item {id}"));
-    let change = state
-        .store
-        .begin_metadata_change(id)
-        .await?
-        .ok_or_else(not_found)?;
-    let before = change.metadata.clone();
-    let mut metadata = match &before {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
+    let merge = |before: &Value| {
+        let mut metadata = match before {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        for (key, value) in patch.metadata {
+            if value.is_null() {
+                metadata.remove(&key);
+            } else {
+                metadata.insert(key, value);
+            }
+        }
+        let metadata = Value::Object(metadata);
+        crate::routes::images::check_metadata_size(&metadata)?;
+        Ok::<_, ApiError>(metadata)
     };
-    for (key, value) in patch.metadata {
-        if value.is_null() {
-            metadata.remove(&key);
-        } else {
-            metadata.insert(key, value);
-        }
+    match state.catalogue.change_metadata(id, merge).await? {
+        MetadataChange::Changed => {}
+        MetadataChange::NotFound => return Err(not_found()),
+        MetadataChange::Rejected(e) => return Err(e),
     }
-    let metadata = Value::Object(metadata);
-    crate::routes::images::check_metadata_size(&metadata)?;
-    let external_id = change.external_id.clone();
-    match state
-        .index
-        .set_attrs(id, point_attrs(external_id.as_deref(), &metadata))
-        .await
-    {
-        Ok(()) => {}
-        // The row is there but its vector is not: the item is being deleted.
-        Err(IndexError::NotFound(_)) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    }
-    if let Err(e) = change.commit(&metadata).await {
-        // Put the index back the way the database still has it.
-        if let Err(undo) = state
-            .index
-            .set_attrs(id, point_attrs(external_id.as_deref(), &before))
-            .await
-        {
-            tracing::error!(item_id = %id, error = %undo, "could not restore the index's metadata after a failed change");
-        }
-        return Err(e.into());
-    }
-    tracing::info!(item_id = %id, "item metadata changed");
     let item = crate::routes::load_item(&state, id).await?;
     Ok(Json(views::item(&item)))
 }

@@ -13,13 +13,13 @@ use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use lookalike_analysis::batcher::Priority;
+use lookalike_analysis::classify::{Prediction, categories_to_search};
+use lookalike_analysis::{Analysis, CategoryDecision, Exclude};
 use lookalike_core::codes;
 use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
 use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
-use lookalike_worker::batcher::Priority;
-use lookalike_worker::classify::{Prediction, categories_to_search};
-use lookalike_worker::{CategoryDecision, Exclude, JobError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -433,10 +433,7 @@ async fn search(
     }
     let (bytes, file_name) = match (upload, &params.url) {
         (Some((bytes, name)), None) => (bytes, name),
-        (None, Some(url)) => (
-            state.pipeline.fetcher.fetch(url).await.map_err(job_error)?,
-            None,
-        ),
+        (None, Some(url)) => (state.analyser.fetcher.fetch(url).await?, None),
         (Some(_), Some(_)) => {
             return Err(ApiError::unprocessable(
                 codes::api::AMBIGUOUS_QUERY,
@@ -453,25 +450,23 @@ async fn search(
     let (sha, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
     let stored_bytes = params.add.then(|| bytes.clone());
     let analysis = state
-        .pipeline
+        .analyser
         .analyse_region(bytes, params.add, region, Priority::Search)
-        .await
-        .map_err(job_error)?;
+        .await?;
 
     let exclude = match params.exclude {
         Some(id) => Some(exclusion(&state, id).await?),
         None => None,
     };
     let prediction = state
-        .pipeline
+        .analyser
         .classify(
             &analysis.embedding,
             analysis.features.as_deref(),
             analysis.prior.as_ref(),
             exclude.as_ref(),
         )
-        .await
-        .map_err(job_error)?;
+        .await?;
     let c = &state.config.classify;
     let scope = match params.category.as_deref().unwrap_or("auto") {
         "auto" => match &prediction {
@@ -571,7 +566,7 @@ async fn add_query_image(
     state: &AppState,
     bytes: Vec<u8>,
     file_name: Option<String>,
-    analysis: lookalike_worker::Analysis,
+    analysis: Analysis,
     prediction: Option<Prediction>,
     sha: String,
     size: usize,
@@ -587,18 +582,15 @@ async fn add_query_image(
         category: None,
         metadata: json!({"added_by": "search"}),
     };
-    state
-        .store
-        .create_jobs(std::slice::from_ref(&job), None)
-        .await?;
+    let id = job.id;
     let decision = prediction.map_or(CategoryDecision::None, CategoryDecision::Predicted);
-    state.store.claim_job(job.id).await?;
+    let item = analysis.into_item(&decision, sha, size, state.analyser.model_id());
     state
-        .pipeline
-        .commit(job.id, analysis, &decision, sha, size)
+        .catalogue
+        .add_finished(job, item)
         .await
-        .map_err(job_error)?;
-    Ok(json!({"item_id": job.id, "job_id": job.id, "item_url": views::item_link(job.id)}))
+        .map_err(lookalike_analysis::Failure::from)?;
+    Ok(json!({"item_id": id, "job_id": id, "item_url": views::item_link(id)}))
 }
 
 async fn read_form(
@@ -653,13 +645,4 @@ async fn read_form(
         }
     }
     Ok((params, upload))
-}
-
-/// A query image that cannot be used is the caller's problem (422) unless the failure is ours (503).
-fn job_error(e: JobError) -> ApiError {
-    if e.transient || e.blocked {
-        ApiError::unavailable(e.code, e.message)
-    } else {
-        ApiError::unprocessable(e.code, e.message)
-    }
 }

@@ -46,9 +46,9 @@ async fn status(State(state): State<AppState>) -> ApiResult<Json<Value>> {
 async fn classifier(state: &AppState) -> ApiResult<Value> {
     let labelled = state
         .store
-        .labelled_count(state.pipeline.model_id())
+        .labelled_count(state.analyser.model_id())
         .await?;
-    let head = state.pipeline.heads.current().map(|h| h.summary());
+    let head = state.analyser.heads.current().map(|h| h.summary());
     let c = &state.config.classify;
     Ok(json!({
         "head_enabled": c.head,

@@ -7,7 +7,7 @@
 //! line's fields under `fields`, so the same id would live in two places.)
 //!
 //! ```json
-//! {"timestamp":"2026-11-28T12:28:03.869401Z","level":"INFO","target":"lookalike_worker::pipeline","message":"job started","job_id":"01a22220-7b89-758d-8137-98dd6d860dd2","redelivered":false,"source":"url","attempt":1,"span":"job"}
+//! {"timestamp":"2026-11-28T12:28:03.869401Z","level":"INFO","target":"lookalike_worker::jobs","message":"job started","job_id":"01a22220-7b89-758d-8137-98dd6d860dd2","redelivered":false,"source":"url","attempt":1,"span":"job"}
 //! ```
 
 use std::fmt;

@@ -1,10 +1,11 @@
-//! How a job can fail, and whether trying again could help.
+//! How analysing an image (and the job or query around it) can fail, and whether trying again could
+//! help. The worker turns a [`Failure`] into a job's outcome, the API into an HTTP error.
 
 use lookalike_core::codes::job as code;
 
-/// A job failure with a stable code (what clients match on) and a message (what people read).
+/// A failure with a stable code (what clients match on) and a message (what people read).
 #[derive(Debug, Clone)]
-pub struct JobError {
+pub struct Failure {
     pub code: &'static str,
     pub message: String,
     /// Transient failures (network, broker, database, index) are retried with backoff; permanent
@@ -16,9 +17,9 @@ pub struct JobError {
     pub blocked: bool,
 }
 
-impl JobError {
+impl Failure {
     pub fn permanent(code: &'static str, message: impl Into<String>) -> Self {
-        JobError {
+        Failure {
             code,
             message: message.into(),
             transient: false,
@@ -26,7 +27,7 @@ impl JobError {
         }
     }
     pub fn transient(code: &'static str, message: impl Into<String>) -> Self {
-        JobError {
+        Failure {
             code,
             message: message.into(),
             transient: true,
@@ -34,7 +35,7 @@ impl JobError {
         }
     }
     pub fn blocked(code: &'static str, message: impl Into<String>) -> Self {
-        JobError {
+        Failure {
             code,
             message: message.into(),
             transient: false,
@@ -43,40 +44,49 @@ impl JobError {
     }
 }
 
-impl std::fmt::Display for JobError {
+impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
     }
 }
 
-impl From<lookalike_store::StoreError> for JobError {
+impl From<lookalike_store::StoreError> for Failure {
     fn from(e: lookalike_store::StoreError) -> Self {
         match e {
-            lookalike_store::StoreError::Conflict(_) => JobError::permanent(
+            lookalike_store::StoreError::Conflict(_) => Failure::permanent(
                 code::EXTERNAL_ID_TAKEN,
                 "another item already has this external_id",
             ),
             // Any other database error is retried: it is ours, not the submitter's fault.
-            e => JobError::transient(code::DATABASE_UNAVAILABLE, e.to_string()),
+            e => Failure::transient(code::DATABASE_UNAVAILABLE, e.to_string()),
         }
     }
 }
 
-impl From<lookalike_index::IndexError> for JobError {
+impl From<lookalike_index::IndexError> for Failure {
     fn from(e: lookalike_index::IndexError) -> Self {
         if e.is_transient() {
-            JobError::transient(code::INDEX_UNAVAILABLE, e.to_string())
+            Failure::transient(code::INDEX_UNAVAILABLE, e.to_string())
         } else if e.is_misconfigured() {
-            JobError::blocked(code::INDEX_MISCONFIGURED, e.to_string())
+            Failure::blocked(code::INDEX_MISCONFIGURED, e.to_string())
         } else {
-            JobError::permanent(code::INDEX_REJECTED, e.to_string())
+            Failure::permanent(code::INDEX_REJECTED, e.to_string())
         }
     }
 }
 
-impl From<lookalike_vision::DecodeError> for JobError {
+impl From<lookalike_catalogue::CatalogueError> for Failure {
+    fn from(e: lookalike_catalogue::CatalogueError) -> Self {
+        match e {
+            lookalike_catalogue::CatalogueError::Store(e) => e.into(),
+            lookalike_catalogue::CatalogueError::Index(e) => e.into(),
+        }
+    }
+}
+
+impl From<lookalike_vision::DecodeError> for Failure {
     fn from(e: lookalike_vision::DecodeError) -> Self {
-        JobError::permanent(e.code(), e.to_string())
+        Failure::permanent(e.code(), e.to_string())
     }
 }
 
@@ -87,11 +97,11 @@ mod tests {
 
     #[test]
     fn index_errors_map_to_their_own_codes_and_kinds() {
-        let e = JobError::from(IndexError::Unavailable("down".into()));
+        let e = Failure::from(IndexError::Unavailable("down".into()));
         assert!(e.transient && !e.blocked && e.code == code::INDEX_UNAVAILABLE);
-        let e = JobError::from(IndexError::Misconfigured("collection missing".into()));
+        let e = Failure::from(IndexError::Misconfigured("collection missing".into()));
         assert!(!e.transient && e.blocked && e.code == code::INDEX_MISCONFIGURED);
-        let e = JobError::from(IndexError::Invalid("dimension 65".into()));
+        let e = Failure::from(IndexError::Invalid("dimension 65".into()));
         assert!(!e.transient && !e.blocked && e.code == code::INDEX_REJECTED);
     }
 }

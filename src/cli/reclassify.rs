@@ -4,7 +4,13 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::client::{Api, ApiArgs, EXIT_ERROR, EXIT_OK};
+use crate::cli::client::{Api, ApiArgs, EXIT_ERROR, EXIT_OK};
+
+pub const AFTER_HELP: &str = "\
+Example:
+  lookalike reclassify --api http://127.0.0.1:8080 --api-key lk_…
+
+Exit codes: 0 done; 2 the service could not be reached or refused (the key needs the write scope).";
 
 #[derive(clap::Args, Debug)]
 pub struct ReclassifyArgs {
@@ -19,7 +25,7 @@ pub async fn run(args: ReclassifyArgs) -> Result<u8> {
     // Re-predicting a large catalogue takes a while; the service answers when it is done.
     let api = Api::new(&args.api, Duration::from_secs(3600), "write")?;
     let (status, body) = api.send(api.http().post(api.url("/v1/reclassify"))).await?;
-    crate::client::print_json(&body)?;
+    crate::cli::client::print_json(&body)?;
     if status.is_success() {
         Ok(EXIT_OK)
     } else {

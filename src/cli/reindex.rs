@@ -17,15 +17,15 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt;
+use lookalike_analysis::batcher::Priority;
+use lookalike_analysis::{Analyser, Failure};
+use lookalike_catalogue::Catalogue;
 use lookalike_core::Config;
-use lookalike_index::{AliasSwitch, Point, VectorIndex};
+use lookalike_index::{AliasSwitch, VectorIndex};
 use lookalike_store::{CategorySource, Item, Store};
-use lookalike_worker::batcher::Priority;
-use lookalike_worker::pipeline::point_attrs;
-use lookalike_worker::{JobError, Pipeline};
 use serde_json::json;
 
-use crate::progress::Progress;
+use crate::cli::progress::Progress;
 
 pub const AFTER_HELP: &str = "\
 Run it with the NEW model's configuration beside the running service; the embedded index needs a NEW
@@ -109,9 +109,10 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         .await
         .context("the target index does not answer")?;
     // Reindexing keeps every category as it is: no classifier head needed.
-    let pipeline =
-        lookalike::build_pipeline(&config, store.clone(), index.clone(), Default::default())?;
-    let model = pipeline.model_id().to_string();
+    let analyser =
+        lookalike::build_analyser(&config, store.clone(), index.clone(), Default::default())?;
+    let catalogue = Catalogue::new(store.clone(), index.clone());
+    let model = analyser.model_id().to_string();
     let total = store.item_count().await? as usize;
     tracing::info!(model, total, backend = index.name(), "reindex started");
 
@@ -128,9 +129,8 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
         passes += 1;
         let pass_start = store.now().await?;
         let changed = pass(
-            &store,
-            &index,
-            &pipeline,
+            &catalogue,
+            &analyser,
             &args,
             since,
             &mut tally,
@@ -231,9 +231,8 @@ pub async fn run(mut config: Config, args: ReindexArgs) -> anyhow::Result<u8> {
 /// One pass over the items (all of them, or those changed since `since`). Returns how many items
 /// it saw.
 async fn pass(
-    store: &Store,
-    index: &Arc<dyn VectorIndex>,
-    pipeline: &Arc<Pipeline>,
+    catalogue: &Catalogue,
+    analyser: &Arc<Analyser>,
     args: &ReindexArgs,
     since: Option<DateTime<Utc>>,
     tally: &mut Tally,
@@ -242,7 +241,7 @@ async fn pass(
     let mut after = None;
     let mut seen = 0;
     loop {
-        let page = store.items_after(after, since, PAGE).await?;
+        let page = catalogue.store().items_after(after, since, PAGE).await?;
         let Some(last) = page.last() else {
             return Ok(seen);
         };
@@ -255,7 +254,7 @@ async fn pass(
                 let id = item.id;
                 (
                     id,
-                    reindex_item(store, index, pipeline, item, recheck, args.adopt).await,
+                    reindex_item(catalogue, analyser, item, recheck, args.adopt).await,
                 )
             })
             .buffer_unordered(args.concurrency.max(1))
@@ -278,21 +277,21 @@ async fn pass(
 }
 
 async fn reindex_item(
-    store: &Store,
-    index: &Arc<dyn VectorIndex>,
-    pipeline: &Pipeline,
+    catalogue: &Catalogue,
+    analyser: &Analyser,
     item: Item,
     recheck: bool,
     adopt: bool,
 ) -> Outcome {
-    let model = pipeline.model_id();
-    let result: Result<Outcome, JobError> = async {
+    let (store, index) = (catalogue.store(), catalogue.index());
+    let model = analyser.model_id();
+    let result: Result<Outcome, Failure> = async {
         // An item of this model stored before features were kept is embedded again to get them
         // (asked only of items that would otherwise be skipped).
         if !recheck
             && let Some(p) = index.get_point(item.id).await?
             && p.model_id.as_deref() == Some(model)
-            && !(pipeline.makes_features()
+            && !(analyser.makes_features()
                 && item.model_id == model
                 && store.item_features(item.id).await?.is_none())
         {
@@ -304,33 +303,26 @@ async fn reindex_item(
             return Ok(Outcome::Skipped);
         }
         let bytes = match item.source_url.as_deref() {
-            Some(url) if item.source_kind == "url" => pipeline.fetcher.fetch(url).await?,
+            Some(url) if item.source_kind == "url" => analyser.fetcher.fetch(url).await?,
             _ => store.upload_bytes(item.job_id).await?.ok_or_else(|| {
-                JobError::permanent(
+                Failure::permanent(
                     lookalike_core::codes::job::UPLOAD_MISSING,
                     "the uploaded bytes of this item are gone",
                 )
             })?,
         };
-        let analysis = pipeline.analyse(bytes, false, Priority::Ingest).await?;
-        let (vector, features) = (analysis.embedding, analysis.features);
-        index
-            .upsert(vec![Point {
-                id: item.id,
-                vector: vector.clone(),
-                category: item.category.clone(),
-                model_id: model.to_string(),
-                attrs: Some(point_attrs(item.external_id.as_deref(), &item.metadata)),
-            }])
+        let analysis = analyser.analyse(bytes, false, Priority::Ingest).await?;
+        // Without `adopt` (same model) this fills in the features of items stored before they
+        // were kept.
+        catalogue
+            .reembed(
+                &item,
+                model,
+                analysis.embedding,
+                analysis.features.as_deref(),
+                adopt,
+            )
             .await?;
-        if adopt {
-            store
-                .adopt_embedding(item.id, model, &vector, features.as_deref())
-                .await?;
-        } else if let Some(features) = &features {
-            // Same model: fills in the features of items stored before they were kept.
-            store.set_features(item.id, model, features).await?;
-        }
         Ok(Outcome::Embedded)
     }
     .await;

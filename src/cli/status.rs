@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::client::{Api, ApiArgs, EXIT_OK};
+use crate::cli::client::{Api, ApiArgs, EXIT_OK};
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
@@ -32,7 +32,7 @@ pub async fn run(args: StatusArgs) -> Result<u8> {
     status["categories"] = categories["categories"].clone();
     status["uncategorised"] = categories["uncategorised"].clone();
     if args.json {
-        crate::client::print_json(&status)?;
+        crate::cli::client::print_json(&status)?;
     } else {
         print!("{}", human(api.base(), &status));
     }

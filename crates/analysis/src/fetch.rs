@@ -7,7 +7,7 @@ use futures::StreamExt;
 use lookalike_core::codes::job as code;
 use lookalike_core::config;
 
-use crate::error::JobError;
+use crate::failure::Failure;
 use crate::guard::{Guard, find_forbidden};
 
 #[derive(Clone)]
@@ -49,11 +49,11 @@ impl Fetcher {
     }
 
     /// Downloads the body, stopping as soon as it passes the size cap.
-    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, JobError> {
+    pub async fn fetch(&self, url: &str) -> Result<Vec<u8>, Failure> {
         let parsed = reqwest::Url::parse(url)
-            .map_err(|e| JobError::permanent(code::URL_INVALID, format!("not a valid URL: {e}")))?;
+            .map_err(|e| Failure::permanent(code::URL_INVALID, format!("not a valid URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(JobError::permanent(
+            return Err(Failure::permanent(
                 code::URL_INVALID,
                 format!(
                     "scheme `{}` is not allowed (http and https only)",
@@ -63,7 +63,7 @@ impl Fetcher {
         }
         self.guard
             .check_url(&parsed)
-            .map_err(|f| JobError::permanent(code::URL_FORBIDDEN, f.0))?;
+            .map_err(|f| Failure::permanent(code::URL_FORBIDDEN, f.0))?;
         let response = self
             .client
             .get(parsed)
@@ -76,9 +76,9 @@ impl Fetcher {
             // 5xx, 408 and 429 may pass; other 4xx (404, 403, 410) will not.
             return Err(
                 if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
-                    JobError::transient(code::FETCH_HTTP_STATUS, message)
+                    Failure::transient(code::FETCH_HTTP_STATUS, message)
                 } else {
-                    JobError::permanent(code::FETCH_HTTP_STATUS, message)
+                    Failure::permanent(code::FETCH_HTTP_STATUS, message)
                 },
             );
         }
@@ -105,31 +105,31 @@ impl Fetcher {
     }
 }
 
-fn too_large(cap: u64, declared: Option<u64>) -> JobError {
+fn too_large(cap: u64, declared: Option<u64>) -> Failure {
     let message = match declared {
         Some(len) => format!("the image is {len} bytes, over the {cap}-byte limit"),
         None => format!("the image is over the {cap}-byte limit; download stopped there"),
     };
-    JobError::permanent(code::FETCH_TOO_LARGE, message)
+    Failure::permanent(code::FETCH_TOO_LARGE, message)
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("more than {0} redirects")]
 struct TooManyRedirects(usize);
 
-fn request_error(e: reqwest::Error) -> JobError {
+fn request_error(e: reqwest::Error) -> Failure {
     if let Some(forbidden) = find_forbidden(&e) {
-        JobError::permanent(code::URL_FORBIDDEN, forbidden.0)
+        Failure::permanent(code::URL_FORBIDDEN, forbidden.0)
     } else if e.is_timeout() {
-        JobError::transient(code::FETCH_TIMEOUT, format!("download timed out: {e}"))
+        Failure::transient(code::FETCH_TIMEOUT, format!("download timed out: {e}"))
     } else if e.is_redirect() {
-        JobError::permanent(
+        Failure::permanent(
             code::FETCH_TOO_MANY_REDIRECTS,
             format!("too many redirects: {e}"),
         )
     } else if e.is_connect() {
-        JobError::transient(code::FETCH_CONNECT, format!("could not connect: {e}"))
+        Failure::transient(code::FETCH_CONNECT, format!("could not connect: {e}"))
     } else {
-        JobError::transient(code::FETCH_CONNECT, format!("download failed: {e}"))
+        Failure::transient(code::FETCH_CONNECT, format!("download failed: {e}"))
     }
 }

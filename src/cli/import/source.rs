@@ -122,7 +122,7 @@ impl Source {
 
 /// Uploads: the category is the folder name, the external id the relative path.
 fn folder_entries(folder: &Path) -> Result<Vec<Entry>> {
-    Ok(crate::folder::walk(folder, None)?
+    Ok(crate::cli::folder::walk(folder, None)?
         .into_iter()
         .map(|image| Entry {
             origin: Origin::File(image.path),

@@ -14,8 +14,8 @@ use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt, stream};
 use serde_json::{Value, json};
 
-use crate::client::{Api, ApiArgs, EXIT_FAILED, EXIT_OK, JobEnd, MAX_IDS_PER_LOOKUP};
-use crate::progress::{self, Progress};
+use crate::cli::client::{Api, ApiArgs, EXIT_FAILED, EXIT_OK, JobEnd, MAX_IDS_PER_LOOKUP};
+use crate::cli::progress::{self, Progress};
 use source::{Entry, Source};
 use submit::{BatchLimits, Submitted, Submitter};
 
@@ -271,7 +271,7 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
                         }
                         // The service answered, and says no (a 4xx): asking again will not help.
                         Err(e)
-                            if e.downcast_ref::<crate::client::Refused>()
+                            if e.downcast_ref::<crate::cli::client::Refused>()
                                 .is_some_and(|r| r.status.is_client_error()) =>
                         {
                             return Err(e.context("following the jobs"));
@@ -317,7 +317,7 @@ pub async fn run(args: ImportArgs) -> Result<u8> {
         started.elapsed(),
     );
     if args.json {
-        crate::client::print_json(&summary)?;
+        crate::cli::client::print_json(&summary)?;
     } else {
         print!("{}", human(&summary));
     }

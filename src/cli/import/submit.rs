@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::source::{Entry, Origin};
-use crate::client::{Api, Refused};
+use crate::cli::client::{Api, Refused};
 
 /// What the service did with one entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,7 +284,7 @@ impl Submitter<'_> {
                 let mut form = Form::new();
                 for (e, bytes) in entries.zip(files) {
                     let name = match &e.origin {
-                        Origin::File(path) => crate::folder::file_name(path),
+                        Origin::File(path) => crate::cli::folder::file_name(path),
                         Origin::Url(_) => String::new(),
                     };
                     form = form
@@ -301,7 +301,7 @@ impl Submitter<'_> {
     /// The job of each entry from a 2xx answer.
     fn jobs(&self, payload: &Payload, body: &Value) -> Result<Vec<(usize, Submitted)>> {
         let replayed = body["replayed"].as_bool() == Some(true);
-        let ids = crate::client::job_ids(body);
+        let ids = crate::cli::client::job_ids(body);
         if ids.len() != payload.indices.len() {
             bail!(
                 "the service answered {} jobs for {} entries (from {}): {body}",
@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn keys_depend_on_the_source_the_content_and_the_generation() {
         let api = Api::new(
-            &crate::client::ApiArgs {
+            &crate::cli::client::ApiArgs {
                 api: "http://127.0.0.1:9".into(),
                 api_key: None,
             },

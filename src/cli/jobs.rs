@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::client::{Api, ApiArgs, EXIT_ERROR, EXIT_FAILED, EXIT_OK, MAX_IDS_PER_LOOKUP};
+use crate::cli::client::{Api, ApiArgs, EXIT_ERROR, EXIT_FAILED, EXIT_OK, MAX_IDS_PER_LOOKUP};
 
 #[derive(clap::Args, Debug)]
 pub struct JobsArgs {
@@ -69,7 +69,7 @@ pub async fn run(args: JobsArgs) -> Result<u8> {
         (jobs, missing)
     };
     if args.json {
-        crate::client::print_json(&json!({"jobs": jobs, "missing": missing}))?;
+        crate::cli::client::print_json(&json!({"jobs": jobs, "missing": missing}))?;
     } else {
         print!("{}", human(&jobs));
         for id in &missing {

@@ -30,14 +30,31 @@ use futures::{StreamExt, TryStreamExt, stream};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::client::JobEnd;
+use crate::cli::client::JobEnd;
 
 mod cache;
+mod cold_start;
 mod crossval;
 mod folds;
+mod metrics;
+mod report;
+mod service;
 mod tune;
-use crate::folder::file_name;
-use crate::progress::Progress;
+
+use crate::cli::folder::file_name;
+use crate::cli::progress::Progress;
+use cold_start::cold_start;
+use metrics::*;
+use report::markdown;
+use service::Api;
+
+pub const AFTER_HELP: &str = "\
+Examples:
+  lookalike eval .lookalike/datasets/vendure          # against a fresh, empty instance
+  lookalike eval .lookalike/datasets/fashion-mnist --limit-per-category 50 --json
+
+Exit codes: 0 all good; 1 some images failed to ingest or some searches failed; 2 usage error, or the
+service could not be reached or refused the request (the key needs the read and write scopes).";
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
@@ -47,7 +64,7 @@ pub struct EvalArgs {
     /// The running service (ideally a fresh one: its catalogue takes part); the key needs the `read`
     /// and `write` scopes (eval uploads, then searches).
     #[command(flatten)]
-    pub api: crate::client::ApiArgs,
+    pub api: crate::cli::client::ApiArgs,
     /// Use only the first N images (sorted by name) of each category.
     #[arg(long)]
     pub limit_per_category: Option<usize>,
@@ -326,9 +343,9 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             job_ids.len(),
             search_errors.len()
         );
-        return Ok(crate::client::EXIT_FAILED);
+        return Ok(crate::cli::client::EXIT_FAILED);
     }
-    Ok(crate::client::EXIT_OK)
+    Ok(crate::cli::client::EXIT_OK)
 }
 
 /// The cross-validation (and the tuning, when asked) in process, through the service's classifier code.
@@ -420,7 +437,7 @@ fn from_vectors(
     } else {
         print!("{}", markdown(&report));
     }
-    Ok(crate::client::EXIT_OK)
+    Ok(crate::cli::client::EXIT_OK)
 }
 
 /// The folds (their number and each sample's fold): every view of one product in the same fold,
@@ -497,7 +514,7 @@ fn walk(folder: &Path, limit: Option<usize>) -> Result<Vec<Sample>> {
             .context("products.json: expected {\"path\": \"product id\"}")?,
         Err(_) => HashMap::new(),
     };
-    Ok(crate::folder::walk(folder, limit)?
+    Ok(crate::cli::folder::walk(folder, limit)?
         .into_iter()
         .map(|image| Sample {
             product: products.get(&image.rel).cloned(),
@@ -520,259 +537,6 @@ fn siblings(products: &[Option<&str>]) -> Vec<Vec<usize>> {
             None => Vec::new(),
         })
         .collect()
-}
-
-struct Api {
-    api: crate::client::Api,
-    concurrency: usize,
-}
-
-impl Api {
-    fn new(args: &crate::client::ApiArgs, concurrency: usize) -> Result<Self> {
-        Ok(Api {
-            api: crate::client::Api::new(args, Duration::from_secs(300), "read and write")?,
-            concurrency: concurrency.max(1),
-        })
-    }
-
-    async fn check_ready(&self) -> Result<()> {
-        self.api.check_ready().await
-    }
-
-    /// Answers the JSON body of a 2xx response; anything else is an error naming the status and code.
-    async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
-        self.api.json(request).await
-    }
-
-    /// Uploads every sample in batches; answers the job ids in sample order.
-    async fn upload_all(&self, folder: &str, samples: &[Sample]) -> Result<Vec<String>> {
-        self.upload(folder, samples, true).await
-    }
-
-    /// Uploads every sample, with its category as a label when `labelled`.
-    async fn upload(
-        &self,
-        folder: &str,
-        samples: &[Sample],
-        labelled: bool,
-    ) -> Result<Vec<String>> {
-        let batches = stream::iter(samples.chunks(UPLOAD_BATCH).map(|batch| async move {
-            let mut form = Form::new();
-            for s in batch {
-                let bytes = tokio::fs::read(&s.path)
-                    .await
-                    .with_context(|| s.path.display().to_string())?;
-                form = form.part("file", Part::bytes(bytes).file_name(file_name(&s.path)));
-                if labelled {
-                    form = form.text("category", s.category.clone());
-                }
-                form = form.text("external_id", format!("eval:{folder}/{}", s.rel));
-            }
-            let body = self
-                .json(
-                    self.api
-                        .http()
-                        .post(self.api.url("/v1/images"))
-                        .multipart(form),
-                )
-                .await
-                .with_context(|| format!("uploading {} ...", batch[0].rel))?;
-            let ids = crate::client::job_ids(&body);
-            if ids.len() != batch.len() {
-                bail!("asked for {} jobs, got {}: {body}", batch.len(), ids.len());
-            }
-            Ok(ids)
-        }));
-        let batches: Vec<Vec<String>> = batches.buffered(self.concurrency).try_collect().await?;
-        Ok(batches.concat())
-    }
-
-    /// Follows the jobs (with the batch lookup, oldest first) until all have ended; each ends with
-    /// the item id or the failure reason.
-    async fn wait_jobs(&self, ids: &[String]) -> Result<Vec<Result<String, String>>> {
-        let position: HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        let mut outcomes: Vec<Option<Result<String, String>>> = vec![None; ids.len()];
-        let mut last_progress = Instant::now();
-        let mut progress = Progress::new("eval ingest");
-        let mut pending: Vec<String> = ids.to_vec();
-        while !pending.is_empty() {
-            for (id, end) in self.api.ended_jobs(&pending).await? {
-                if let Some(&i) = position.get(id.as_str()) {
-                    outcomes[i] = Some(match end {
-                        JobEnd::Succeeded { item_id } => Ok(item_id),
-                        JobEnd::Failed { code, message } => Err(format!("{code}: {message}")),
-                    });
-                }
-            }
-            let before = pending.len();
-            pending.retain(|id| outcomes[position[id.as_str()]].is_none());
-            if pending.len() < before {
-                last_progress = Instant::now();
-            } else if last_progress.elapsed() > STALL_LIMIT {
-                bail!(
-                    "no job finished in {STALL_LIMIT:?}; {} still pending (is the worker running?)",
-                    pending.len()
-                );
-            }
-            let done = ids.len() - pending.len();
-            progress.update(done, ids.len(), || {
-                format!("{done}/{} jobs ended", ids.len())
-            });
-            if !pending.is_empty() {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-        progress.finish(
-            ids.len(),
-            ids.len(),
-            &format!("{0}/{0} jobs ended", ids.len()),
-        );
-        Ok(outcomes.into_iter().map(Option::unwrap).collect())
-    }
-
-    /// Each item's stored embedding, L2-normalised, and every item's features when all have them.
-    async fn vectors(&self, item_ids: &[String]) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
-        let both: Vec<(Vec<f32>, Option<Vec<f32>>)> =
-            stream::iter(item_ids.iter().map(|id| async move {
-                let item = self
-                    .json(
-                        self.api
-                            .http()
-                            .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
-                    )
-                    .await?;
-                let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
-                    .with_context(|| format!("item {id} has no vector"))?;
-                let f: Option<Vec<f32>> = serde_json::from_value(item["features"].clone())
-                    .with_context(|| format!("item {id}: features"))?;
-                Ok::<_, anyhow::Error>((normalise(v), f))
-            }))
-            .buffered(self.concurrency)
-            .try_collect()
-            .await?;
-        let (vectors, features): (Vec<_>, Vec<_>) = both.into_iter().unzip();
-        Ok((vectors, features.into_iter().collect()))
-    }
-
-    /// The service's `model.id` (`/v1/status`).
-    async fn model_id(&self) -> Result<String> {
-        let status = self
-            .json(self.api.http().get(self.api.url("/v1/status")))
-            .await?;
-        status["model"]["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("/v1/status names no model")
-    }
-
-    /// The service's classifier settings (`/v1/status`), to run the folds as it classifies.
-    async fn classifier_settings(&self) -> Result<folds::Classifier> {
-        let status = self
-            .json(self.api.http().get(self.api.url("/v1/status")))
-            .await?;
-        folds::Classifier::from_status(&status["classifier"]["settings"]).with_context(|| {
-            format!(
-                "{} reports no classifier settings (an older service?)",
-                self.api.url("/v1/status")
-            )
-        })
-    }
-
-    /// Asks the service to train its classifier head now; `None` when it has too few labels or the
-    /// head is off. Waits while another process is training.
-    async fn train_head(&self) -> Result<Option<Value>> {
-        for _ in 0..120 {
-            let response = self
-                .api
-                .send(self.api.http().post(self.api.url("/v1/classifier/train")))
-                .await?;
-            match response.0.as_u16() {
-                200 => return Ok(Some(response.1)),
-                422 => return Ok(None),
-                409 if response.1["error"]["code"] == "head_disabled" => return Ok(None),
-                409 => tokio::time::sleep(Duration::from_millis(500)).await,
-                s => bail!("training the classifier head answered {s}: {}", response.1),
-            }
-        }
-        bail!("the classifier head stayed busy training for a minute")
-    }
-
-    /// One search per sample (with its item excluded when `exclude` gives the ids), with progress on
-    /// stderr.
-    async fn search_all(
-        &self,
-        samples: &[&Sample],
-        exclude: Option<&[String]>,
-        category: &str,
-    ) -> Vec<Result<(Answer, f64)>> {
-        let mut progress = Progress::new("eval search");
-        let shown = |n: usize| format!("{n}/{} searches ({category})", samples.len());
-        let mut out = Vec::with_capacity(samples.len());
-        let mut searches = stream::iter(
-            samples
-                .iter()
-                .enumerate()
-                .map(|(i, s)| self.search(s, exclude.map(|ids| ids[i].as_str()), category)),
-        )
-        .buffered(self.concurrency);
-        while let Some(answer) = searches.next().await {
-            out.push(answer);
-            progress.update(out.len(), samples.len(), || shown(out.len()));
-        }
-        progress.finish(out.len(), samples.len(), &shown(out.len()));
-        out
-    }
-
-    async fn search(
-        &self,
-        sample: &Sample,
-        exclude: Option<&str>,
-        category: &str,
-    ) -> Result<(Answer, f64)> {
-        let bytes = tokio::fs::read(&sample.path).await?;
-        let mut form = Form::new()
-            .part(
-                "file",
-                Part::bytes(bytes).file_name(file_name(&sample.path)),
-            )
-            .text("k", K.to_string())
-            .text("category", category.to_string());
-        if let Some(id) = exclude {
-            form = form.text("exclude", id.to_string());
-        }
-        let t = Instant::now();
-        let body = self
-            .json(
-                self.api
-                    .http()
-                    .post(self.api.url("/v1/search"))
-                    .multipart(form),
-            )
-            .await?;
-        let ms = t.elapsed().as_secs_f64() * 1000.0;
-        let text = |v: &Value| v.as_str().map(str::to_string);
-        let answer = Answer {
-            top: body["prediction"]["top"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| text(&t["category"]))
-                .collect(),
-            confidence: body["prediction"]["confidence"].as_f64(),
-            widened: body["search"]["low_confidence"].as_bool().unwrap_or(false),
-            results: body["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| Some((text(&r["item_id"])?, text(&r["category"]))))
-                .collect(),
-        };
-        Ok((answer, ms))
-    }
 }
 
 #[derive(Default)]
@@ -826,332 +590,6 @@ impl SystemScores {
         }
         self.latency_ms.push(*ms);
     }
-}
-
-struct RawScores {
-    p1: Option<f64>,
-    p10: Option<f64>,
-    knn5: Option<f64>,
-    recall5: Option<f64>,
-}
-
-/// Leave-one-out cosine kNN over the eval items' own vectors (normalised).
-fn raw_baseline(vectors: &[Vec<f32>], labels: &[&str], siblings: &[Vec<usize>]) -> RawScores {
-    let (mut p1, mut p10, mut knn5, mut recall5) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for i in 0..vectors.len() {
-        let ranked = nearest(vectors, i, K.max(VOTE_K).max(SAME_ITEM_K));
-        let hits: Vec<bool> = ranked.iter().map(|&j| labels[j] == labels[i]).collect();
-        p1.push(precision_at_k(&hits, 1));
-        p10.push(precision_at_k(&hits, K));
-        let votes: Vec<&str> = ranked.iter().take(VOTE_K).map(|&j| labels[j]).collect();
-        knn5.push(flag(majority_vote(&votes) == Some(labels[i])));
-        if !siblings[i].is_empty() {
-            recall5.push(recall_at_k(&ranked, &siblings[i], SAME_ITEM_K));
-        }
-    }
-    RawScores {
-        p1: mean(&p1),
-        p10: mean(&p10),
-        knn5: mean(&knn5),
-        recall5: mean(&recall5),
-    }
-}
-
-// ---- metric math: small pure functions ----
-
-fn normalise(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-/// The k vectors most similar to `vectors[i]` (dot product of normalised vectors = cosine), itself left
-/// out; ties keep the lower index first.
-fn nearest(vectors: &[Vec<f32>], i: usize, k: usize) -> Vec<usize> {
-    let mut scored: Vec<(f32, usize)> = (0..vectors.len())
-        .filter(|&j| j != i)
-        .map(|j| (dot(&vectors[i], &vectors[j]), j))
-        .collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().take(k).map(|(_, j)| j).collect()
-}
-
-/// Share of relevant results among the first k returned (fewer than k returned: among those). An empty
-/// answer scores 0.
-fn precision_at_k(relevant: &[bool], k: usize) -> f64 {
-    let shown = &relevant[..relevant.len().min(k)];
-    if shown.is_empty() {
-        return 0.0;
-    }
-    shown.iter().filter(|&&r| r).count() as f64 / shown.len() as f64
-}
-
-/// The most frequent label; a tie goes to the label that appears first (the nearer neighbour).
-fn majority_vote<'a>(labels: &[&'a str]) -> Option<&'a str> {
-    let count = |l: &str| labels.iter().filter(|&&x| x == l).count();
-    let best = labels.iter().map(|l| count(l)).max()?;
-    labels.iter().copied().find(|l| count(l) == best)
-}
-
-/// Expected calibration error: confidences in equal-width bins over [0, 1]; the mean |accuracy -
-/// confidence| of each bin, weighted by its share of the predictions.
-fn expected_calibration_error(predictions: &[(f64, bool)], bins: usize) -> f64 {
-    let mut sums = vec![(0usize, 0.0f64, 0usize); bins]; // (count, confidence sum, correct)
-    for &(confidence, correct) in predictions {
-        let b = ((confidence.clamp(0.0, 1.0) * bins as f64) as usize).min(bins - 1);
-        sums[b].0 += 1;
-        sums[b].1 += confidence;
-        sums[b].2 += usize::from(correct);
-    }
-    let n = predictions.len() as f64;
-    sums.iter()
-        .filter(|(count, _, _)| *count > 0)
-        .map(|&(count, conf, correct)| {
-            let c = count as f64;
-            (c / n) * (correct as f64 / c - conf / c).abs()
-        })
-        .sum()
-}
-
-/// Share of the relevant ids found among the first k ranked.
-fn recall_at_k(ranked: &[usize], relevant: &[usize], k: usize) -> f64 {
-    if relevant.is_empty() {
-        return 0.0;
-    }
-    let top = &ranked[..ranked.len().min(k)];
-    relevant.iter().filter(|r| top.contains(r)).count() as f64 / relevant.len() as f64
-}
-
-fn mean(values: &[f64]) -> Option<f64> {
-    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-}
-
-fn flag(b: bool) -> f64 {
-    if b { 1.0 } else { 0.0 }
-}
-
-// ---- output ----
-
-fn markdown(r: &Value) -> String {
-    let f = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.3}"));
-    let (cls, e2e, any, raw, t) = (
-        &r["classification"],
-        &r["end_to_end"],
-        &r["retrieval_any_category"],
-        &r["raw"],
-        &r["timing"],
-    );
-    let mut out = format!(
-        "### lookalike eval: {} ({} images, {} categories, {})\n\n",
-        r["folder"].as_str().unwrap_or(""),
-        r["items"],
-        r["categories"].as_object().map_or(0, |c| c.len()),
-        r["api"].as_str().unwrap_or(""),
-    );
-    out += &format!(
-        "Classification, {}-fold cross-validation{} (each image classified by what the other folds taught):\n\n\
-         | metric | lookalike (head + vote) | vote only | head only |\n|---|---|---|---|\n",
-        r["folds"],
-        if r["grouped_by_product"].as_bool() == Some(true) {
-            ", folds grouped by product"
-        } else {
-            ""
-        },
-    );
-    let (l, v, h) = (&cls["lookalike"], &cls["vote"], &cls["head"]);
-    for (name, key) in [
-        ("category accuracy, top-1", "accuracy_top1"),
-        ("category accuracy, top-3", "accuracy_top3"),
-        ("errors", "errors"),
-        ("calibration error (ECE, 10 bins)", "ece"),
-        ("log-loss", "nll"),
-        (
-            "P@10 in the predicted categories (restates accuracy)",
-            "p_at_10_in_category",
-        ),
-        (
-            "right-category share of the top 10 when the prediction is wrong",
-            "right_category_share_when_wrong",
-        ),
-    ] {
-        let g = |x: &Value| {
-            if key == "errors" {
-                x[key].as_u64().map_or("–".into(), |n| n.to_string())
-            } else {
-                f(&x[key])
-            }
-        };
-        out += &format!("| {name} | {} | {} | {} |\n", g(l), g(v), g(h));
-    }
-    if any.is_null() {
-        out += &format!(
-            "\nRaw embeddings (exact, leave-one-out): P@1 {}, P@10 {}, 5-NN accuracy {} (vectors from {}; no service was asked)\n",
-            f(&raw["p_at_1"]),
-            f(&raw["p_at_10"]),
-            f(&raw["knn5_accuracy"]),
-            r["vectors_from"].as_str().unwrap_or("?"),
-        );
-    } else {
-        out += &format!(
-            "\nRetrieval over all categories (`category=any`, each image searched with itself excluded):\n\n\
-             | metric | raw embeddings (exact) | lookalike |\n|---|---|---|\n\
-             | P@1 | {} | {} |\n| P@10 | {} | {} |\n",
-            f(&raw["p_at_1"]),
-            f(&any["p_at_1"]),
-            f(&raw["p_at_10"]),
-            f(&any["p_at_10"]),
-        );
-        if let Some(n) = r["same_item_queries"].as_u64() {
-            out += &format!(
-                "| same-item recall@5 ({n} views with siblings) | {} | {} |\n",
-                f(&raw["same_item_recall_at_5"]),
-                f(&any["same_item_recall_at_5"])
-            );
-        }
-        out += &format!(
-            "\nEnd to end, fold 1 ({} images searched by upload before they were ingested, head trained on the other folds): \
-             top-1 {}, P@10 {}, searches widened {}, same prediction as in process {}\n",
-            e2e["images"],
-            f(&e2e["accuracy_top1"]),
-            f(&e2e["p_at_10"]),
-            f(&e2e["widened"]),
-            f(&e2e["agreement_with_in_process"]["share"]),
-        );
-    }
-    if let Some(curve) = cls["learning_curve"].as_array() {
-        out += "\nLearning curve (top-1 by labels per category):\n\n| labels per category | vote | head | lookalike |\n|---|---|---|---|\n";
-        for p in curve {
-            out += &format!(
-                "| {} | {} | {} | {} |\n",
-                p["labels_per_category"],
-                f(&p["vote"]),
-                f(&p["head"]),
-                f(&p["lookalike"])
-            );
-        }
-    }
-    let cats: Vec<String> = r["categories"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    out += &format!(
-        "\ncounts: {} images evaluated, {} failed to ingest, {} search errors; per category: {}\n",
-        r["items"],
-        r["ingest_failures"].as_array().map_or(0, Vec::len),
-        r["search_errors"].as_array().map_or(0, Vec::len),
-        cats.join(", "),
-    );
-    if let Some(ms) = cls["head_training_ms_per_10k_items"].as_f64() {
-        out += &format!(
-            "head training: {:.0} ms per 10,000 labelled items (both rounds)\n",
-            ms
-        );
-    }
-    let secs = |key: &str| t[key].as_f64().unwrap_or(0.0);
-    out += &if t["ingest_secs"].is_null() {
-        format!(
-            "timing: cross-validation {:.1} s, total {:.1} s\n",
-            secs("cross_validation_secs"),
-            secs("total_secs"),
-        )
-    } else {
-        format!(
-            "timing: ingest {:.1} s ({:.1} images/s), vectors {:.1} s, searches {:.1} s (mean {:.0} ms each, {} in flight), \
-             cross-validation {:.1} s, total {:.1} s\n",
-            secs("ingest_secs"),
-            secs("ingest_per_sec"),
-            secs("vectors_secs"),
-            secs("search_secs"),
-            secs("search_mean_ms"),
-            t["concurrency"],
-            secs("cross_validation_secs"),
-            secs("total_secs"),
-        )
-    };
-    out
-}
-
-/// `--cold-start`: how often the ImageNet prior alone puts an image in the right category.
-async fn cold_start(
-    api: &Api,
-    name: &str,
-    samples: &[Sample],
-    map_path: &Path,
-    json_out: bool,
-) -> Result<u8> {
-    let text = std::fs::read_to_string(map_path)
-        .with_context(|| format!("reading {}", map_path.display()))?;
-    let map: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a {{folder: category}} object",
-            map_path.display()
-        )
-    })?;
-    let samples: Vec<Sample> = samples
-        .iter()
-        .filter(|s| map.contains_key(&s.category))
-        .cloned()
-        .collect();
-    if samples.is_empty() {
-        bail!("no image folder is named in {}", map_path.display());
-    }
-    let job_ids = api.upload(name, &samples, false).await?;
-    let outcomes = api.wait_jobs(&job_ids).await?;
-    let mut per_category: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    let (mut right, mut predicted, mut failed) = (0usize, 0usize, 0usize);
-    for (sample, outcome) in samples.iter().zip(outcomes) {
-        let Ok(item_id) = outcome else {
-            failed += 1;
-            continue;
-        };
-        let item = api.api.get(&format!("/v1/items/{item_id}")).await?;
-        let truth = map[&sample.category].as_str();
-        let entry = per_category.entry(truth).or_default();
-        entry.1 += 1;
-        if !item["category"].is_null() {
-            predicted += 1;
-        }
-        if item["category"] == truth {
-            right += 1;
-            entry.0 += 1;
-        }
-    }
-    let ingested = samples.len() - failed;
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let report = json!({
-        "folder": name,
-        "mode": "cold_start",
-        "images": ingested,
-        "ingest_failures": failed,
-        "accuracy": ratio(right, ingested),
-        "with_a_prediction": ratio(predicted, ingested),
-        "per_category": per_category.iter()
-            .map(|(c, (r, n))| (c.to_string(), json!({"images": n, "accuracy": ratio(*r, *n)})))
-            .collect::<serde_json::Map<_, _>>(),
-    });
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "cold start on {name}: {} images, accuracy {:.3}, {:.3} with a prediction",
-            ingested,
-            ratio(right, ingested),
-            ratio(predicted, ingested)
-        );
-        println!("| category | images | accuracy |\n|---|---|---|");
-        for (c, (r, n)) in &per_category {
-            println!("| {c} | {n} | {:.3} |", ratio(*r, *n));
-        }
-    }
-    Ok(if failed > 0 { 1 } else { 0 })
 }
 
 #[cfg(test)]

@@ -5,6 +5,10 @@ use anyhow::Context;
 use lookalike_core::config::{ApiKey, parse_scopes};
 use rand::RngCore;
 
+pub const AFTER_HELP: &str = "\
+Example:
+  lookalike keys new --name shop-feed --scopes read,write";
+
 #[derive(clap::Subcommand, Debug)]
 pub enum KeysCommand {
     /// Make a new random API key; prints the key once and the configuration line that holds its hash.

@@ -1,0 +1,259 @@
+//! The evaluation's calls to the running service: uploads, job waits, vectors, searches, training.
+
+use super::*;
+
+pub(super) struct Api {
+    pub(super) api: crate::cli::client::Api,
+    pub(super) concurrency: usize,
+}
+
+impl Api {
+    pub(super) fn new(args: &crate::cli::client::ApiArgs, concurrency: usize) -> Result<Self> {
+        Ok(Api {
+            api: crate::cli::client::Api::new(args, Duration::from_secs(300), "read and write")?,
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    pub(super) async fn check_ready(&self) -> Result<()> {
+        self.api.check_ready().await
+    }
+
+    /// Answers the JSON body of a 2xx response; anything else is an error naming the status and code.
+    pub(super) async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+        self.api.json(request).await
+    }
+
+    /// Uploads every sample in batches; answers the job ids in sample order.
+    pub(super) async fn upload_all(&self, folder: &str, samples: &[Sample]) -> Result<Vec<String>> {
+        self.upload(folder, samples, true).await
+    }
+
+    /// Uploads every sample, with its category as a label when `labelled`.
+    pub(super) async fn upload(
+        &self,
+        folder: &str,
+        samples: &[Sample],
+        labelled: bool,
+    ) -> Result<Vec<String>> {
+        let batches = stream::iter(samples.chunks(UPLOAD_BATCH).map(|batch| async move {
+            let mut form = Form::new();
+            for s in batch {
+                let bytes = tokio::fs::read(&s.path)
+                    .await
+                    .with_context(|| s.path.display().to_string())?;
+                form = form.part("file", Part::bytes(bytes).file_name(file_name(&s.path)));
+                if labelled {
+                    form = form.text("category", s.category.clone());
+                }
+                form = form.text("external_id", format!("eval:{folder}/{}", s.rel));
+            }
+            let body = self
+                .json(
+                    self.api
+                        .http()
+                        .post(self.api.url("/v1/images"))
+                        .multipart(form),
+                )
+                .await
+                .with_context(|| format!("uploading {} ...", batch[0].rel))?;
+            let ids = crate::cli::client::job_ids(&body);
+            if ids.len() != batch.len() {
+                bail!("asked for {} jobs, got {}: {body}", batch.len(), ids.len());
+            }
+            Ok(ids)
+        }));
+        let batches: Vec<Vec<String>> = batches.buffered(self.concurrency).try_collect().await?;
+        Ok(batches.concat())
+    }
+
+    /// Follows the jobs (with the batch lookup, oldest first) until all have ended; each ends with
+    /// the item id or the failure reason.
+    pub(super) async fn wait_jobs(&self, ids: &[String]) -> Result<Vec<Result<String, String>>> {
+        let position: HashMap<&str, usize> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        let mut outcomes: Vec<Option<Result<String, String>>> = vec![None; ids.len()];
+        let mut last_progress = Instant::now();
+        let mut progress = Progress::new("eval ingest");
+        let mut pending: Vec<String> = ids.to_vec();
+        while !pending.is_empty() {
+            for (id, end) in self.api.ended_jobs(&pending).await? {
+                if let Some(&i) = position.get(id.as_str()) {
+                    outcomes[i] = Some(match end {
+                        JobEnd::Succeeded { item_id } => Ok(item_id),
+                        JobEnd::Failed { code, message } => Err(format!("{code}: {message}")),
+                    });
+                }
+            }
+            let before = pending.len();
+            pending.retain(|id| outcomes[position[id.as_str()]].is_none());
+            if pending.len() < before {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > STALL_LIMIT {
+                bail!(
+                    "no job finished in {STALL_LIMIT:?}; {} still pending (is the worker running?)",
+                    pending.len()
+                );
+            }
+            let done = ids.len() - pending.len();
+            progress.update(done, ids.len(), || {
+                format!("{done}/{} jobs ended", ids.len())
+            });
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        progress.finish(
+            ids.len(),
+            ids.len(),
+            &format!("{0}/{0} jobs ended", ids.len()),
+        );
+        Ok(outcomes.into_iter().map(Option::unwrap).collect())
+    }
+
+    /// Each item's stored embedding, L2-normalised, and every item's features when all have them.
+    pub(super) async fn vectors(
+        &self,
+        item_ids: &[String],
+    ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
+        let both: Vec<(Vec<f32>, Option<Vec<f32>>)> =
+            stream::iter(item_ids.iter().map(|id| async move {
+                let item = self
+                    .json(
+                        self.api
+                            .http()
+                            .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
+                    )
+                    .await?;
+                let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
+                    .with_context(|| format!("item {id} has no vector"))?;
+                let f: Option<Vec<f32>> = serde_json::from_value(item["features"].clone())
+                    .with_context(|| format!("item {id}: features"))?;
+                Ok::<_, anyhow::Error>((normalise(v), f))
+            }))
+            .buffered(self.concurrency)
+            .try_collect()
+            .await?;
+        let (vectors, features): (Vec<_>, Vec<_>) = both.into_iter().unzip();
+        Ok((vectors, features.into_iter().collect()))
+    }
+
+    /// The service's `model.id` (`/v1/status`).
+    pub(super) async fn model_id(&self) -> Result<String> {
+        let status = self
+            .json(self.api.http().get(self.api.url("/v1/status")))
+            .await?;
+        status["model"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .context("/v1/status names no model")
+    }
+
+    /// The service's classifier settings (`/v1/status`), to run the folds as it classifies.
+    pub(super) async fn classifier_settings(&self) -> Result<folds::Classifier> {
+        let status = self
+            .json(self.api.http().get(self.api.url("/v1/status")))
+            .await?;
+        folds::Classifier::from_status(&status["classifier"]["settings"]).with_context(|| {
+            format!(
+                "{} reports no classifier settings (an older service?)",
+                self.api.url("/v1/status")
+            )
+        })
+    }
+
+    /// Asks the service to train its classifier head now; `None` when it has too few labels or the
+    /// head is off. Waits while another process is training.
+    pub(super) async fn train_head(&self) -> Result<Option<Value>> {
+        for _ in 0..120 {
+            let response = self
+                .api
+                .send(self.api.http().post(self.api.url("/v1/classifier/train")))
+                .await?;
+            match response.0.as_u16() {
+                200 => return Ok(Some(response.1)),
+                422 => return Ok(None),
+                409 if response.1["error"]["code"] == "head_disabled" => return Ok(None),
+                409 => tokio::time::sleep(Duration::from_millis(500)).await,
+                s => bail!("training the classifier head answered {s}: {}", response.1),
+            }
+        }
+        bail!("the classifier head stayed busy training for a minute")
+    }
+
+    /// One search per sample (with its item excluded when `exclude` gives the ids), with progress on
+    /// stderr.
+    pub(super) async fn search_all(
+        &self,
+        samples: &[&Sample],
+        exclude: Option<&[String]>,
+        category: &str,
+    ) -> Vec<Result<(Answer, f64)>> {
+        let mut progress = Progress::new("eval search");
+        let shown = |n: usize| format!("{n}/{} searches ({category})", samples.len());
+        let mut out = Vec::with_capacity(samples.len());
+        let mut searches = stream::iter(
+            samples
+                .iter()
+                .enumerate()
+                .map(|(i, s)| self.search(s, exclude.map(|ids| ids[i].as_str()), category)),
+        )
+        .buffered(self.concurrency);
+        while let Some(answer) = searches.next().await {
+            out.push(answer);
+            progress.update(out.len(), samples.len(), || shown(out.len()));
+        }
+        progress.finish(out.len(), samples.len(), &shown(out.len()));
+        out
+    }
+
+    pub(super) async fn search(
+        &self,
+        sample: &Sample,
+        exclude: Option<&str>,
+        category: &str,
+    ) -> Result<(Answer, f64)> {
+        let bytes = tokio::fs::read(&sample.path).await?;
+        let mut form = Form::new()
+            .part(
+                "file",
+                Part::bytes(bytes).file_name(file_name(&sample.path)),
+            )
+            .text("k", K.to_string())
+            .text("category", category.to_string());
+        if let Some(id) = exclude {
+            form = form.text("exclude", id.to_string());
+        }
+        let t = Instant::now();
+        let body = self
+            .json(
+                self.api
+                    .http()
+                    .post(self.api.url("/v1/search"))
+                    .multipart(form),
+            )
+            .await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let answer = Answer {
+            top: body["prediction"]["top"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| text(&t["category"]))
+                .collect(),
+            confidence: body["prediction"]["confidence"].as_f64(),
+            widened: body["search"]["low_confidence"].as_bool().unwrap_or(false),
+            results: body["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some((text(&r["item_id"])?, text(&r["category"]))))
+                .collect(),
+        };
+        Ok((answer, ms))
+    }
+}

@@ -1,0 +1,16 @@
+//! The commands besides the service itself, one module each, its help beside its arguments.
+//!
+//! Clients of a running service's API (they share [`client`]: `--api`, `--api-key`, exit codes):
+//! `import`, `status`, `jobs`, `eval`, `reclassify`. Commands of the service's own stores: `reindex`
+//! (a model change), `keys` (API keys, offline).
+
+pub mod client;
+pub mod eval;
+pub mod folder;
+pub mod import;
+pub mod jobs;
+pub mod keys;
+pub mod progress;
+pub mod reclassify;
+pub mod reindex;
+pub mod status;
