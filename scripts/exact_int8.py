@@ -1,13 +1,14 @@
-"""Rewrites the int8 CLIP model so that every CPU computes it exactly: its MatMulInteger weights go
-from int8 to uint8 (each weight and its zero point shifted by 128, which leaves (w - zero point), and
-so every product and sum, unchanged).
+"""Makes the uint8 twin of the int8 CLIP model, for x86 CPUs without VNNI: its MatMulInteger weights
+go from int8 to uint8 (each weight and its zero point shifted by 128, which leaves (w - zero point),
+and so every product and sum, unchanged).
 
 Why: ONNX Runtime multiplies uint8 activations by int8 weights with `vpmaddubsw` on CPUs without
-AVX-512 VNNI (AVX2 machines such as many AMD EPYC hosts), which adds pairs of products in 16 bits
-and saturates. On such a CPU the published model's embeddings are far from the exact ones (cosine
-about 0.5 on the reference images) and search quality drops. uint8 x uint8 is computed by widening
-to 16 bits first, without saturation, on every x86 kernel; with VNNI both are exact. So the rewritten
-model gives one set of vectors on every machine.
+VNNI (AVX2 machines such as many AMD EPYC hosts), which adds pairs of products in 16 bits and
+saturates. On such a CPU the published model's embeddings are far from the exact ones (cosine about
+0.5 on the reference images) and search quality drops. ONNX Runtime's uint8 x uint8 kernel there
+lands at cosine 0.990-0.995 of the exact vectors. With VNNI the published weights are exact and
+twice as fast as this twin, so lookalike loads the twin only where VNNI is missing
+(lookalike_vision::model_file_for_this_cpu).
 
     python scripts/exact_int8.py SOURCE.onnx OUT.onnx      # needs onnx (scripts/pyenv.sh has it)
 """

