@@ -28,8 +28,9 @@ COPY crates/telemetry/Cargo.toml crates/telemetry/
 COPY crates/classifier/Cargo.toml crates/classifier/
 COPY crates/catalogue/Cargo.toml crates/catalogue/
 COPY crates/analysis/Cargo.toml crates/analysis/
+COPY crates/api-types/Cargo.toml crates/api-types/
 # Cargo refuses a manifest whose declared benchmarks have no source, so each gets a stub too.
-RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry crates/classifier crates/catalogue crates/analysis; do \
+RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry crates/classifier crates/catalogue crates/analysis crates/api-types; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
  && for b in ingest query scaling; do echo 'fn main() {}' > benches/$b.rs; done \

@@ -1,6 +1,7 @@
 //! The lookalike HTTP API (axum): submit image jobs, follow them, read items.
 
 pub mod auth;
+mod docs;
 mod error;
 mod extract;
 mod routes;
@@ -16,6 +17,11 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
+
+/// The OpenAPI document `GET /openapi.json` serves (for tests and tools that want it without a server).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::openapi::document()
+}
 
 /// What a worker process serves: liveness, readiness and metrics, no API.
 pub fn ops_router(state: AppState) -> Router {

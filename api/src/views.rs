@@ -1,107 +1,132 @@
-//! JSON shapes the API returns (kept apart from the database rows so either can change alone).
+//! The API's bodies (`lookalike_api_types`) made from the database rows and index hits, kept apart
+//! from both so either side can change alone.
 
-use lookalike_store::{Item, Job};
-use serde_json::{Value, json};
+use lookalike_api_types as types;
+use lookalike_store::{CategorySource, Item, Job, JobStatus};
+use serde_json::Value;
 use uuid::Uuid;
 
-pub fn job_link(id: Uuid) -> String {
-    format!("/v1/jobs/{id}")
+pub use types::{item_link, job_link, thumbnail_link};
+
+pub fn job_status(status: JobStatus) -> types::JobStatus {
+    match status {
+        JobStatus::Queued => types::JobStatus::Queued,
+        JobStatus::Processing => types::JobStatus::Processing,
+        JobStatus::Succeeded => types::JobStatus::Succeeded,
+        JobStatus::Failed => types::JobStatus::Failed,
+    }
 }
 
-pub fn item_link(id: Uuid) -> String {
-    format!("/v1/items/{id}")
-}
-
-pub fn thumbnail_link(id: Uuid) -> String {
-    format!("/v1/items/{id}/thumbnail")
-}
-
-pub fn job(job: &Job) -> Value {
-    let error = job
-        .error_code
-        .as_ref()
-        .map(|code| json!({"code": code, "message": job.error_message}));
-    json!({
-        "id": job.id,
-        "status": job.status,
-        "attempts": job.attempts,
-        "source": {"kind": job.source_kind, "url": job.source_url, "file_name": job.file_name},
-        "external_id": job.external_id,
-        "category": job.category,
-        "metadata": job.metadata,
-        "item_id": job.item_id,
-        "item_url": job.item_id.map(item_link),
+pub fn job(job: &Job) -> types::Job {
+    types::Job {
+        id: job.id,
+        status: job_status(job.status),
+        attempts: job.attempts,
+        source: types::Source {
+            kind: job.source_kind.clone(),
+            url: job.source_url.clone(),
+            file_name: job.file_name.clone(),
+        },
+        external_id: job.external_id.clone(),
+        category: job.category.clone(),
+        metadata: job.metadata.clone(),
+        item_id: job.item_id,
+        item_url: job.item_id.map(item_link),
         // For a failed job this is why; for a queued or processing job it is the last transient error
         // that caused a retry.
-        "error": error,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-    })
+        error: job.error_code.as_ref().map(|code| types::JobError {
+            code: code.clone(),
+            message: job.error_message.clone(),
+        }),
+        created_at: job.created_at,
+        updated_at: job.updated_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+    }
 }
 
-pub fn item(item: &Item) -> Value {
-    json!({
-        "id": item.id,
-        "job_id": item.job_id,
-        "external_id": item.external_id,
-        "source": {"kind": item.source_kind, "url": item.source_url, "file_name": item.file_name},
-        "content_sha256": item.content_sha256,
-        "byte_size": item.byte_size,
-        "format": item.format,
-        "width": item.width,
-        "height": item.height,
-        "category": item.category,
-        "category_source": item.category_source,
-        "category_confidence": item.category_confidence,
-        "head_version": item.head_version,
-        "model_id": item.model_id,
-        "metadata": item.metadata,
-        "thumbnail_url": thumbnail_link(item.id),
-        "created_at": item.created_at,
-        "updated_at": item.updated_at,
-    })
+/// A submitted job as the submission answers it.
+pub fn submitted(id: Uuid, status: JobStatus, external_id: Option<String>) -> types::SubmittedJob {
+    types::SubmittedJob {
+        job_id: id,
+        status: job_status(status),
+        external_id,
+        status_url: job_link(id),
+    }
+}
+
+pub fn item(item: &Item) -> types::Item {
+    types::Item {
+        id: item.id,
+        job_id: item.job_id,
+        external_id: item.external_id.clone(),
+        source: types::Source {
+            kind: item.source_kind.clone(),
+            url: item.source_url.clone(),
+            file_name: item.file_name.clone(),
+        },
+        content_sha256: item.content_sha256.clone(),
+        byte_size: item.byte_size,
+        format: item.format.clone(),
+        width: item.width,
+        height: item.height,
+        category: item.category.clone(),
+        category_source: match item.category_source {
+            CategorySource::Provided => types::CategorySource::Provided,
+            CategorySource::Predicted => types::CategorySource::Predicted,
+            CategorySource::Unassigned => types::CategorySource::None,
+        },
+        category_confidence: item.category_confidence,
+        head_version: item.head_version,
+        model_id: item.model_id.clone(),
+        metadata: item.metadata.clone(),
+        thumbnail_url: thumbnail_link(item.id),
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+        vector: None,
+        features: None,
+    }
 }
 
 /// One similarity result, from the attributes stored with its vector
 /// (`lookalike_catalogue::point_attrs`).
-pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> Value {
+pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> types::SimilarItem {
     let field = |key: &str| attrs.get(key).cloned().unwrap_or(Value::Null);
-    similar(
-        hit.id,
-        &hit.category,
-        hit.score,
-        field("external_id"),
-        field("metadata"),
-    )
+    types::SimilarItem {
+        item_id: hit.id,
+        external_id: field("external_id").as_str().map(str::to_string),
+        category: hit.category.clone(),
+        score: hit.score,
+        thumbnail_url: thumbnail_link(hit.id),
+        metadata: field("metadata"),
+    }
 }
 
 /// One similarity result, from the item's row (points stored before vectors carried attributes).
-pub fn result(item: &Item, score: f32) -> Value {
-    similar(
-        item.id,
-        &item.category,
+pub fn result(item: &Item, score: f32) -> types::SimilarItem {
+    types::SimilarItem {
+        item_id: item.id,
+        external_id: item.external_id.clone(),
+        category: item.category.clone(),
         score,
-        json!(item.external_id),
-        item.metadata.clone(),
-    )
+        thumbnail_url: thumbnail_link(item.id),
+        metadata: item.metadata.clone(),
+    }
 }
 
-/// The one shape of a similarity result, whichever store it is read from.
-fn similar(
-    id: Uuid,
-    category: &Option<String>,
-    score: f32,
-    external_id: Value,
-    metadata: Value,
-) -> Value {
-    json!({
-        "item_id": id,
-        "external_id": external_id,
-        "category": category,
-        "score": score,
-        "thumbnail_url": thumbnail_link(id),
-        "metadata": metadata,
-    })
+/// A trained head, for `/v1/status` and `POST /v1/classifier/train`.
+pub fn head(head: &lookalike_analysis::heads::LoadedHead) -> types::HeadSummary {
+    types::HeadSummary {
+        version: head.version,
+        categories: head.head.categories.len(),
+        reads: match head.head.reads {
+            lookalike_classifier::Reads::Features => types::HeadReads::Features,
+            lookalike_classifier::Reads::Embedding => types::HeadReads::Embedding,
+        },
+        trained_on: head.trained_on,
+        held_out: head.held_out,
+        held_out_accuracy: head.held_out_accuracy,
+        training_ms: head.training_ms,
+        trained_at: head.created_at,
+    }
 }

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use lookalike_api_types::{Job, JobList, JobStatus, Submission};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Exit codes of the client commands (documented in `--help` and the README).
@@ -154,12 +157,18 @@ impl Api {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// The JSON body of a 2xx answer; anything else is an error carrying a [`Refused`] (with a hint
-    /// about the key when that is why).
-    pub async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// The JSON body of a 2xx answer, read as `T` (its type in `lookalike_api_types`, or `Value`);
+    /// anything else is an error carrying a [`Refused`] (with a hint about the key when that is
+    /// why).
+    pub async fn json<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
         let (status, body) = self.send(request).await?;
         if status.is_success() {
-            return Ok(body);
+            return serde_json::from_value(body).with_context(|| {
+                format!(
+                    "the lookalike API at {} answered in an unexpected shape (another version?)",
+                    self.base
+                )
+            });
         }
         let refused = Refused::from_body(status, &body);
         if refused.is_auth() {
@@ -177,29 +186,22 @@ impl Api {
         Err(refused.into())
     }
 
-    pub async fn get(&self, path: &str) -> Result<Value> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.json(self.http.get(self.url(path))).await
     }
 
     /// One `GET /v1/jobs?ids=` (at most [`MAX_IDS_PER_LOOKUP`] ids): the jobs found, in the order
     /// asked, and the ids that name no job.
-    pub async fn lookup_jobs(&self, ids: &[String]) -> Result<(Vec<Value>, Vec<String>)> {
-        let body = self
+    pub async fn lookup_jobs(&self, ids: &[String]) -> Result<(Vec<Job>, Vec<String>)> {
+        let list: JobList = self
             .json(
                 self.http
                     .get(self.url("/v1/jobs"))
                     .query(&[("ids", ids.join(","))]),
             )
             .await?;
-        let strings = |v: &Value| -> Vec<String> {
-            v.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        };
-        let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
-        Ok((jobs, strings(&body["missing"])))
+        let missing = list.missing.into_iter().flatten();
+        Ok((list.jobs, missing.map(|id| id.to_string()).collect()))
     }
 
     /// The jobs among `pending` (oldest first) that have ended. Looks them up [`MAX_IDS_PER_LOOKUP`]
@@ -212,8 +214,8 @@ impl Api {
             let (jobs, missing) = self.lookup_jobs(chunk).await?;
             let before = ended.len();
             for job in &jobs {
-                if let (Some(id), Some(end)) = (job["id"].as_str(), JobEnd::of(job)) {
-                    ended.push((id.to_string(), end));
+                if let Some(end) = JobEnd::of(job) {
+                    ended.push((job.id.to_string(), end));
                 }
             }
             for id in missing {
@@ -237,19 +239,19 @@ pub enum JobEnd {
 
 impl JobEnd {
     /// The end of a job as the API shows it; `None` while it is queued or processing.
-    pub fn of(job: &Value) -> Option<JobEnd> {
-        match job["status"].as_str()? {
-            "succeeded" => Some(JobEnd::Succeeded {
-                item_id: job["item_id"].as_str().unwrap_or_default().to_string(),
+    pub fn of(job: &Job) -> Option<JobEnd> {
+        match job.status {
+            JobStatus::Succeeded => Some(JobEnd::Succeeded {
+                item_id: job.item_id.map(|id| id.to_string()).unwrap_or_default(),
             }),
-            "failed" => Some(JobEnd::failed(
-                job["error"]["code"].as_str().unwrap_or("unknown"),
-                job["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )),
-            _ => None,
+            JobStatus::Failed => {
+                let error = job.error.as_ref();
+                Some(JobEnd::failed(
+                    error.map_or("unknown", |e| e.code.as_str()),
+                    error.and_then(|e| e.message.clone()).unwrap_or_default(),
+                ))
+            }
+            JobStatus::Queued | JobStatus::Processing => None,
         }
     }
 
@@ -262,12 +264,11 @@ impl JobEnd {
 }
 
 /// The job ids a `POST /v1/images` answered, in request order.
-pub fn job_ids(submitted: &Value) -> Vec<String> {
-    submitted["jobs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|j| j["job_id"].as_str().map(str::to_string))
+pub fn job_ids(submitted: &Submission) -> Vec<String> {
+    submitted
+        .jobs
+        .iter()
+        .map(|j| j.job_id.to_string())
         .collect()
 }
 
@@ -288,6 +289,23 @@ pub fn print_json(value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// An answer holding `f32`s as a `Value`, as reading the service's JSON text of it gives: through
+/// that text, not `serde_json::to_value`, so an `f32` keeps the short decimal the service writes
+/// (`to_value` would widen it to an `f64`'s digits, 0.699999988079071 for 0.7). Its keys come in
+/// the order a `Value` keeps them, as when the answer was read as one.
+pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value> {
+    Ok(serde_json::from_str(&serde_json::to_string(value)?)?)
+}
+
+/// An `f32` of an answer as the `f64` its JSON text denotes (the service writes the shortest
+/// decimal), e.g. 0.7 rather than 0.699999988079071.
+pub fn decimal(x: f32) -> f64 {
+    serde_json::to_string(&x)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(f64::from(x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +320,69 @@ mod tests {
         let r = Refused::from_body(StatusCode::BAD_GATEWAY, &Value::Null);
         assert_eq!(r.code, "http_error");
         assert!(Refused::from_body(StatusCode::FORBIDDEN, &Value::Null).is_auth());
+    }
+
+    fn job(status: &str, item_id: Value, error: Value) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "id": "0193a7c2-0000-7000-8000-000000000001", "status": status, "attempts": 1,
+            "source": {"kind": "url", "url": "https://shop.example/a.jpg", "file_name": null},
+            "external_id": null, "category": null, "metadata": {},
+            "item_id": item_id, "item_url": null, "error": error,
+            "created_at": "2026-11-28T09:12:01Z", "updated_at": "2026-11-28T09:12:02Z",
+            "started_at": null, "finished_at": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_job_ends_when_it_succeeds_or_fails() {
+        let item = "0193a7c2-0000-7000-8000-0000000000aa";
+        assert_eq!(
+            JobEnd::of(&job("succeeded", item.into(), Value::Null)),
+            Some(JobEnd::Succeeded {
+                item_id: item.into()
+            })
+        );
+        let error = serde_json::json!({"code": "image_corrupt", "message": "bad bytes"});
+        assert_eq!(
+            JobEnd::of(&job("failed", Value::Null, error)),
+            Some(JobEnd::failed("image_corrupt", "bad bytes".into()))
+        );
+        assert_eq!(
+            JobEnd::of(&job("failed", Value::Null, Value::Null)),
+            Some(JobEnd::failed("unknown", String::new()))
+        );
+        let retrying = serde_json::json!({"code": "fetch_timeout", "message": null});
+        assert_eq!(JobEnd::of(&job("queued", Value::Null, retrying)), None);
+        assert_eq!(
+            JobEnd::of(&job("processing", Value::Null, Value::Null)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_job_ids_of_a_submission_come_in_request_order() {
+        let submission: Submission = serde_json::from_value(serde_json::json!({"jobs": [
+            {"job_id": "0193a7c2-0000-7000-8000-000000000002", "status": "queued",
+             "external_id": "b", "status_url": "/v1/jobs/0193a7c2-0000-7000-8000-000000000002"},
+            {"job_id": "0193a7c2-0000-7000-8000-000000000001", "status": "queued",
+             "external_id": null, "status_url": "/v1/jobs/0193a7c2-0000-7000-8000-000000000001"},
+        ]}))
+        .unwrap();
+        assert_eq!(
+            job_ids(&submission),
+            [
+                "0193a7c2-0000-7000-8000-000000000002",
+                "0193a7c2-0000-7000-8000-000000000001"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_f32_reads_as_the_decimal_the_service_wrote() {
+        assert_eq!(decimal(0.7), 0.7);
+        assert_eq!(decimal(0.123_456_79), 0.123_456_79);
+        assert_eq!(to_value(&[0.7f32]).unwrap(), serde_json::json!([0.7]));
     }
 
     #[test]

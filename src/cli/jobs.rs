@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::{Value, json};
+use lookalike_api_types::{Job, JobList, JobStatus};
+use serde::Serialize;
 
 use crate::cli::client::{Api, ApiArgs, EXIT_ERROR, EXIT_FAILED, EXIT_OK, MAX_IDS_PER_LOOKUP};
 
@@ -41,20 +42,20 @@ or the service could not be reached or refused the request (the key needs the re
 pub async fn run(args: JobsArgs) -> Result<u8> {
     let api = Api::new(&args.api, Duration::from_secs(30), "read")?;
     let status = if args.failed {
-        Some("failed".to_string())
+        Some(JobStatus::Failed)
     } else {
-        args.status.clone()
+        // clap lets only the four statuses through.
+        args.status
+            .as_deref()
+            .and_then(|s| JobStatus::ALL.into_iter().find(|st| st.as_str() == s))
     };
     let (jobs, missing) = if args.ids.is_empty() {
         let mut query = vec![("limit", args.limit.to_string())];
-        query.extend(status.map(|s| ("status", s)));
-        let body = api
+        query.extend(status.map(|s| ("status", s.as_str().to_string())));
+        let list: JobList = api
             .json(api.http().get(api.url("/v1/jobs")).query(&query))
             .await?;
-        (
-            body["jobs"].as_array().cloned().unwrap_or_default(),
-            Vec::new(),
-        )
+        (list.jobs, Vec::new())
     } else {
         let (mut jobs, mut missing) = (Vec::new(), Vec::new());
         for chunk in args.ids.chunks(MAX_IDS_PER_LOOKUP) {
@@ -62,14 +63,25 @@ pub async fn run(args: JobsArgs) -> Result<u8> {
             jobs.extend(
                 found
                     .into_iter()
-                    .filter(|j| status.as_ref().is_none_or(|s| j["status"] == s.as_str())),
+                    .filter(|j| status.is_none_or(|s| j.status == s)),
             );
             missing.extend(absent);
         }
         (jobs, missing)
     };
     if args.json {
-        crate::cli::client::print_json(&json!({"jobs": jobs, "missing": missing}))?;
+        /// What `--json` prints.
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            jobs: &'a [Job],
+            missing: &'a [String],
+        }
+        let shown = Shown {
+            jobs: &jobs,
+            missing: &missing,
+        };
+        // A job holds no f32; its metadata keeps its numbers as they were read.
+        crate::cli::client::print_json(&serde_json::to_value(&shown)?)?;
     } else {
         print!("{}", human(&jobs));
         for id in &missing {
@@ -78,7 +90,7 @@ pub async fn run(args: JobsArgs) -> Result<u8> {
     }
     Ok(if !missing.is_empty() {
         EXIT_ERROR
-    } else if jobs.iter().any(|j| j["status"] == "failed") {
+    } else if jobs.iter().any(|j| j.status == JobStatus::Failed) {
         EXIT_FAILED
     } else {
         EXIT_OK
@@ -86,30 +98,34 @@ pub async fn run(args: JobsArgs) -> Result<u8> {
 }
 
 /// One line a job: id, status, attempts, when, what, and why it failed.
-fn human(jobs: &[Value]) -> String {
+fn human(jobs: &[Job]) -> String {
     if jobs.is_empty() {
         return "no jobs\n".into();
     }
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
     let mut out = String::new();
     for j in jobs {
-        let what = match (j["external_id"].as_str(), j["source"]["kind"].as_str()) {
-            (Some(id), _) => id.to_string(),
-            (None, Some("url")) => text(&j["source"]["url"]),
-            _ => text(&j["source"]["file_name"]),
+        let source = &j.source;
+        let what = match (&j.external_id, source.kind.as_str()) {
+            (Some(id), _) => id.as_str(),
+            (None, "url") => source.url.as_deref().unwrap_or(""),
+            _ => source.file_name.as_deref().unwrap_or(""),
         };
-        let when = text(&j["created_at"]);
-        let when = when.get(..19).unwrap_or(when.as_str()).replace('T', " ");
+        // To the second, as the API writes it (RFC 3339), with a space for the `T`.
+        let when = j.created_at.format("%Y-%m-%d %H:%M:%S");
         out += &format!(
             "{}  {:<10}  {}  {}x  {}",
-            text(&j["id"]),
-            text(&j["status"]),
+            j.id,
+            j.status.as_str(),
             when,
-            j["attempts"].as_i64().unwrap_or(0),
+            j.attempts,
             what
         );
-        if let Some(code) = j["error"]["code"].as_str() {
-            out += &format!("  {code}: {}", text(&j["error"]["message"]));
+        if let Some(error) = &j.error {
+            out += &format!(
+                "  {}: {}",
+                error.code,
+                error.message.as_deref().unwrap_or("")
+            );
         }
         out.push('\n');
     }
@@ -119,20 +135,28 @@ fn human(jobs: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_job_line_says_what_and_why() {
-        let jobs = [
-            json!({"id": "j1", "status": "failed", "attempts": 1, "created_at": "2026-11-28T09:12:01.123Z",
-                   "external_id": "cups/broken.jpg", "source": {"kind": "upload", "file_name": "broken.jpg"},
-                   "error": {"code": "image_corrupt", "message": "bad bytes"}}),
-            json!({"id": "j2", "status": "succeeded", "attempts": 2, "created_at": "2026-11-28T09:12:02Z",
-                   "external_id": null, "source": {"kind": "url", "url": "https://shop.example/a.jpg"}}),
-        ];
+        let jobs: Vec<Job> = serde_json::from_value(json!([
+            {"id": "00000000-0000-0000-0000-0000000000a1", "status": "failed", "attempts": 1,
+             "created_at": "2026-11-28T09:12:01.123Z", "updated_at": "2026-11-28T09:12:03Z",
+             "started_at": null, "finished_at": null, "category": null, "metadata": {},
+             "item_id": null, "item_url": null,
+             "external_id": "cups/broken.jpg", "source": {"kind": "upload", "url": null, "file_name": "broken.jpg"},
+             "error": {"code": "image_corrupt", "message": "bad bytes"}},
+            {"id": "00000000-0000-0000-0000-0000000000a2", "status": "succeeded", "attempts": 2,
+             "created_at": "2026-11-28T09:12:02Z", "updated_at": "2026-11-28T09:12:03Z",
+             "started_at": null, "finished_at": null, "category": null, "metadata": {},
+             "item_id": null, "item_url": null, "error": null,
+             "external_id": null, "source": {"kind": "url", "url": "https://shop.example/a.jpg", "file_name": null}},
+        ]))
+        .unwrap();
         assert_eq!(
             human(&jobs),
-            "j1  failed      2026-11-28 09:12:01  1x  cups/broken.jpg  image_corrupt: bad bytes\n\
-             j2  succeeded   2026-11-28 09:12:02  2x  https://shop.example/a.jpg\n"
+            "00000000-0000-0000-0000-0000000000a1  failed      2026-11-28 09:12:01  1x  cups/broken.jpg  image_corrupt: bad bytes\n\
+             00000000-0000-0000-0000-0000000000a2  succeeded   2026-11-28 09:12:02  2x  https://shop.example/a.jpg\n"
         );
         assert_eq!(human(&[]), "no jobs\n");
     }

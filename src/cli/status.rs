@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use serde_json::Value;
+use lookalike_api_types::{Categories, CategoryCount, QueueState, Status};
+use serde::Serialize;
 
 use crate::cli::client::{Api, ApiArgs, EXIT_OK};
 
@@ -25,74 +26,74 @@ Examples:
 Exit codes: 0 the service answered; 2 usage error, or the service could not be reached or refused
 the request (the key needs the read scope).";
 
+/// What `--json` prints: the `/v1/status` answer with the `/v1/categories` one after it.
+#[derive(Serialize)]
+struct Shown<'a> {
+    #[serde(flatten)]
+    status: &'a Status,
+    categories: &'a [CategoryCount],
+    uncategorised: i64,
+}
+
 pub async fn run(args: StatusArgs) -> Result<u8> {
     let api = Api::new(&args.api, Duration::from_secs(30), "read")?;
-    let (mut status, categories) =
-        futures::try_join!(api.get("/v1/status"), api.get("/v1/categories"))?;
-    status["categories"] = categories["categories"].clone();
-    status["uncategorised"] = categories["uncategorised"].clone();
+    let (status, categories) = futures::try_join!(
+        api.get::<Status>("/v1/status"),
+        api.get::<Categories>("/v1/categories")
+    )?;
     if args.json {
-        crate::cli::client::print_json(&status)?;
+        let shown = Shown {
+            status: &status,
+            categories: &categories.categories,
+            uncategorised: categories.uncategorised,
+        };
+        crate::cli::client::print_json(&crate::cli::client::to_value(&shown)?)?;
     } else {
-        print!("{}", human(api.base(), &status));
+        print!("{}", human(api.base(), &status, &categories));
     }
     Ok(EXIT_OK)
 }
 
-fn human(base: &str, s: &Value) -> String {
-    let n = |v: &Value| v.as_i64().unwrap_or(0);
+fn human(base: &str, s: &Status, categories: &Categories) -> String {
     let mut out = format!(
         "lookalike at {base}: model {} ({} dimensions), index {} with {} points\n",
-        s["model"]["id"].as_str().unwrap_or("?"),
-        n(&s["model"]["dim"]),
-        s["index"]["backend"].as_str().unwrap_or("?"),
-        n(&s["index"]["points"]),
+        s.model.id, s.model.dim, s.index.backend, s.index.points,
     );
-    let q = &s["queue"];
-    out += &if q["available"] == true {
-        format!(
-            "queue   {} waiting, {} waiting to retry, {} dead, {} consumer{}\n",
-            n(&q["ready"]),
-            n(&q["retrying"]),
-            n(&q["dead"]),
-            n(&q["consumers"]),
-            if n(&q["consumers"]) == 1 { "" } else { "s" }
-        )
-    } else {
-        format!(
-            "queue   unknown: {}\n",
-            q["error"].as_str().unwrap_or("not reported")
-        )
+    out += &match &s.queue {
+        QueueState::Available {
+            ready,
+            retrying,
+            dead,
+            consumers,
+            ..
+        } => format!(
+            "queue   {ready} waiting, {retrying} waiting to retry, {dead} dead, {consumers} consumer{}\n",
+            if *consumers == 1 { "" } else { "s" }
+        ),
+        QueueState::Unavailable { error, .. } => format!("queue   unknown: {error}\n"),
     };
-    let j = &s["jobs"];
+    let j = &s.jobs;
     out += &format!(
         "jobs    {} queued, {} processing, {} succeeded, {} failed\n",
-        n(&j["queued"]),
-        n(&j["processing"]),
-        n(&j["succeeded"]),
-        n(&j["failed"]),
+        j.queued, j.processing, j.succeeded, j.failed,
     );
-    out += &format!("items   {}\n", n(&s["items"]));
-    let categories = s["categories"].as_array().cloned().unwrap_or_default();
+    out += &format!("items   {}\n", s.items);
     let width = categories
+        .categories
         .iter()
-        .filter_map(|c| c["name"].as_str())
-        .map(|c| c.chars().count())
+        .map(|c| c.name.chars().count())
         .chain([13])
         .max()
         .unwrap_or(13);
-    for c in &categories {
+    for c in &categories.categories {
         out += &format!(
             "  {:<width$}  {:>6}  ({} labelled)\n",
-            c["name"].as_str().unwrap_or(""),
-            n(&c["items"]),
-            n(&c["labelled"]),
+            c.name, c.items, c.labelled,
         );
     }
     out += &format!(
         "  {:<width$}  {:>6}\n",
-        "uncategorised",
-        n(&s["uncategorised"])
+        "uncategorised", categories.uncategorised
     );
     out
 }
@@ -102,18 +103,37 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn the_human_status_shows_every_count() {
-        let s = json!({
+    fn status(queue: serde_json::Value) -> Status {
+        serde_json::from_value(json!({
             "jobs": {"queued": 3, "processing": 2, "succeeded": 50, "failed": 1},
-            "queue": {"available": true, "ready": 3, "retrying": 1, "dead": 0, "consumers": 1},
+            "queue": queue,
             "items": 50,
             "index": {"backend": "qdrant-edge", "points": 50},
             "model": {"id": "clip", "dim": 512},
+            "classifier": {
+                "head_enabled": true, "labelled_items": 6, "head": null,
+                "settings": {
+                    "neighbours": 20, "neighbour_temperature": 0.05, "prototype_temperature": 0.05,
+                    "prototype_weight": 0.5, "confidence_temperature": 1.0, "head": true,
+                    "head_l2": 0.05, "head_shrinkage": 1.0, "head_takeover": 10.0,
+                    "head_min_labels": 2, "min_confidence": 0.5, "cover": 0.9, "max_categories": 3,
+                },
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_human_status_shows_every_count() {
+        let s = status(
+            json!({"available": true, "ready": 3, "retrying": 1, "dead": 0, "consumers": 1}),
+        );
+        let categories: Categories = serde_json::from_value(json!({
             "categories": [{"name": "footwear", "items": 6, "labelled": 6}],
             "uncategorised": 44,
-        });
-        let text = human("http://127.0.0.1:8080", &s);
+        }))
+        .unwrap();
+        let text = human("http://127.0.0.1:8080", &s, &categories);
         for want in [
             "model clip (512 dimensions), index qdrant-edge with 50 points",
             "queue   3 waiting, 1 waiting to retry, 0 dead, 1 consumer\n",
@@ -123,7 +143,33 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want:?} in\n{text}");
         }
-        let away = json!({"queue": {"available": false, "error": "broker down"}});
-        assert!(human("x", &away).contains("queue   unknown: broker down"));
+        let away = status(json!({"available": false, "error": "broker down"}));
+        assert!(human("x", &away, &categories).contains("queue   unknown: broker down"));
+    }
+
+    #[test]
+    fn the_json_status_is_the_answer_with_the_categories_after_it() {
+        let s = status(json!({"available": false, "error": "broker down"}));
+        let categories = [CategoryCount {
+            name: "footwear".into(),
+            items: 6,
+            labelled: 6,
+        }];
+        let shown = crate::cli::client::to_value(&Shown {
+            status: &s,
+            categories: &categories,
+            uncategorised: 44,
+        })
+        .unwrap();
+        assert_eq!(
+            shown["queue"],
+            json!({"available": false, "error": "broker down"})
+        );
+        assert_eq!(
+            shown["classifier"]["settings"]["neighbour_temperature"],
+            json!(0.05)
+        );
+        assert_eq!(shown["categories"][0]["name"], "footwear");
+        assert_eq!(shown["uncategorised"], 44);
     }
 }

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod images;
 pub mod qdrant;
+pub mod schema;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -271,11 +272,24 @@ impl Service {
         format!("{}{}", self.base, path)
     }
 
-    /// Sends a request; returns the status and the JSON body (`Null` when there is none).
+    /// Sends a request; returns the status and the JSON body (`Null` when there is none). The answer
+    /// is checked against the OpenAPI document (`schema::check_response`), so every test that talks
+    /// to the service through here also checks the document's schemas.
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let r = request.send().await.unwrap();
+        let (client, request) = request.build_split();
+        let request = request.unwrap();
+        let (method, path) = (request.method().to_string(), request.url().path().to_string());
+        let r = client.execute(request).await.unwrap();
         let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        let content_type = r
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = r.json().await.unwrap_or(Value::Null);
+        schema::check_response(&method, &path, status, &content_type, &body);
+        (status, body)
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

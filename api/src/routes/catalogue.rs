@@ -6,10 +6,15 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lookalike_analysis::Exclude;
 use lookalike_analysis::heads::{self, Reason, TrainOutcome};
-use lookalike_core::codes;
+use lookalike_api_types::{Categories, CategoryCount, HeadSummary, ItemPage, Reclassified};
+use lookalike_core::codes::{self, api, job};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
+use crate::docs::{
+    BadFilter, Filters, Forbidden, InvalidId, ItemNotFound, ItemPath, Unauthorized, Unavailable,
+    errors,
+};
 use crate::extract::Query;
 use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
@@ -22,9 +27,30 @@ pub fn router() -> Router<AppState> {
         .route("/v1/classifier/train", post(train))
 }
 
-/// Trains the classifier head on every labelled item now (normally a worker does it when the labels
-/// changed enough). Stored predictions stay as they are until `POST /v1/reclassify`.
-async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Value>)> {
+errors!(TrainErrors {
+    409 => "Another process is training right now, or `classify.head` is false.",
+        [api::TRAINING_IN_PROGRESS, api::HEAD_DISABLED],
+    422 => "Fewer labelled items than `classify.head_min_labels`, or one category only.",
+        [api::TOO_FEW_LABELS],
+    503 => "The database is unavailable.", [job::DATABASE_UNAVAILABLE],
+});
+
+/// Train the classifier head on every labelled item now
+///
+/// Scope `write`. No body. A worker retrains by itself when the labels change enough
+/// (`classify.head_retrain_min`, `head_retrain_share`); this trains at once, under the same database
+/// lock, and every process loads the new version within `classify.head_check_ms`. Stored predictions
+/// change only through `POST /v1/reclassify`.
+#[utoipa::path(
+    post, path = "/v1/classifier/train", tag = "catalogue", operation_id = "trainClassifier",
+    responses(
+        (status = 200, description = "The new head.", body = HeadSummary),
+        Unauthorized, Forbidden, TrainErrors,
+    ),
+)]
+pub(crate) async fn train(
+    State(state): State<AppState>,
+) -> ApiResult<(StatusCode, Json<HeadSummary>)> {
     let p = &state.analyser;
     if !p.classify.head {
         return Err(ApiError::new(
@@ -42,7 +68,7 @@ async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Val
     )
     .await?
     {
-        TrainOutcome::Trained(head) => Ok((StatusCode::OK, Json(head.summary()))),
+        TrainOutcome::Trained(head) => Ok((StatusCode::OK, Json(views::head(&head)))),
         TrainOutcome::Busy => Err(ApiError::new(
             StatusCode::CONFLICT,
             codes::api::TRAINING_IN_PROGRESS,
@@ -61,38 +87,67 @@ async fn train(State(state): State<AppState>) -> ApiResult<(StatusCode, Json<Val
     }
 }
 
-async fn categories(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Every category with its item count and how many were labelled by hand
+///
+/// Scope `read`.
+#[utoipa::path(
+    get, path = "/v1/categories", tag = "catalogue", operation_id = "listCategories",
+    responses(
+        (status = 200, description = "The categories.", body = Categories),
+        Unauthorized, Forbidden, Unavailable,
+    ),
+)]
+pub(crate) async fn categories(State(state): State<AppState>) -> ApiResult<Json<Categories>> {
     let counts = state.store.category_counts().await?;
     let uncategorised = counts
         .iter()
         .filter(|c| c.name.is_none())
         .map(|c| c.items)
         .sum::<i64>();
-    let categories: Vec<Value> = counts
+    let categories = counts
         .iter()
         .filter_map(|c| {
-            c.name
-                .as_ref()
-                .map(|n| json!({"name": n, "items": c.items, "labelled": c.labelled}))
+            c.name.as_ref().map(|name| CategoryCount {
+                name: name.clone(),
+                items: c.items,
+                labelled: c.labelled,
+            })
         })
         .collect();
-    Ok(Json(
-        json!({"categories": categories, "uncategorised": uncategorised}),
-    ))
+    Ok(Json(Categories {
+        categories,
+        uncategorised,
+    }))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only this category; empty means every item.
     category: Option<String>,
+    /// Page size; values outside 1–200 are clamped.
+    #[param(minimum = 1, maximum = 200, default = 24)]
     limit: Option<i64>,
+    /// Items to skip; a negative value counts as 0.
+    #[param(minimum = 0, default = 0)]
     offset: Option<i64>,
 }
 
-async fn list(
+/// A page of the catalogue, newest first, with the total
+///
+/// Scope `read`.
+#[utoipa::path(
+    get, path = "/v1/items", tag = "catalogue", operation_id = "listItems", params(ListQuery, Filters),
+    responses(
+        (status = 200, description = "The page.", body = ItemPage),
+        BadFilter, Unauthorized, Forbidden, Unavailable,
+    ),
+)]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ItemPage>> {
     let fields = crate::routes::fields::filters(&state, &pairs, &["category", "limit", "offset"])?;
     let limit = q.limit.unwrap_or(24).clamp(1, 200);
     let offset = q.offset.unwrap_or(0).max(0);
@@ -101,16 +156,26 @@ async fn list(
         .store
         .list_items(category, &fields, limit, offset)
         .await?;
-    Ok(Json(json!({
-        "items": items.iter().map(views::item).collect::<Vec<_>>(),
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-    })))
+    Ok(Json(ItemPage {
+        items: items.iter().map(views::item).collect(),
+        total,
+        limit,
+        offset,
+    }))
 }
 
-/// Removes the item, its vector and its thumbnail (`Catalogue::delete`: the vector first).
-pub async fn delete(
+/// Remove the item, its vector and its thumbnail
+///
+/// Scope `write`. The vector goes first (`Catalogue::delete`), so a failure leaves no result that
+/// points at a missing item.
+#[utoipa::path(
+    delete, path = "/v1/items/{id}", tag = "catalogue", operation_id = "deleteItem", params(ItemPath),
+    responses(
+        (status = 204, description = "Removed."),
+        InvalidId, Unauthorized, Forbidden, ItemNotFound, Unavailable,
+    ),
+)]
+pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -124,9 +189,23 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Re-predicts the category of every item whose category was predicted (or missing), from the labels
-/// as they are now. Provided categories are never touched. Runs on request, never by surprise.
-async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+errors!(ReclassifyErrors {
+    503 => "A dependency or the model failed.",
+        [job::DATABASE_UNAVAILABLE, job::INDEX_UNAVAILABLE, job::INFERENCE_FAILED],
+});
+
+/// Re-predict every predicted category from the labels as they are now
+///
+/// Scope `write`. No body. Provided categories are never touched; an item the cold-start prior placed
+/// in a category that still has no labels keeps it. Runs on request, never by surprise.
+#[utoipa::path(
+    post, path = "/v1/reclassify", tag = "catalogue", operation_id = "reclassify",
+    responses(
+        (status = 200, description = "How many items were checked and changed.", body = Reclassified),
+        Unauthorized, Forbidden, ReclassifyErrors,
+    ),
+)]
+pub(crate) async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Reclassified>> {
     let ids = state
         .store
         .unlabelled_item_ids(&state.config.model.id)
@@ -184,7 +263,10 @@ async fn reclassify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         changed += 1;
     }
     tracing::info!(checked = ids.len(), changed, "reclassified predicted items");
-    Ok(Json(
-        json!({"checked": ids.len(), "changed": changed, "unchanged": unchanged, "missing": missing}),
-    ))
+    Ok(Json(Reclassified {
+        checked: ids.len(),
+        changed,
+        unchanged,
+        missing,
+    }))
 }

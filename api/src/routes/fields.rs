@@ -6,11 +6,12 @@ use axum::extract::{Path, Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use lookalike_catalogue::MetadataChange;
-use lookalike_core::codes;
-use lookalike_core::fields::{self, FieldCondition, FieldError};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use lookalike_api_types::{self as types, FieldsReport, Item, ItemPatch};
+use lookalike_core::codes::{self, api};
+use lookalike_core::fields::{self, FieldCondition, FieldError, FieldKind};
+use serde_json::{Map, Value};
 
+use crate::docs::{Forbidden, ItemNotFound, ItemPath, Unauthorized, Unavailable, errors};
 use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
 
@@ -37,31 +38,75 @@ pub(crate) fn field_error(e: FieldError) -> ApiError {
     ApiError::unprocessable(e.code, e.message)
 }
 
-/// Each declared field: its kind, how many items give it a value of that kind, and the items whose
-/// value has another kind (filters never match those; fix them with `PATCH /v1/items/{id}`).
-async fn report(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// The declared metadata fields, and the items whose value does not fit
+///
+/// Scope `read`. For each field of `[fields]`: its kind, how many items give it a value of that kind,
+/// and how many (and the first of them) a value of another kind, which filters never match; mend
+/// them with `PATCH /v1/items/{id}`.
+#[utoipa::path(
+    get, path = "/v1/fields", tag = "catalogue", operation_id = "listFields",
+    responses(
+        (status = 200, description = "The fields.", body = FieldsReport),
+        Unauthorized, Forbidden, Unavailable,
+    ),
+)]
+pub(crate) async fn report(State(state): State<AppState>) -> ApiResult<Json<FieldsReport>> {
     let reports = state.store.field_reports(&state.config.fields).await?;
-    Ok(Json(json!({
-        "fields": reports,
-        "examples_per_field": lookalike_store::REPORT_EXAMPLES,
-    })))
+    let fields = reports
+        .into_iter()
+        .map(|r| types::FieldReport {
+            name: r.name,
+            kind: match r.kind {
+                FieldKind::Keyword => types::FieldKind::Keyword,
+                FieldKind::Number => types::FieldKind::Number,
+                FieldKind::Bool => types::FieldKind::Bool,
+            },
+            items_with_value: r.items_with_value,
+            items_with_wrong_kind: r.items_with_wrong_kind,
+            wrong_kind: r
+                .wrong_kind
+                .into_iter()
+                .map(|w| types::WrongKind {
+                    item_id: w.item_id,
+                    external_id: w.external_id,
+                    value: w.value,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(FieldsReport {
+        fields,
+        examples_per_field: lookalike_store::REPORT_EXAMPLES,
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ItemPatch {
-    /// Merged into the item's metadata: a key set to `null` is removed, others replace their value.
-    metadata: Map<String, Value>,
-}
+errors!(PatchErrors {
+    400 => "An invalid id, or a body that is not `{\"metadata\": {...}}`.",
+        [api::INVALID_ID, api::INVALID_JSON],
+    413 => "The body is over 64 KiB.", [api::PAYLOAD_TOO_LARGE],
+    422 => "A declared field given a value of another kind, or metadata over its size limit.",
+        [codes::fields::INVALID_FIELD_VALUE, api::INVALID_METADATA],
+});
 
-/// `PATCH /v1/items/{id}` with `{"metadata": {"price": 79000, "in_stock": false}}`: changes the
-/// metadata in Postgres and in the index (what filters and results read), keeps the image, vector
-/// and category. The item's row stays locked across both writes, like an ingest's commit.
-pub async fn patch_item(
+/// Change an item's metadata (price, stock) without re-embedding its image
+///
+/// Scope `write`. The metadata given is merged into the item's: a key set to null is removed, others
+/// replace their value. Postgres and the vector index (what filters and results read) change
+/// together; the image, vector and category stay. The item's row stays locked across both writes,
+/// like an ingest's commit.
+#[utoipa::path(
+    patch, path = "/v1/items/{id}", tag = "catalogue", operation_id = "patchItem", params(ItemPath),
+    request_body = ItemPatch,
+    responses(
+        (status = 200, description = "The item as it is now.", body = Item),
+        PatchErrors, Unauthorized, Forbidden, ItemNotFound, Unavailable,
+    ),
+)]
+pub(crate) async fn patch_item(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Item>> {
     let id = parse_id(&id, "item")?;
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
         .await

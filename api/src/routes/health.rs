@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use lookalike_api_types::{Health, Ready, ReadyChecks};
 
 use crate::AppState;
 
@@ -16,12 +16,28 @@ pub fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process answers
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations", operation_id = "healthz", security(()),
+    responses((status = 200, description = "Alive.", body = Health)),
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
-/// Checks Postgres, RabbitMQ and the vector index, each bounded in time, and says which one failed.
-async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Readiness: Postgres, RabbitMQ and the index answer (each within 2 s)
+///
+/// Checks each dependency, bounded in time, and says which one failed.
+#[utoipa::path(
+    get, path = "/readyz", tag = "operations", operation_id = "readyz", security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "Not ready; `checks` says which dependency does not answer.", body = Ready),
+    ),
+)]
+pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Ready>) {
     let limit = Duration::from_secs(2);
     let (db, queue, index) = tokio::join!(
         tokio::time::timeout(limit, state.store.ping()),
@@ -37,8 +53,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             Err(_) => "error: no answer within 2s".into(),
         }
     }
-    let checks = json!({"database": verdict(db), "queue": verdict(queue), "index": verdict(index)});
-    let ready = checks.as_object().unwrap().values().all(|v| v == "ok");
+    let checks = ReadyChecks {
+        database: verdict(db),
+        queue: verdict(queue),
+        index: verdict(index),
+    };
+    let ready = [&checks.database, &checks.queue, &checks.index]
+        .iter()
+        .all(|v| *v == "ok");
     let status = if ready {
         StatusCode::OK
     } else {
@@ -46,6 +68,9 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks})),
+        Json(Ready {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            checks,
+        }),
     )
 }

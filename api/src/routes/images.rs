@@ -15,13 +15,15 @@ use axum::routing::post;
 use axum::{Json, Router};
 use lookalike_core::fields::Fields;
 use lookalike_store::{NewJob, Source};
-use serde::Deserialize;
+use lookalike_api_types::{Submission, UploadForm, UrlBatch};
+use lookalike_core::codes::api;
+use lookalike_store::JobStatus;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::docs::{Forbidden, Unauthorized, errors};
 use crate::routes::multipart_error;
-use crate::views::job_link;
-use crate::{ApiError, ApiResult, AppState};
+use crate::{ApiError, ApiResult, AppState, views};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/images", post(submit))
@@ -32,25 +34,55 @@ const MAX_EXTERNAL_ID_LEN: usize = 256;
 const MAX_METADATA_BYTES: usize = 16 * 1024;
 const MAX_URL_LEN: usize = 4096;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UrlItem {
-    url: String,
-    external_id: Option<String>,
-    category: Option<String>,
-    metadata: Option<Value>,
-}
+errors!(SubmitErrors {
+    400 => "Malformed request (unknown JSON fields are `invalid_json` too).",
+        [api::INVALID_JSON, api::INVALID_MULTIPART, api::INVALID_IDEMPOTENCY_KEY],
+    409 => "A concurrent request with the same `Idempotency-Key` is still being stored.", [api::CONFLICT],
+    413 => "Over `http.max_body_bytes` (25 MiB), a file over `http.max_upload_bytes` (20 MiB), or more \
+            than `http.max_items_per_request` (1000) items.",
+        [api::PAYLOAD_TOO_LARGE, api::UPLOAD_TOO_LARGE, api::TOO_MANY_ITEMS],
+    415 => "Neither JSON nor multipart; or an uploaded file that is not an image format lookalike reads \
+            (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, PNM, AVIF).",
+        [api::UNSUPPORTED_MEDIA_TYPE, api::UNSUPPORTED_IMAGE_TYPE],
+    422 => "Valid syntax, unacceptable content; the message names the item (`items[i]:`) or file (`file i:`).",
+        [api::NO_ITEMS, api::INVALID_URL, api::INVALID_CATEGORY, api::INVALID_EXTERNAL_ID,
+         api::DUPLICATE_EXTERNAL_ID, api::INVALID_METADATA, api::UNKNOWN_FIELD,
+         api::FIELD_COUNT_MISMATCH, api::EMPTY_FILE, codes::fields::INVALID_FIELD_VALUE],
+    503 => "The broker did not confirm the jobs (they are marked failed with `queue_unavailable`), or the \
+            database is away.",
+        [api::QUEUE_UNAVAILABLE, api::DATABASE_UNAVAILABLE],
+});
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UrlBatch {
-    items: Vec<UrlItem>,
-}
-
-async fn submit(
+/// Submit images by URL (JSON) or as uploaded files (multipart)
+///
+/// Scope `write`. Everything is validated before anything is stored or enqueued; the 202 goes out
+/// only after the broker confirmed every job. With `Idempotency-Key`, a repeat of a key already used
+/// answers 200 with the first request's jobs as they are now (`replayed: true`) and creates nothing; a
+/// key whose first request got 503 keeps those failed jobs, so use a new key. Resubmitting an
+/// `external_id` updates its item.
+#[utoipa::path(
+    post, path = "/v1/images", tag = "ingest", operation_id = "submitImages",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters.",
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body(
+        description = "The whole body is at most `http.max_body_bytes` (25 MiB); at most \
+                       `http.max_items_per_request` (1000) items or files.",
+        content(
+            (UrlBatch = "application/json"),
+            (UploadForm = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Jobs queued, in the order submitted.", body = Submission),
+        (status = 200, description = "Replayed: the `Idempotency-Key` was used before; its jobs as they \
+            are now, `replayed: true`.", body = Submission),
+        Unauthorized, Forbidden, SubmitErrors,
+    ),
+)]
+pub(crate) async fn submit(
     State(state): State<AppState>,
     request: Request,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Submission>)> {
     let content_type = crate::routes::content_type(&request);
     let key = idempotency_key(&request)?;
     if let Some(key) = &key
@@ -92,18 +124,21 @@ fn idempotency_key(request: &Request) -> ApiResult<Option<String>> {
 }
 
 /// The answer to a repeated request: the first request's jobs, as they are now.
-async fn replay(state: &AppState, key: &str) -> ApiResult<Option<(StatusCode, Json<Value>)>> {
+async fn replay(state: &AppState, key: &str) -> ApiResult<Option<(StatusCode, Json<Submission>)>> {
     let jobs = state.store.jobs_for_key(key).await?;
     if jobs.is_empty() {
         return Ok(None);
     }
-    let body: Vec<Value> = jobs
-        .iter()
-        .map(|j| json!({"job_id": j.id, "status": j.status, "external_id": j.external_id, "status_url": job_link(j.id)}))
+    let jobs = jobs
+        .into_iter()
+        .map(|j| views::submitted(j.id, j.status, j.external_id))
         .collect();
     Ok(Some((
         StatusCode::OK,
-        Json(json!({"jobs": body, "replayed": true})),
+        Json(Submission {
+            jobs,
+            replayed: Some(true),
+        }),
     )))
 }
 
@@ -382,7 +417,7 @@ async fn enqueue(
     state: &AppState,
     jobs: Vec<NewJob>,
     key: Option<&str>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<Submission>)> {
     match state.store.create_jobs(&jobs, key).await {
         Ok(()) => {}
         // The same key raced us and won: answer with its jobs.
@@ -432,11 +467,17 @@ async fn enqueue(
         lookalike_telemetry::jobs_submitted(source_kind(&job.source), 1);
     }
     tracing::info!(jobs = ids.len(), "jobs enqueued");
-    let body: Vec<Value> = jobs
-        .iter()
-        .map(|j| json!({"job_id": j.id, "status": "queued", "external_id": j.external_id, "status_url": job_link(j.id)}))
+    let jobs = jobs
+        .into_iter()
+        .map(|j| views::submitted(j.id, JobStatus::Queued, j.external_id))
         .collect();
-    Ok((StatusCode::ACCEPTED, Json(json!({"jobs": body}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Submission {
+            jobs,
+            replayed: None,
+        }),
+    ))
 }
 
 fn source_kind(source: &Source) -> &'static str {

@@ -6,10 +6,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use lookalike_core::codes;
 use lookalike_store::JobStatus;
+use lookalike_api_types::JobList;
+use lookalike_core::codes::api;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
+use crate::docs::{Forbidden, InvalidId, JobNotFound, JobPath, Unauthorized, Unavailable, errors};
 use crate::extract::Query;
 use crate::routes::parse_id;
 use crate::{ApiError, ApiResult, AppState, views};
@@ -21,24 +24,63 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}/retry", axum::routing::post(retry))
 }
 
-async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+/// One job: status, attempts, timestamps, item when done, error when failed
+///
+/// Scope `read`.
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "ingest", operation_id = "getJob", params(JobPath),
+    responses(
+        (status = 200, description = "The job.", body = lookalike_api_types::Job),
+        InvalidId, Unauthorized, Forbidden, JobNotFound, Unavailable,
+    ),
+)]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<lookalike_api_types::Job>> {
     let id = parse_id(&id, "job")?;
     let job = crate::routes::load_job(&state, id).await?;
     Ok(Json(views::job(&job)))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only jobs in this status (`queued`, `processing`, `succeeded`, `failed`); empty means any.
+    #[param(pattern = "^(queued|processing|succeeded|failed)?$")]
     status: Option<String>,
+    /// Without `ids`: how many jobs. Values outside 1–500 are clamped, not refused.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// 1 to 500 job ids, comma-separated (blanks around commas ignored).
     ids: Option<String>,
 }
+
+errors!(ListErrors {
+    400 => "An unknown status, an id that is not a UUID (or `ids` naming none), or more than 500 ids.",
+        [api::INVALID_STATUS, api::INVALID_ID, api::TOO_MANY_IDS],
+});
 
 /// Most ids one `GET /v1/jobs?ids=` may name: 500 ids are an 18 KB query string, well within what
 /// HTTP servers and proxies accept, and one indexed query.
 pub const MAX_IDS: usize = 500;
 
-async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+/// Recent jobs, newest first; or named jobs with `ids`
+///
+/// Scope `read`. Without `ids`: the newest `limit` jobs (optionally of one `status`). With `ids`:
+/// those jobs in the order asked (a repeated id once), optionally only those in `status`, plus
+/// `missing`: the ids that name no job.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "ingest", operation_id = "listJobs", params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs (`missing` only with `ids`).", body = JobList),
+        ListErrors, Unauthorized, Forbidden, Unavailable,
+    ),
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<JobList>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
         Some("queued") => Some(JobStatus::Queued),
@@ -57,26 +99,38 @@ async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
     let jobs = state.store.list_jobs(status, limit).await?;
-    Ok(Json(
-        json!({"jobs": jobs.iter().map(views::job).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(views::job).collect(),
+        missing: None,
+    }))
 }
 
 /// The named jobs in the order asked (repeats once), optionally only those in `status`; `missing`
 /// lists the ids that name no job at all.
-async fn by_ids(state: &AppState, raw: &str, status: Option<JobStatus>) -> ApiResult<Json<Value>> {
+async fn by_ids(
+    state: &AppState,
+    raw: &str,
+    status: Option<JobStatus>,
+) -> ApiResult<Json<JobList>> {
     let ids = parse_ids(raw)?;
     let found = state.store.get_jobs(&ids).await?;
     let by_id: std::collections::HashMap<Uuid, &lookalike_store::Job> =
         found.iter().map(|j| (j.id, j)).collect();
-    let jobs: Vec<Value> = ids
+    let jobs = ids
         .iter()
         .filter_map(|id| by_id.get(id))
         .filter(|j| status.is_none_or(|s| j.status == s))
         .map(|j| views::job(j))
         .collect();
-    let missing: Vec<&Uuid> = ids.iter().filter(|id| !by_id.contains_key(id)).collect();
-    Ok(Json(json!({"jobs": jobs, "missing": missing})))
+    let missing = ids
+        .iter()
+        .filter(|id| !by_id.contains_key(id))
+        .copied()
+        .collect();
+    Ok(Json(JobList {
+        jobs,
+        missing: Some(missing),
+    }))
 }
 
 /// `ids=a,b,c`: 1 to [`MAX_IDS`] job ids, blanks around commas ignored, repeats kept once.
@@ -104,11 +158,27 @@ fn parse_ids(raw: &str) -> ApiResult<Vec<Uuid>> {
     Ok(ids)
 }
 
-/// `POST /v1/jobs/{id}/retry`: a failed job goes back on the queue with a fresh attempt budget.
-async fn retry(
+errors!(RetryErrors {
+    409 => "Only failed jobs can be retried.", [api::JOB_NOT_FAILED],
+    503 => "The broker did not take the job (it is failed again with `queue_unavailable`), or the \
+            database is away.",
+        [api::QUEUE_UNAVAILABLE, api::DATABASE_UNAVAILABLE],
+});
+
+/// Put a failed job back on the queue with a fresh attempt budget
+///
+/// Scope `write`. No body.
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "ingest", operation_id = "retryJob", params(JobPath),
+    responses(
+        (status = 202, description = "Re-queued; the job as it is now.", body = lookalike_api_types::Job),
+        InvalidId, Unauthorized, Forbidden, JobNotFound, RetryErrors,
+    ),
+)]
+pub(crate) async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+) -> ApiResult<(axum::http::StatusCode, Json<lookalike_api_types::Job>)> {
     let id = parse_id(&id, "job")?;
     let job = crate::routes::load_job(&state, id).await?;
     if !state.store.reset_failed_job(id).await? {

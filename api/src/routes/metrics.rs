@@ -21,6 +21,8 @@ use lookalike_telemetry::{
 };
 
 use crate::AppState;
+use crate::docs::errors;
+use lookalike_core::codes::api;
 
 /// Each dependency gets this long to answer a scrape (Prometheus' default scrape timeout is 10 s).
 const SOURCE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -33,7 +35,22 @@ pub fn router(enabled: bool) -> Router<AppState> {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+errors!(MetricsOff {
+    404 => "`metrics.enabled = false`: the route is not there.", [api::ROUTE_NOT_FOUND],
+});
+
+/// Prometheus metrics (text exposition format)
+///
+/// Open without a key: scrape from inside the network. `metrics.enabled = false` removes the route
+/// (404). README.md, "Metrics and logs", lists the metrics.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
+    responses(
+        (status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String),
+        MetricsOff,
+    ),
+)]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let recorded = lookalike_telemetry::render();
     let gauges = scrape(&state).await;
     (

@@ -18,14 +18,24 @@ use lookalike_analysis::classify::{Prediction, categories_to_search};
 use lookalike_analysis::{Analysis, CategoryDecision, Exclude};
 use lookalike_core::codes;
 use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
+use lookalike_api_types::{
+    Added, BoxParam, FilterParam, PredictionView, QueryImage, Ranked, RecommendAnswer,
+    RecommendParams, RecommendQuery, ScopeMode, SearchAnswer, SearchForm, SearchParams,
+    SearchScope, SimilarAnswer, SimilarItem, SimilarQueryItem,
+};
+use lookalike_core::codes::{api, fields as field_codes, image, job, search as search_codes};
 use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::{self, Caller};
+use crate::docs::{
+    Filters, Forbidden, InvalidId, ItemNotFound, ItemPath, Unauthorized, Unavailable, errors,
+};
 use crate::extract::Query;
 use crate::routes::fields::filters;
 use crate::routes::{multipart_error, parse_id};
@@ -41,25 +51,40 @@ pub fn router() -> Router<AppState> {
 /// Examples one recommendation may name, each side.
 const MAX_EXAMPLES: usize = 20;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RecommendParams {
-    positive: Vec<String>,
-    #[serde(default)]
-    negative: Vec<String>,
-    k: Option<usize>,
-    /// `auto` (default): the positives' categories; `any`; or a category name.
-    category: Option<String>,
-}
+errors!(RecommendErrors {
+    400 => "A body that is not a recommendation, or an example that is not an item id.",
+        [api::INVALID_JSON, api::INVALID_ID],
+    409 => "An example was embedded by another model than the one the service searches with: \
+            re-index it first.",
+        [api::ITEM_MODEL_MISMATCH],
+    413 => "The body is over 64 KiB.", [api::PAYLOAD_TOO_LARGE],
+    422 => "No positive example or more than 20 on a side, `k` out of range, or a filter that is not \
+            a declared field or does not fit it.",
+        [api::INVALID_PARAMETER, api::INVALID_K, field_codes::UNKNOWN_FILTER_FIELD,
+         field_codes::INVALID_FILTER],
+});
 
-/// `POST /v1/recommend`: more like these stored items, less like those, through the index's own
-/// recommendation query (best score, see `lookalike_index::Recommend`). The examples never appear
-/// in the answer. Filters are query parameters, as for every similarity query.
-async fn recommend(
+/// More like these stored items, less like those
+///
+/// Scope `read`. Ranks by the index's recommendation query (best score, the same in both index
+/// backends, see `lookalike_index::Recommend`): a candidate nearer to some positive than to every
+/// negative scores s(its best cosine to a positive), in (0, 1), with s(x) = (x / (1 + |x|) + 1) / 2;
+/// any other scores -s(its best cosine to a negative), so it ranks last. The examples never appear
+/// in the answer. `category=auto` (default) searches the positives' categories. Filters on declared
+/// metadata fields are query parameters.
+#[utoipa::path(
+    post, path = "/v1/recommend", tag = "search", operation_id = "recommend", params(Filters),
+    request_body = RecommendParams,
+    responses(
+        (status = 200, description = "The recommendations, best first.", body = RecommendAnswer),
+        RecommendErrors, Unauthorized, Forbidden, ItemNotFound, Unavailable,
+    ),
+)]
+pub(crate) async fn recommend(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
     request_body: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<RecommendAnswer>> {
     let fields = filters(&state, &pairs, &[])?;
     let body = axum::body::to_bytes(request_body.into_body(), 64 * 1024)
         .await
@@ -124,9 +149,9 @@ async fn recommend(
             categories.dedup();
             match categories.len() {
                 0 => Scope::any(),
-                1 => Scope::one("auto", categories.remove(0)),
+                1 => Scope::one(ScopeMode::Auto, categories.remove(0)),
                 _ => Scope {
-                    mode: "auto",
+                    mode: ScopeMode::Auto,
                     filter: CategoryFilter::AnyOf(categories.clone()),
                     categories: Some(categories),
                     low_confidence: false,
@@ -134,7 +159,7 @@ async fn recommend(
             }
         }
         "any" => Scope::any(),
-        name => Scope::one("category", name.to_string()),
+        name => Scope::one(ScopeMode::Category, name.to_string()),
     };
     let ids: Vec<Uuid> = examples.iter().map(|(_, id, _)| *id).collect();
     let (mut positive, mut negative) = (Vec::new(), Vec::new());
@@ -154,11 +179,14 @@ async fn recommend(
         },
     )
     .await?;
-    Ok(Json(json!({
-        "query": {"positive": params.positive, "negative": params.negative},
-        "search": scope.json_with(&pairs, &[]),
-        "results": results,
-    })))
+    Ok(Json(RecommendAnswer {
+        query: RecommendQuery {
+            positive: params.positive,
+            negative: params.negative,
+        },
+        search: scope.view(&pairs, &[]),
+        results,
+    }))
 }
 
 const MAX_K: usize = 100;
@@ -166,18 +194,26 @@ const MAX_K: usize = 100;
 /// like the depth of its search beam, not left to the caller.
 const MAX_OFFSET: usize = 1000;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SimilarQuery {
+    /// How many results.
+    #[param(minimum = 1, maximum = 100, default = 10)]
     k: Option<usize>,
-    /// `auto` (default), `any`, or a category name.
+    /// `auto`: the item's own category (everything if it has none); `any`: everything; otherwise
+    /// that category.
+    #[param(default = "auto")]
     category: Option<String>,
+    /// Leave out results scoring below this (cosine).
     min_score: Option<f32>,
+    /// Results to skip (paging); at most 1000 (422 invalid_parameter above).
+    #[param(minimum = 0, maximum = 1000, default = 0)]
     offset: Option<usize>,
 }
 
 /// Which part of the catalogue a query searched, reported with every answer.
 struct Scope {
-    mode: &'static str,
+    mode: ScopeMode,
     filter: CategoryFilter,
     categories: Option<Vec<String>>,
     low_confidence: bool,
@@ -186,13 +222,13 @@ struct Scope {
 impl Scope {
     fn any() -> Self {
         Scope {
-            mode: "any",
+            mode: ScopeMode::Any,
             filter: CategoryFilter::Any,
             categories: None,
             low_confidence: false,
         }
     }
-    fn one(mode: &'static str, c: String) -> Self {
+    fn one(mode: ScopeMode, c: String) -> Self {
         Scope {
             mode,
             filter: CategoryFilter::One(c.clone()),
@@ -202,18 +238,20 @@ impl Scope {
     }
     /// The scope, with the filter parameters that narrowed the results (as the caller gave them:
     /// the query parameters other than the request's `own`).
-    fn json_with(&self, pairs: &[(String, String)], own: &[&str]) -> Value {
-        let filters: Vec<Value> = pairs
-            .iter()
-            .filter(|(k, _)| !own.contains(&k.as_str()))
-            .map(|(k, v)| json!({"param": k, "value": v}))
-            .collect();
-        json!({
-            "mode": self.mode,
-            "categories": self.categories,
-            "low_confidence": self.low_confidence,
-            "filters": filters,
-        })
+    fn view(&self, pairs: &[(String, String)], own: &[&str]) -> SearchScope {
+        SearchScope {
+            mode: self.mode,
+            categories: self.categories.clone(),
+            low_confidence: self.low_confidence,
+            filters: pairs
+                .iter()
+                .filter(|(k, _)| !own.contains(&k.as_str()))
+                .map(|(k, v)| FilterParam {
+                    param: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -234,12 +272,32 @@ fn check_k(k: Option<usize>) -> ApiResult<usize> {
     }
 }
 
-async fn similar(
+errors!(SimilarErrors {
+    409 => "The item was embedded by another model than the one the service searches with: re-index \
+            it first.",
+        [api::ITEM_MODEL_MISMATCH],
+    422 => "`k` or `offset` out of range, or a filter that is not a declared field or does not fit it.",
+        [api::INVALID_K, api::INVALID_PARAMETER, field_codes::UNKNOWN_FILTER_FIELD,
+         field_codes::INVALID_FILTER],
+});
+
+/// The nearest stored items to a stored item, excluding itself
+///
+/// Scope `read`. Answered from the vector index alone.
+#[utoipa::path(
+    get, path = "/v1/items/{id}/similar", tag = "search", operation_id = "similarItems",
+    params(ItemPath, SimilarQuery, Filters),
+    responses(
+        (status = 200, description = "The neighbours, best first.", body = SimilarAnswer),
+        InvalidId, Unauthorized, Forbidden, ItemNotFound, SimilarErrors, Unavailable,
+    ),
+)]
+pub(crate) async fn similar(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<SimilarQuery>,
     Query(pairs): Query<Vec<(String, String)>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SimilarAnswer>> {
     let id = parse_id(&id, "item")?;
     let fields = filters(&state, &pairs, SIMILAR_PARAMS)?;
     let k = check_k(q.k)?;
@@ -270,11 +328,11 @@ async fn similar(
     }
     let scope = match q.category.as_deref().unwrap_or("auto") {
         "auto" => match point.category.clone() {
-            Some(c) => Scope::one("auto", c),
+            Some(c) => Scope::one(ScopeMode::Auto, c),
             None => Scope::any(),
         },
         "any" => Scope::any(),
-        name => Scope::one("category", name.to_string()),
+        name => Scope::one(ScopeMode::Category, name.to_string()),
     };
     let results = neighbours(
         &state,
@@ -287,11 +345,14 @@ async fn similar(
         },
     )
     .await?;
-    Ok(Json(json!({
-        "query": {"item_id": id, "category": point.category},
-        "search": scope.json_with(&pairs, SIMILAR_PARAMS),
-        "results": results,
-    })))
+    Ok(Json(SimilarAnswer {
+        query: SimilarQueryItem {
+            item_id: id,
+            category: point.category,
+        },
+        search: scope.view(&pairs, SIMILAR_PARAMS),
+        results,
+    }))
 }
 
 /// What every similarity query of the API asks the index: top `k` within the scope's categories,
@@ -312,7 +373,7 @@ fn index_request(
 
 /// Runs the index query and renders each hit from what is stored with its vector. Points written
 /// before vectors carried those attributes are joined with their rows in Postgres instead.
-async fn neighbours(state: &AppState, request: SearchRequest) -> ApiResult<Vec<Value>> {
+async fn neighbours(state: &AppState, request: SearchRequest) -> ApiResult<Vec<SimilarItem>> {
     let hits = state.index.search(request).await?;
     let missing: Vec<Uuid> = hits
         .iter()
@@ -340,48 +401,72 @@ async fn neighbours(state: &AppState, request: SearchRequest) -> ApiResult<Vec<V
         .collect())
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct SearchParams {
-    url: Option<String>,
-    k: Option<usize>,
-    category: Option<String>,
-    min_score: Option<f32>,
-    #[serde(default)]
-    add: bool,
-    /// Leave this stored item out of the classification and the results (leave-one-out evaluation).
-    exclude: Option<Uuid>,
-    /// Search with this region of the photo only: `"x,y,w,h"` (or `[x, y, w, h]` in JSON), fractions
-    /// of the upright image.
-    #[serde(rename = "box")]
-    region: Option<BoxParam>,
+/// The region a `box` names: `"x,y,w,h"` (or `[x, y, w, h]` in JSON), fractions of the upright image.
+fn region(param: &BoxParam) -> ApiResult<Region> {
+    let parsed = match param {
+        BoxParam::Text(text) => Region::parse(text),
+        BoxParam::Numbers(v) => match v.as_slice() {
+            &[x, y, w, h] => Region::new(x, y, w, h),
+            _ => Err("box must be four numbers [x, y, w, h]".to_string()),
+        },
+    };
+    parsed.map_err(|e| ApiError::unprocessable(search_codes::INVALID_BOX, e))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum BoxParam {
-    Text(String),
-    Numbers(Vec<f32>),
-}
+errors!(SearchErrors {
+    400 => "Malformed body (unknown JSON fields are `invalid_json`).",
+        [api::INVALID_JSON, api::INVALID_MULTIPART],
+    403 => "The key lacks `read`, or `add=true` without `write`.",
+        [lookalike_core::codes::auth::FORBIDDEN_SCOPE],
+    404 => "`exclude` names no item.", [api::ITEM_NOT_FOUND],
+    409 => "`add=true` conflicted with stored data.", [api::CONFLICT],
+    413 => "A JSON body over 64 KiB, a form over `http.max_body_bytes` (25 MiB), or an image over \
+            `http.max_upload_bytes` (20 MiB).",
+        [api::PAYLOAD_TOO_LARGE, api::UPLOAD_TOO_LARGE],
+    415 => "Neither multipart nor JSON.", [api::UNSUPPORTED_MEDIA_TYPE],
+    422 => "Bad parameters, no image or both a file and a url, or an image that cannot be used (the \
+            job failure codes: `url_*`, `fetch_*`, `image_*`).",
+        [api::INVALID_K, api::INVALID_PARAMETER, api::NO_IMAGE, api::AMBIGUOUS_QUERY,
+         api::UNKNOWN_FIELD, job::URL_INVALID, job::URL_FORBIDDEN, job::FETCH_HTTP_STATUS,
+         job::FETCH_TOO_LARGE, job::FETCH_TOO_MANY_REDIRECTS, image::EMPTY,
+         image::UNSUPPORTED_FORMAT, image::TRUNCATED, image::CORRUPT, image::TOO_LARGE,
+         job::INFERENCE_FAILED, job::INDEX_REJECTED, field_codes::UNKNOWN_FILTER_FIELD,
+         field_codes::INVALID_FILTER, search_codes::INVALID_BOX, search_codes::BOX_TOO_SMALL],
+    503 => "Transient trouble: the image URL timed out, could not be reached or answered \
+            5xx/408/429; the model, the database or the index failed.",
+        [job::FETCH_TIMEOUT, job::FETCH_CONNECT, job::FETCH_HTTP_STATUS, job::INFERENCE_FAILED,
+         job::DATABASE_UNAVAILABLE, job::INDEX_UNAVAILABLE, job::INDEX_MISCONFIGURED],
+});
 
-impl BoxParam {
-    fn region(&self) -> ApiResult<Region> {
-        let parsed = match self {
-            BoxParam::Text(text) => Region::parse(text),
-            BoxParam::Numbers(v) => match v.as_slice() {
-                &[x, y, w, h] => Region::new(x, y, w, h),
-                _ => Err("box must be four numbers [x, y, w, h]".to_string()),
-            },
-        };
-        parsed.map_err(|e| ApiError::unprocessable(codes::search::INVALID_BOX, e))
-    }
-}
-
-async fn search(
+/// Search by image: uploaded (multipart) or by URL (JSON)
+///
+/// Scope `read`; with `add=true` also `write` (it stores the image as a new item). The image is
+/// cleaned, embedded and classified on the spot. With `category=auto` the search covers the
+/// predicted category; when the prediction is below `classify.min_confidence` (0.6) it covers the
+/// best categories until they hold `classify.cover` (0.9) of the probability, at most
+/// `classify.max_categories` (3), and says `low_confidence: true`. Filters on declared metadata fields
+/// are query parameters (`POST /v1/search?brand=acme`); they narrow the results, never the
+/// classification. The search's own settings (`k`, `category`, ...) go in the body. With `box`
+/// (`x,y,w,h`, fractions of the upright image, after EXIF orientation) only that region is embedded
+/// and classified: the image is decoded at a size that leaves the region's shorter side at the
+/// model's input size or more; a region under 32 pixels on a side is 422 box_too_small.
+#[utoipa::path(
+    post, path = "/v1/search", tag = "search", operation_id = "searchByImage", params(Filters),
+    request_body(content(
+        (SearchForm = "multipart/form-data"),
+        (SearchParams = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "The prediction, what was searched, the results and, with \
+            `add=true`, the stored item.", body = SearchAnswer),
+        Unauthorized, SearchErrors,
+    ),
+)]
+pub(crate) async fn search(
     State(state): State<AppState>,
     Query(pairs): Query<Vec<(String, String)>>,
     request: Request,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SearchAnswer>> {
     // Filters are query parameters here too (the body holds the image and the search's own
     // settings), so every parameter of the query string must be a declared field.
     let fields = filters(&state, &pairs, &[])?;
@@ -424,7 +509,7 @@ async fn search(
         )?;
     }
     let k = check_k(params.k)?;
-    let region = params.region.as_ref().map(BoxParam::region).transpose()?;
+    let region = params.region.as_ref().map(region).transpose()?;
     if region.is_some() && params.add {
         return Err(ApiError::unprocessable(
             codes::search::INVALID_BOX,
@@ -479,7 +564,7 @@ async fn search(
                     CategoryFilter::One(categories[0].clone())
                 };
                 Scope {
-                    mode: "auto",
+                    mode: ScopeMode::Auto,
                     filter,
                     categories: Some(categories),
                     low_confidence: widened,
@@ -488,7 +573,7 @@ async fn search(
             None => Scope::any(),
         },
         "any" => Scope::any(),
-        name => Scope::one("category", name.to_string()),
+        name => Scope::one(ScopeMode::Category, name.to_string()),
     };
     let results = neighbours(
         &state,
@@ -508,31 +593,43 @@ async fn search(
         }
         (None, _) => None,
     };
-    Ok(Json(json!({
-        "prediction": prediction_json(prediction.as_ref()),
-        "query": {
-            "box": region.map(|r| r.as_array()),
-            "width": width,
-            "height": height,
+    Ok(Json(SearchAnswer {
+        prediction: prediction_view(prediction.as_ref()),
+        query: QueryImage {
+            region: region.map(|r| r.as_array()),
+            width,
+            height,
         },
-        "search": scope.json_with(&pairs, &[]),
-        "results": results,
-        "added": added,
-    })))
+        search: scope.view(&pairs, &[]),
+        results,
+        added,
+    }))
 }
 
-fn prediction_json(p: Option<&Prediction>) -> Value {
+fn prediction_view(p: Option<&Prediction>) -> PredictionView {
     match p {
-        None => {
-            json!({"category": null, "confidence": null, "top": [], "method": "none", "head_version": null})
-        }
-        Some(p) => json!({
-            "category": p.category,
-            "confidence": p.confidence,
-            "top": p.ranking.iter().take(3).map(|(c, w)| json!({"category": c, "confidence": w})).collect::<Vec<_>>(),
-            "method": method(p),
-            "head_version": p.head_version,
-        }),
+        None => PredictionView {
+            category: None,
+            confidence: None,
+            top: Vec::new(),
+            method: "none".into(),
+            head_version: None,
+        },
+        Some(p) => PredictionView {
+            category: Some(p.category.clone()),
+            confidence: Some(p.confidence),
+            top: p
+                .ranking
+                .iter()
+                .take(3)
+                .map(|(c, w)| Ranked {
+                    category: c.clone(),
+                    confidence: *w,
+                })
+                .collect(),
+            method: method(p),
+            head_version: p.head_version,
+        },
     }
 }
 
@@ -570,7 +667,7 @@ async fn add_query_image(
     prediction: Option<Prediction>,
     sha: String,
     size: usize,
-) -> ApiResult<Value> {
+) -> ApiResult<Added> {
     let job = NewJob {
         id: Uuid::now_v7(),
         source: Source::Upload {
@@ -590,7 +687,11 @@ async fn add_query_image(
         .add_finished(job, item)
         .await
         .map_err(lookalike_analysis::Failure::from)?;
-    Ok(json!({"item_id": id, "job_id": id, "item_url": views::item_link(id)}))
+    Ok(Added {
+        item_id: id,
+        job_id: id,
+        item_url: views::item_link(id),
+    })
 }
 
 async fn read_form(

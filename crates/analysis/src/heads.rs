@@ -52,20 +52,6 @@ impl LoadedHead {
             labels_per_category: self.trained_on as f32 / self.head.categories.len().max(1) as f32,
         }
     }
-
-    /// For `/v1/status`.
-    pub fn summary(&self) -> serde_json::Value {
-        serde_json::json!({
-            "version": self.version,
-            "categories": self.head.categories.len(),
-            "reads": self.head.reads,
-            "trained_on": self.trained_on,
-            "held_out": self.held_out,
-            "held_out_accuracy": self.held_out_accuracy,
-            "training_ms": self.training_ms,
-            "trained_at": self.created_at,
-        })
-    }
 }
 
 /// The head a process classifies with (none until one is trained).

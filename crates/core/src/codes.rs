@@ -27,6 +27,16 @@ pub mod job {
     pub const QUEUE_UNAVAILABLE: &str = "queue_unavailable";
 }
 
+/// Why an image could not be used (`lookalike_vision::DecodeError::code`): a job fails with these, and
+/// `POST /v1/search` answers 422 with them.
+pub mod image {
+    pub const EMPTY: &str = "image_empty";
+    pub const UNSUPPORTED_FORMAT: &str = "image_unsupported_format";
+    pub const TOO_LARGE: &str = "image_too_large";
+    pub const TRUNCATED: &str = "image_truncated";
+    pub const CORRUPT: &str = "image_corrupt";
+}
+
 /// Why the API refused a request (answered at once; nothing stored or enqueued). The API sends no
 /// other codes than the constants of this module, [`auth`], [`fields`], [`search`], the job codes a
 /// search can meet and the decoder's `image_*` (`tests/openapi.rs` checks that none is written inline).

@@ -13,6 +13,7 @@ use image::error::{ImageError, LimitErrorKind};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 use serde::Deserialize;
+use lookalike_core::codes::image as codes;
 
 use crate::{avif, jpeg, sniff};
 
@@ -82,11 +83,11 @@ impl DecodeError {
     /// Stable snake_case code for this failure.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Empty => "image_empty",
-            Self::UnsupportedFormat(_) => "image_unsupported_format",
-            Self::TooLarge(_) => "image_too_large",
-            Self::Truncated(_) => "image_truncated",
-            Self::Corrupt(_) => "image_corrupt",
+            Self::Empty => codes::EMPTY,
+            Self::UnsupportedFormat(_) => codes::UNSUPPORTED_FORMAT,
+            Self::TooLarge(_) => codes::TOO_LARGE,
+            Self::Truncated(_) => codes::TRUNCATED,
+            Self::Corrupt(_) => codes::CORRUPT,
         }
     }
 }

@@ -35,14 +35,14 @@ pub(super) async fn cold_start(
             failed += 1;
             continue;
         };
-        let item = api.api.get(&format!("/v1/items/{item_id}")).await?;
+        let item: lookalike_api_types::Item = api.api.get(&format!("/v1/items/{item_id}")).await?;
         let truth = map[&sample.category].as_str();
         let entry = per_category.entry(truth).or_default();
         entry.1 += 1;
-        if !item["category"].is_null() {
+        if item.category.is_some() {
             predicted += 1;
         }
-        if item["category"] == truth {
+        if item.category.as_deref() == Some(truth) {
             right += 1;
             entry.0 += 1;
         }

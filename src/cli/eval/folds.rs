@@ -49,25 +49,24 @@ pub struct Classifier {
 
 impl Classifier {
     /// From `/v1/status` → `classifier.settings`.
-    pub fn from_status(s: &serde_json::Value) -> Option<Self> {
-        let f = |k: &str| s[k].as_f64();
-        Some(Classifier {
-            neighbours: s["neighbours"].as_u64()? as usize,
+    pub fn from_status(s: &lookalike_api_types::ClassifySettings) -> Self {
+        Classifier {
+            neighbours: s.neighbours,
             decision: Settings {
-                neighbour_temperature: f("neighbour_temperature")? as f32,
-                prototype_temperature: f("prototype_temperature")? as f32,
-                prototype_weight: f("prototype_weight")? as f32,
-                confidence_temperature: f("confidence_temperature")? as f32,
-                head_takeover: f("head_takeover")? as f32,
+                neighbour_temperature: s.neighbour_temperature,
+                prototype_temperature: s.prototype_temperature,
+                prototype_weight: s.prototype_weight,
+                confidence_temperature: s.confidence_temperature,
+                head_takeover: s.head_takeover,
             },
-            head: s["head"].as_bool()?,
-            l2: f("head_l2")?,
-            shrinkage: f("head_shrinkage")?,
-            min_labels: s["head_min_labels"].as_u64()? as usize,
-            min_confidence: f("min_confidence")? as f32,
-            cover: f("cover")? as f32,
-            max_categories: s["max_categories"].as_u64()? as usize,
-        })
+            head: s.head,
+            l2: s.head_l2,
+            shrinkage: s.head_shrinkage,
+            min_labels: s.head_min_labels as usize,
+            min_confidence: s.min_confidence,
+            cover: s.cover,
+            max_categories: s.max_categories,
+        }
     }
 
     /// The settings as `classify.*` names them.

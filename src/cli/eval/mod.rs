@@ -293,6 +293,8 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
         eprintln!("vectors kept in {}", path.display());
     }
     let searched = answers.len() - answers.iter().filter(|a| a.is_err()).count();
+    // The trained head as the service wrote it (its accuracy an f32's short decimal).
+    let head = crate::cli::client::to_value(&head)?;
     let mut report = figures.report(&name, &settings, folds_k, &cv, tuned);
     report.extend(
         json!({

@@ -1,6 +1,9 @@
 //! The evaluation's calls to the running service: uploads, job waits, vectors, searches, training.
 
+use lookalike_api_types::{HeadSummary, Item, SearchAnswer, Status, Submission};
+
 use super::*;
+use crate::cli::client::{Refused, decimal};
 
 pub(super) struct Api {
     pub(super) api: crate::cli::client::Api,
@@ -19,8 +22,12 @@ impl Api {
         self.api.check_ready().await
     }
 
-    /// Answers the JSON body of a 2xx response; anything else is an error naming the status and code.
-    pub(super) async fn json(&self, request: reqwest::RequestBuilder) -> Result<Value> {
+    /// Answers the JSON body of a 2xx response, read as `T`; anything else is an error naming the
+    /// status and code.
+    pub(super) async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
         self.api.json(request).await
     }
 
@@ -48,7 +55,7 @@ impl Api {
                 }
                 form = form.text("external_id", format!("eval:{folder}/{}", s.rel));
             }
-            let body = self
+            let body: Submission = self
                 .json(
                     self.api
                         .http()
@@ -59,7 +66,12 @@ impl Api {
                 .with_context(|| format!("uploading {} ...", batch[0].rel))?;
             let ids = crate::cli::client::job_ids(&body);
             if ids.len() != batch.len() {
-                bail!("asked for {} jobs, got {}: {body}", batch.len(), ids.len());
+                bail!(
+                    "asked for {} jobs, got {}: {}",
+                    batch.len(),
+                    ids.len(),
+                    crate::cli::client::to_value(&body)?
+                );
             }
             Ok(ids)
         }));
@@ -121,18 +133,18 @@ impl Api {
     ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
         let both: Vec<(Vec<f32>, Option<Vec<f32>>)> =
             stream::iter(item_ids.iter().map(|id| async move {
-                let item = self
+                let item: Item = self
                     .json(
                         self.api
                             .http()
                             .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
                     )
                     .await?;
-                let v: Vec<f32> = serde_json::from_value(item["vector"].clone())
+                let v = item
+                    .vector
+                    .flatten()
                     .with_context(|| format!("item {id} has no vector"))?;
-                let f: Option<Vec<f32>> = serde_json::from_value(item["features"].clone())
-                    .with_context(|| format!("item {id}: features"))?;
-                Ok::<_, anyhow::Error>((normalise(v), f))
+                Ok::<_, anyhow::Error>((normalise(v), item.features.flatten()))
             }))
             .buffered(self.concurrency)
             .try_collect()
@@ -143,42 +155,46 @@ impl Api {
 
     /// The service's `model.id` (`/v1/status`).
     pub(super) async fn model_id(&self) -> Result<String> {
-        let status = self
+        let status: Status = self
             .json(self.api.http().get(self.api.url("/v1/status")))
             .await?;
-        status["model"]["id"]
-            .as_str()
-            .map(str::to_string)
-            .context("/v1/status names no model")
+        Ok(status.model.id)
     }
 
     /// The service's classifier settings (`/v1/status`), to run the folds as it classifies.
     pub(super) async fn classifier_settings(&self) -> Result<folds::Classifier> {
-        let status = self
+        let status: Value = self
             .json(self.api.http().get(self.api.url("/v1/status")))
             .await?;
-        folds::Classifier::from_status(&status["classifier"]["settings"]).with_context(|| {
+        let status: Status = serde_json::from_value(status).with_context(|| {
             format!(
                 "{} reports no classifier settings (an older service?)",
                 self.api.url("/v1/status")
             )
-        })
+        })?;
+        Ok(folds::Classifier::from_status(&status.classifier.settings))
     }
 
     /// Asks the service to train its classifier head now; `None` when it has too few labels or the
     /// head is off. Waits while another process is training.
-    pub(super) async fn train_head(&self) -> Result<Option<Value>> {
+    pub(super) async fn train_head(&self) -> Result<Option<HeadSummary>> {
         for _ in 0..120 {
-            let response = self
+            let (status, body) = self
                 .api
                 .send(self.api.http().post(self.api.url("/v1/classifier/train")))
                 .await?;
-            match response.0.as_u16() {
-                200 => return Ok(Some(response.1)),
+            match status.as_u16() {
+                200 => {
+                    return serde_json::from_value(body)
+                        .map(Some)
+                        .context("training the classifier head answered an unexpected shape");
+                }
                 422 => return Ok(None),
-                409 if response.1["error"]["code"] == "head_disabled" => return Ok(None),
+                409 if Refused::from_body(status, &body).code == "head_disabled" => {
+                    return Ok(None);
+                }
                 409 => tokio::time::sleep(Duration::from_millis(500)).await,
-                s => bail!("training the classifier head answered {s}: {}", response.1),
+                s => bail!("training the classifier head answered {s}: {body}"),
             }
         }
         bail!("the classifier head stayed busy training for a minute")
@@ -228,7 +244,7 @@ impl Api {
             form = form.text("exclude", id.to_string());
         }
         let t = Instant::now();
-        let body = self
+        let body: SearchAnswer = self
             .json(
                 self.api
                     .http()
@@ -237,21 +253,19 @@ impl Api {
             )
             .await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        let text = |v: &Value| v.as_str().map(str::to_string);
         let answer = Answer {
-            top: body["prediction"]["top"]
-                .as_array()
+            top: body
+                .prediction
+                .top
                 .into_iter()
-                .flatten()
-                .filter_map(|t| text(&t["category"]))
+                .map(|t| t.category)
                 .collect(),
-            confidence: body["prediction"]["confidence"].as_f64(),
-            widened: body["search"]["low_confidence"].as_bool().unwrap_or(false),
-            results: body["results"]
-                .as_array()
+            confidence: body.prediction.confidence.map(decimal),
+            widened: body.search.low_confidence,
+            results: body
+                .results
                 .into_iter()
-                .flatten()
-                .filter_map(|r| Some((text(&r["item_id"])?, text(&r["category"]))))
+                .map(|r| (r.item_id.to_string(), r.category))
                 .collect(),
         };
         Ok((answer, ms))

@@ -444,17 +444,21 @@ fn human(s: &Value) -> String {
 
 /// The service's declared filter fields and their kinds (`GET /v1/fields`).
 async fn declared_fields(api: &Api) -> Result<lookalike_core::fields::Fields> {
-    let body = api.get("/v1/fields").await?;
-    let mut declared = lookalike_core::fields::Fields::new();
-    for field in body["fields"].as_array().into_iter().flatten() {
-        if let (Some(name), Ok(kind)) = (
-            field["name"].as_str(),
-            serde_json::from_value(field["kind"].clone()),
-        ) {
-            declared.insert(name.to_string(), kind);
-        }
-    }
-    Ok(declared)
+    use lookalike_api_types::{FieldKind, FieldsReport};
+    use lookalike_core::fields::FieldKind as Kind;
+    let report: FieldsReport = api.get("/v1/fields").await?;
+    Ok(report
+        .fields
+        .into_iter()
+        .map(|field| {
+            let kind = match field.kind {
+                FieldKind::Keyword => Kind::Keyword,
+                FieldKind::Number => Kind::Number,
+                FieldKind::Bool => Kind::Bool,
+            };
+            (field.name, kind)
+        })
+        .collect())
 }
 
 #[cfg(test)]

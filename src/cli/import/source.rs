@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use lookalike_api_types::UrlItem;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -53,6 +54,20 @@ impl Entry {
             line.insert("metadata".into(), Value::Object(self.metadata.clone()));
         }
         Value::Object(line)
+    }
+
+    /// The entry as an item of a `POST /v1/images` JSON body (what [`Entry::to_json`] says of a
+    /// URL); `None` for a file, which is uploaded.
+    pub fn url_item(&self) -> Option<UrlItem> {
+        let Origin::Url(url) = &self.origin else {
+            return None;
+        };
+        Some(UrlItem {
+            url: url.clone(),
+            external_id: self.external_id.clone(),
+            category: self.category.clone(),
+            metadata: (!self.metadata.is_empty()).then(|| Value::Object(self.metadata.clone())),
+        })
     }
 }
 
@@ -451,5 +466,20 @@ mod tests {
         );
         assert!(Source::open(&dir.path().join("feed.txt")).is_err());
         assert!(Source::open(&dir.path().join("absent.csv")).is_err());
+    }
+
+    #[test]
+    fn a_url_entry_is_sent_as_its_input_line_says() {
+        let text = "{\"url\": \"https://a.example/x.jpg\", \"external_id\": 7, \"metadata\": {\"price\": 12.5}}\n\
+                    {\"url\": \"https://a.example/y.jpg\", \"category\": \"shoes\"}\n\
+                    {\"file\": \"shoes/a.jpg\"}\n";
+        let entries = parse_jsonl(text, base()).unwrap();
+        for e in &entries[..2] {
+            assert_eq!(
+                serde_json::to_value(e.url_item().unwrap()).unwrap(),
+                e.to_json()
+            );
+        }
+        assert!(entries[2].url_item().is_none());
     }
 }

@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use lookalike_api_types::{JobStatus, Submission, UrlBatch};
 use lookalike_core::backoff::Backoff;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -211,8 +212,7 @@ impl Submitter<'_> {
             };
             let retry = match answer {
                 Ok((status, body)) if status.is_success() => {
-                    let jobs = self.jobs(payload, &body)?;
-                    let replayed = body["replayed"].as_bool() == Some(true);
+                    let (jobs, replayed) = self.jobs(payload, body)?;
                     if replayed && self.never_enqueued(&jobs).await? {
                         generation += 1;
                         continue;
@@ -259,9 +259,14 @@ impl Submitter<'_> {
             .http()
             .post(self.api.url("/v1/images"))
             .header("idempotency-key", key)
-            .json(&json!({"items": []}));
+            .json(&UrlBatch::default());
         match self.api.send(probe).await {
-            Ok((StatusCode::OK, body)) if body["replayed"] == json!(true) => Some(body),
+            Ok((StatusCode::OK, body))
+                if serde_json::from_value::<Submission>(body.clone())
+                    .is_ok_and(|s| s.replayed == Some(true)) =>
+            {
+                Some(body)
+            }
             _ => None,
         }
     }
@@ -274,10 +279,10 @@ impl Submitter<'_> {
             .header("idempotency-key", key);
         let entries = payload.indices.iter().map(|&i| &self.entries[i]);
         match &payload.files {
-            None => {
-                let items: Vec<Value> = entries.map(Entry::to_json).collect();
-                post.json(&json!({"items": items}))
-            }
+            // A URL batch holds URLs only (see [`plan`]).
+            None => post.json(&UrlBatch {
+                items: entries.filter_map(Entry::url_item).collect(),
+            }),
             Some(files) => {
                 // One of each field per file: the service pairs the n-th value with the n-th file,
                 // and reads an empty value as absent.
@@ -298,10 +303,17 @@ impl Submitter<'_> {
         }
     }
 
-    /// The job of each entry from a 2xx answer.
-    fn jobs(&self, payload: &Payload, body: &Value) -> Result<Vec<(usize, Submitted)>> {
-        let replayed = body["replayed"].as_bool() == Some(true);
-        let ids = crate::cli::client::job_ids(body);
+    /// The job of each entry from a 2xx answer, and whether the answer is a replay.
+    fn jobs(&self, payload: &Payload, body: Value) -> Result<(Vec<(usize, Submitted)>, bool)> {
+        let submission: Submission = serde_json::from_value(body.clone()).with_context(|| {
+            format!(
+                "the service answered {body} for {} entries (from {})",
+                payload.indices.len(),
+                self.entries[payload.indices[0]].at
+            )
+        })?;
+        let replayed = submission.replayed == Some(true);
+        let ids = crate::cli::client::job_ids(&submission);
         if ids.len() != payload.indices.len() {
             bail!(
                 "the service answered {} jobs for {} entries (from {}): {body}",
@@ -310,12 +322,13 @@ impl Submitter<'_> {
                 self.entries[payload.indices[0]].at
             );
         }
-        Ok(payload
+        let jobs = payload
             .indices
             .iter()
             .zip(ids)
             .map(|(&i, id)| (i, Submitted::Job { id, replayed }))
-            .collect())
+            .collect();
+        Ok((jobs, replayed))
     }
 
     /// Whether a replayed request's jobs were failed because the broker never confirmed them: then
@@ -333,9 +346,12 @@ impl Submitter<'_> {
             .lookup_jobs(&ids)
             .await
             .context("looking up replayed jobs")?;
-        Ok(found
-            .iter()
-            .any(|j| j["status"] == "failed" && j["error"]["code"] == "queue_unavailable"))
+        Ok(found.iter().any(|j| {
+            j.status == JobStatus::Failed
+                && j.error
+                    .as_ref()
+                    .is_some_and(|e| e.code == "queue_unavailable")
+        }))
     }
 }
 
