@@ -335,7 +335,11 @@ async fn every_documented_route_answers_and_is_open_as_documented() {
     );
     let served = response.text().await.unwrap();
     let spec: Value = serde_json::from_str(&served).expect("the description parses");
-    assert_eq!(spec, self::spec(), "the service serves the document derived from the code");
+    assert_eq!(
+        spec,
+        self::spec(),
+        "the service serves the document derived from the code"
+    );
     let version = spec["openapi"].as_str().unwrap_or_default();
     assert!(version.starts_with("3.1."), "OpenAPI 3.1, not {version:?}");
     let default_security = &spec["security"];

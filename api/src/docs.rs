@@ -3,11 +3,11 @@
 //! a code the server can send), the path and filter parameters, and the document's header.
 //! `routes::openapi` assembles the document from these and serves it.
 
+use utoipa::IntoParams;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn, ParameterStyle};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Ref, Schema, Type};
-use utoipa::IntoParams;
 use utoipa::openapi::{ContentBuilder, Required};
 
 /// An error response: the `Error` shape, its `code` narrowed to `codes`. A 503 carries
@@ -28,13 +28,19 @@ pub fn error_response(status: u16, description: &str, codes: &[&str]) -> Respons
         .build();
     let mut response = ResponseBuilder::new().description(description).content(
         "application/json",
-        ContentBuilder::new().schema(Some(Schema::AllOf(schema))).build(),
+        ContentBuilder::new()
+            .schema(Some(Schema::AllOf(schema)))
+            .build(),
     );
     if status == 503 {
         response = response.header(
             "Retry-After",
             HeaderBuilder::new()
-                .schema(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([5])))
+                .schema(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .enum_values(Some([5])),
+                )
                 .description(Some("Seconds to wait before retrying."))
                 .build(),
         );
@@ -143,13 +149,11 @@ fn id_parameter(description: &str) -> Parameter {
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
         .description(Some(description))
-        .schema(Some(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                    utoipa::openapi::KnownFormat::Uuid,
-                ))),
-        ))
+        .schema(Some(ObjectBuilder::new().schema_type(Type::String).format(
+            Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Uuid,
+            )),
+        )))
         .build()
 }
 

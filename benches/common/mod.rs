@@ -376,9 +376,9 @@ pub fn python_ingest(urls_file: &Path, args: &[String]) -> anyhow::Result<Value>
         .arg("--model")
         // The file lookalike loads on this CPU (its uint8 twin where int8 is not exact), so both
         // stacks run the same model.
-        .arg(lookalike_vision::model_file_for_this_cpu(&repo.join(
-            ".lookalike/models/clip_vitb16_visual_int8.onnx",
-        )))
+        .arg(lookalike_vision::model_file_for_this_cpu(
+            &repo.join(".lookalike/models/clip_vitb16_visual_int8.onnx"),
+        ))
         .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()?;

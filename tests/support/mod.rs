@@ -278,7 +278,10 @@ impl Service {
     pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
         let (client, request) = request.build_split();
         let request = request.unwrap();
-        let (method, path) = (request.method().to_string(), request.url().path().to_string());
+        let (method, path) = (
+            request.method().to_string(),
+            request.url().path().to_string(),
+        );
         let r = client.execute(request).await.unwrap();
         let status = r.status().as_u16();
         let content_type = r

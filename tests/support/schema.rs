@@ -16,7 +16,9 @@ use serde_json::Value;
 
 fn document() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| serde_json::to_value(lookalike_api::openapi()).expect("the document is JSON"))
+    DOC.get_or_init(|| {
+        serde_json::to_value(lookalike_api::openapi()).expect("the document is JSON")
+    })
 }
 
 /// The operation for `method` and a concrete `path`, with the template it matched.
@@ -45,7 +47,11 @@ pub fn check_response(method: &str, path: &str, status: u16, content_type: &str,
     let Some((template, op)) = operation(method, path) else {
         // Not a documented route (a test of the not-found fallback): the error shape still holds.
         if status >= 400 {
-            expect(body, &serde_json::json!({"$ref": "#/components/schemas/Error"}), &format!("{method} {path} {status}"));
+            expect(
+                body,
+                &serde_json::json!({"$ref": "#/components/schemas/Error"}),
+                &format!("{method} {path} {status}"),
+            );
         }
         return;
     };
@@ -53,7 +59,11 @@ pub fn check_response(method: &str, path: &str, status: u16, content_type: &str,
     if universal_error(body) {
         // The codes any endpoint may answer (`invalid_query`, `route_not_found`,
         // `method_not_allowed`), documented once on the error shape rather than on every operation.
-        expect(body, &serde_json::json!({"$ref": "#/components/schemas/Error"}), &what);
+        expect(
+            body,
+            &serde_json::json!({"$ref": "#/components/schemas/Error"}),
+            &what,
+        );
         return;
     }
     let documented = &op["responses"][status.to_string()];
@@ -121,7 +131,10 @@ pub fn validate(value: &Value, schema: &Value, at: &str, errors: &mut Vec<String
     if let Some(ty) = schema.get("type") {
         let fits = match ty {
             Value::String(t) => type_fits(value, t),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_fits(value, t)),
+            Value::Array(ts) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|t| type_fits(value, t)),
             _ => true,
         };
         if !fits {
@@ -140,7 +153,12 @@ pub fn validate(value: &Value, schema: &Value, at: &str, errors: &mut Vec<String
     {
         errors.push(format!("{at}: {value} is not {constant}"));
     }
-    for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+    for part in schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         validate(value, part, at, errors);
     }
     for (key, exactly_one) in [("oneOf", true), ("anyOf", false)] {
@@ -160,7 +178,12 @@ pub fn validate(value: &Value, schema: &Value, at: &str, errors: &mut Vec<String
     }
     if let Value::Object(map) = value {
         let properties = schema.get("properties").and_then(Value::as_object);
-        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+        for name in schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let name = name.as_str().unwrap_or_default();
             if !map.contains_key(name) {
                 errors.push(format!("{at}: `{name}` is missing"));
@@ -172,9 +195,8 @@ pub fn validate(value: &Value, schema: &Value, at: &str, errors: &mut Vec<String
                 None => {
                     if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
                         errors.push(format!("{at}: `{name}` is not documented"));
-                    } else if let Some(extra) = schema
-                        .get("additionalProperties")
-                        .filter(|s| s.is_object())
+                    } else if let Some(extra) =
+                        schema.get("additionalProperties").filter(|s| s.is_object())
                     {
                         validate(v, extra, &format!("{at}.{name}"), errors);
                     }

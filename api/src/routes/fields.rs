@@ -5,8 +5,8 @@
 use axum::extract::{Path, Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use lookalike_catalogue::MetadataChange;
 use lookalike_api_types::{self as types, FieldsReport, Item, ItemPatch};
+use lookalike_catalogue::MetadataChange;
 use lookalike_core::codes::{self, api};
 use lookalike_core::fields::{self, FieldCondition, FieldError, FieldKind};
 use serde_json::{Map, Value};

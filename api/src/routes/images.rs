@@ -13,11 +13,11 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use lookalike_core::fields::Fields;
-use lookalike_store::{NewJob, Source};
 use lookalike_api_types::{Submission, UploadForm, UrlBatch};
 use lookalike_core::codes::api;
+use lookalike_core::fields::Fields;
 use lookalike_store::JobStatus;
+use lookalike_store::{NewJob, Source};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -4,10 +4,10 @@
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use lookalike_core::codes;
-use lookalike_store::JobStatus;
 use lookalike_api_types::JobList;
+use lookalike_core::codes;
 use lookalike_core::codes::api;
+use lookalike_store::JobStatus;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;

@@ -15,9 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
-use crate::routes::{
-    catalogue, fields, health, images, items, jobs, metrics, search, status, web,
-};
+use crate::routes::{catalogue, fields, health, images, items, jobs, metrics, search, status, web};
 
 #[derive(OpenApi)]
 #[openapi(

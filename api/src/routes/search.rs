@@ -16,14 +16,14 @@ use axum::{Json, Router};
 use lookalike_analysis::batcher::Priority;
 use lookalike_analysis::classify::{Prediction, categories_to_search};
 use lookalike_analysis::{Analysis, CategoryDecision, Exclude};
-use lookalike_core::codes;
-use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
 use lookalike_api_types::{
     Added, BoxParam, FilterParam, PredictionView, QueryImage, Ranked, RecommendAnswer,
     RecommendParams, RecommendQuery, ScopeMode, SearchAnswer, SearchForm, SearchParams,
     SearchScope, SimilarAnswer, SimilarItem, SimilarQueryItem,
 };
+use lookalike_core::codes;
 use lookalike_core::codes::{api, fields as field_codes, image, job, search as search_codes};
+use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
 use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
 use serde::Deserialize;

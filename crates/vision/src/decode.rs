@@ -12,8 +12,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use image::error::{ImageError, LimitErrorKind};
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
-use serde::Deserialize;
 use lookalike_core::codes::image as codes;
+use serde::Deserialize;
 
 use crate::{avif, jpeg, sniff};
 
