@@ -22,11 +22,7 @@ pub fn job(job: &Job) -> types::Job {
         id: job.id,
         status: job_status(job.status),
         attempts: job.attempts,
-        source: types::Source {
-            kind: job.source_kind.clone(),
-            url: job.source_url.clone(),
-            file_name: job.file_name.clone(),
-        },
+        source: source(&job.source_kind, &job.source_url, &job.file_name),
         external_id: job.external_id.clone(),
         category: job.category.clone(),
         metadata: job.metadata.clone(),
@@ -45,6 +41,15 @@ pub fn job(job: &Job) -> types::Job {
     }
 }
 
+/// Where a job's (and so its item's) image came from; both rows keep the same three columns.
+fn source(kind: &str, url: &Option<String>, file_name: &Option<String>) -> types::Source {
+    types::Source {
+        kind: kind.to_string(),
+        url: url.clone(),
+        file_name: file_name.clone(),
+    }
+}
+
 /// A submitted job as the submission answers it.
 pub fn submitted(id: Uuid, status: JobStatus, external_id: Option<String>) -> types::SubmittedJob {
     types::SubmittedJob {
@@ -60,11 +65,7 @@ pub fn item(item: &Item) -> types::Item {
         id: item.id,
         job_id: item.job_id,
         external_id: item.external_id.clone(),
-        source: types::Source {
-            kind: item.source_kind.clone(),
-            url: item.source_url.clone(),
-            file_name: item.file_name.clone(),
-        },
+        source: source(&item.source_kind, &item.source_url, &item.file_name),
         content_sha256: item.content_sha256.clone(),
         byte_size: item.byte_size,
         format: item.format.clone(),

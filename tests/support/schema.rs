@@ -47,11 +47,7 @@ pub fn check_response(method: &str, path: &str, status: u16, content_type: &str,
     let Some((template, op)) = operation(method, path) else {
         // Not a documented route (a test of the not-found fallback): the error shape still holds.
         if status >= 400 {
-            expect(
-                body,
-                &serde_json::json!({"$ref": "#/components/schemas/Error"}),
-                &format!("{method} {path} {status}"),
-            );
+            expect(body, &error_shape(), &format!("{method} {path} {status}"));
         }
         return;
     };
@@ -59,21 +55,14 @@ pub fn check_response(method: &str, path: &str, status: u16, content_type: &str,
     if universal_error(body) {
         // The codes any endpoint may answer (`invalid_query`, `route_not_found`,
         // `method_not_allowed`), documented once on the error shape rather than on every operation.
-        expect(
-            body,
-            &serde_json::json!({"$ref": "#/components/schemas/Error"}),
-            &what,
-        );
+        expect(body, &error_shape(), &what);
         return;
     }
     let documented = &op["responses"][status.to_string()];
     let schema = documented
         .pointer("/content/application~1json/schema")
         .cloned()
-        .or_else(|| {
-            (documented.is_null() && status >= 400)
-                .then(|| serde_json::json!({"$ref": "#/components/schemas/Error"}))
-        });
+        .or_else(|| (documented.is_null() && status >= 400).then(error_shape));
     match schema {
         Some(schema) => expect(body, &schema, &what),
         None => panic!("{what}: the answer's status is not documented for this operation: {body}"),
@@ -88,6 +77,11 @@ fn universal_error(body: &Value) -> bool {
         .pointer("/components/schemas/ErrorDetail/properties/code/examples")
         .and_then(Value::as_array)
         .is_some_and(|codes| codes.contains(code))
+}
+
+/// The error shape every error answer has, whatever its operation documents.
+fn error_shape() -> Value {
+    serde_json::json!({"$ref": "#/components/schemas/Error"})
 }
 
 fn expect(value: &Value, schema: &Value, what: &str) {

@@ -98,17 +98,6 @@ impl JobStatus {
             JobStatus::Failed => "failed",
         }
     }
-
-    /// Succeeded or failed: the job will not change again (unless retried).
-    pub fn is_final(self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
-    }
-}
-
-impl std::fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// Where an image came from.
