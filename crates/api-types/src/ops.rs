@@ -123,10 +123,11 @@ pub struct HeadSummary {
     pub reads: HeadReads,
     /// Labelled items it was trained on.
     pub trained_on: i32,
-    /// Of those, how many a first training left out to measure it (every fifth of each category with
-    /// five or more; none below 20 items).
+    /// Of those, how many were predicted by a training without them, to measure the head and fit its
+    /// temperature (each category with five or more dealt into five folds: every fold in turn up to
+    /// 2,000 items, one fold above; none below 20 items).
     pub held_out: i32,
-    /// Top-1 accuracy of that first training on the held-out items.
+    /// Top-1 accuracy of those trainings on the items they left out.
     #[schema(required = true)]
     pub held_out_accuracy: Option<f32>,
     pub training_ms: i32,
