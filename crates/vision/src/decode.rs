@@ -338,13 +338,18 @@ fn flatten_to_rgb8(img: DynamicImage) -> RgbImage {
     }
     let rgba = img.into_rgba8();
     let (w, h) = rgba.dimensions();
-    let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
-    for px in rgba.as_raw().chunks_exact(4) {
+    let mut out = vec![0u8; rgba.as_raw().len() / 4 * 3];
+    for (px, o) in rgba.as_raw().chunks_exact(4).zip(out.chunks_exact_mut(3)) {
         let a = u32::from(px[3]);
-        for &c in &px[..3] {
+        if a == 255 {
+            // Most pixels of a product photo with an alpha channel are opaque.
+            o.copy_from_slice(&px[..3]);
+            continue;
+        }
+        for (o, &c) in o.iter_mut().zip(&px[..3]) {
             // Exact round(x / 255) without division, x = c*a + 255*(255-a).
             let x = u32::from(c) * a + 255 * (255 - a) + 128;
-            out.push(((x + (x >> 8)) >> 8) as u8);
+            *o = ((x + (x >> 8)) >> 8) as u8;
         }
     }
     // Length is exactly w*h*3 by construction; the fallback only keeps this panic-free.
