@@ -335,23 +335,6 @@ impl Head {
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         ranked
     }
-
-    /// Fits the softmax temperature that minimises the cross-entropy of `held_out` (labels the head
-    /// did not train on; labels it does not know are ignored). Leaves it as it is when nothing is
-    /// usable.
-    pub fn fit_temperature(&mut self, held_out: &[Example]) {
-        let cases: Vec<(Vec<f32>, usize)> = held_out
-            .iter()
-            .filter(|(x, _)| x.len() == self.dim())
-            .filter_map(|(x, c)| {
-                let i = self.categories.iter().position(|k| k == c)?;
-                Some((self.logits(x), i))
-            })
-            .collect();
-        if let Some(t) = fit_temperature(&cases) {
-            self.temperature = t;
-        }
-    }
 }
 
 /// `z = L⁻¹ (x - mean)` with `L Lᵀ` the shrunk covariance of the training embeddings.
@@ -677,9 +660,18 @@ mod tests {
             shrinkage: 0.01,
             ..Default::default()
         };
-        let mut head = train(&examples(&train_part), &sharp).unwrap().head;
-        head.fit_temperature(&examples(&held));
-        assert!(head.temperature > 1.0, "{}", head.temperature);
+        let head = train(&examples(&train_part), &sharp).unwrap().head;
+        let cases: Vec<(Vec<f32>, usize)> = held
+            .iter()
+            .map(|(x, c)| {
+                (
+                    head.logits(x),
+                    head.categories.iter().position(|k| k == c).unwrap(),
+                )
+            })
+            .collect();
+        let temperature = fit_temperature(&cases).unwrap();
+        assert!(temperature > 1.0, "{temperature}");
     }
 
     #[test]

@@ -98,8 +98,9 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// `emit` with the row's index in the window.
 ///
 /// The loops multiply 32-bit integers, which baseline x86-64 (SSE2) has no vector instruction for:
-/// where the CPU has AVX2 the same code is compiled for it and chosen at run time (a 1024x1024 PNG
-/// resampled for CLIP in about half the time). The arithmetic is exact either way, so both give the
+/// where the CPU has AVX2 the same code is compiled for it and chosen at run time. Together with the
+/// planar rows below, a 1024x1024 PNG is resampled for CLIP in a little over half the time (5.4 → 3.0
+/// ms; the planar rows alone gave 5.4 → 4.7). The arithmetic is exact either way, so both give the
 /// same bytes.
 fn resample(img: &RgbImage, cols: &Coeffs, rows: &Coeffs, emit: impl FnMut(usize, &[i32])) {
     #[cfg(target_arch = "x86_64")]
@@ -107,7 +108,7 @@ fn resample(img: &RgbImage, cols: &Coeffs, rows: &Coeffs, emit: impl FnMut(usize
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { resample_avx2(img, cols, rows, emit) };
     }
-    resample_here(img, cols, rows, emit)
+    resample_any_cpu(img, cols, rows, emit)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -118,11 +119,11 @@ unsafe fn resample_avx2(
     rows: &Coeffs,
     emit: impl FnMut(usize, &[i32]),
 ) {
-    resample_here(img, cols, rows, emit)
+    resample_any_cpu(img, cols, rows, emit)
 }
 
 #[inline(always)]
-fn resample_here(
+fn resample_any_cpu(
     img: &RgbImage,
     cols: &Coeffs,
     rows: &Coeffs,
@@ -136,8 +137,7 @@ fn resample_here(
     let src_stride = img.width() as usize * 3;
     let mut inter = vec![0u8; (last_row - first_row) * stride];
     // Each source row is split into three planes first, so a pixel's taps are one contiguous dot
-    // product per channel, which the compiler vectorises (interleaved RGB kept it scalar: a
-    // 1024-pixel PNG took ~2x as long to resample).
+    // product per channel, which the compiler vectorises (over interleaved RGB it stayed scalar).
     let width = img.width() as usize;
     let mut planes = vec![0i32; width * 3];
     for (y, dst) in (first_row..last_row).zip(inter.chunks_exact_mut(stride)) {
@@ -343,7 +343,7 @@ mod tests {
             let rows = Coeffs::new(389, h, 0, h as usize);
             let (mut a, mut b) = (Vec::new(), Vec::new());
             resample(&img, &cols, &rows, |_, acc| a.extend_from_slice(acc));
-            resample_here(&img, &cols, &rows, |_, acc| b.extend_from_slice(acc));
+            resample_any_cpu(&img, &cols, &rows, |_, acc| b.extend_from_slice(acc));
             assert_eq!(a, b, "{w}x{h}");
         }
     }
