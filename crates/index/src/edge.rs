@@ -49,8 +49,8 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Hit, IndexError, MODEL_ID_KEY, Point,
-    SearchRequest, StoredPoint, field_path,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, GroupBy, Hit, IndexError, MODEL_ID_KEY,
+    Point, SearchRequest, StoredPoint, field_path,
 };
 
 mod convert;
@@ -186,8 +186,13 @@ impl EdgeIndex {
         .map_err(|e| anyhow::anyhow!("opening qdrant-edge shard in {}: {e}", dir.display()))?;
 
         // Idempotent: segments that already have the index skip it. Re-issued on every open
-        // because a fresh appendable segment made at load time would lack it.
-        for key in [CATEGORY_KEY, MODEL_ID_KEY] {
+        // because a fresh appendable segment made at load time would lack it (and so that an
+        // index made before grouped search gains the group keys' indexes).
+        let group_keys = GroupBy::ALL.map(GroupBy::path);
+        let keys = [CATEGORY_KEY, MODEL_ID_KEY]
+            .into_iter()
+            .chain(group_keys.iter().map(String::as_str));
+        for key in keys {
             shard
                 .update(UpdateOperation::FieldIndexOperation(
                     FieldIndexOperations::CreateIndex(CreateIndex {

@@ -9,6 +9,11 @@
 //! Both backends use the same engine, so the same data model holds for both: UUID point ids,
 //! cosine distance (scores in `[-1, 1]`, higher is closer), and two keyword payload fields,
 //! [`CATEGORY_KEY`] and [`MODEL_ID_KEY`], each with a payload index so filtered search stays fast.
+//!
+//! Two keys inside a point's attrs group results ("one result per product"): `attrs.product_id`
+//! ([`GroupBy::Product`]) and `attrs.duplicate_group` ([`GroupBy::Duplicate`]), each a string, or
+//! absent (or null) when the item names none. Both have keyword payload indexes too, so that the
+//! engine finds a group's points without a scan.
 
 use async_trait::async_trait;
 pub use lookalike_core::fields::{FieldCondition, FieldKind};
@@ -77,6 +82,43 @@ pub struct Hit {
     pub category: Option<String>,
     /// The point's [`Point::attrs`] (`None` for points stored without them).
     pub attrs: Option<serde_json::Value>,
+}
+
+/// What grouped searches group by: a keyword in each point's [`Point::attrs`]. The catalogue
+/// writes it there, so grouping needs no payload of its own and a metadata change (`set_attrs`)
+/// moves a point between groups like any other attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupBy {
+    /// `attrs.product_id`: one result per product, whatever number of images it has.
+    Product,
+    /// `attrs.duplicate_group`: one result per set of (near-)duplicate images.
+    Duplicate,
+}
+
+impl GroupBy {
+    /// Every key, for creating their payload indexes.
+    pub const ALL: [GroupBy; 2] = [GroupBy::Product, GroupBy::Duplicate];
+
+    /// The key's name inside a point's attrs.
+    pub fn attr(self) -> &'static str {
+        match self {
+            GroupBy::Product => "product_id",
+            GroupBy::Duplicate => "duplicate_group",
+        }
+    }
+
+    /// The key's path in the stored payload (`attrs.product_id`, ...): what filters, payload
+    /// indexes and the server's group query name.
+    pub fn path(self) -> String {
+        format!("{ATTRS_KEY}.{}", self.attr())
+    }
+
+    /// A hit's value for this key. Only a string is a value: with a missing key or null the hit
+    /// is a group of its own. The catalogue writes nothing else there; other values (numbers,
+    /// lists) are outside the contract.
+    pub fn key_of(self, hit: &Hit) -> Option<&str> {
+        hit.attrs.as_ref()?.get(self.attr())?.as_str()
+    }
 }
 
 /// A stored point, as [`VectorIndex::get_point`] returns it. Cosine backends store the vector

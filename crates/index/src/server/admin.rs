@@ -20,10 +20,16 @@ use std::time::Duration;
 
 use super::convert::{client_error, status_code, status_error};
 use super::{QdrantIndex, Quantization, Readiness, ServerOptions};
-use crate::{CATEGORY_KEY, IndexError, MODEL_ID_KEY};
+use crate::{CATEGORY_KEY, GroupBy, IndexError, MODEL_ID_KEY};
 
-/// The payload fields every lookalike collection filters on, each with a keyword index.
-const INDEXED_KEYS: [&str; 2] = [CATEGORY_KEY, MODEL_ID_KEY];
+/// The payload fields every lookalike collection filters or groups on, each with a keyword index.
+fn indexed_keys() -> Vec<String> {
+    [CATEGORY_KEY, MODEL_ID_KEY]
+        .map(str::to_owned)
+        .into_iter()
+        .chain(GroupBy::ALL.map(GroupBy::path))
+        .collect()
+}
 
 /// What [`QdrantIndex::adopt_alias`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +125,10 @@ impl QdrantIndex {
     /// Connect to the server and make sure `opts.collection` is usable: an existing collection
     /// (or the collection behind an alias of that name) must hold unnamed cosine vectors of
     /// dimension `opts.dim`; a missing one is created with the configured layout and keyword
-    /// indexes on the category and model id. Fails when the server cannot be reached, or runs a
-    /// version this client does not support. For admin commands and tests; a service process
-    /// uses [`QdrantIndex::open`], which also starts while the server is away.
+    /// indexes on the category, the model id and the group keys (an existing one gains those it
+    /// lacks). Fails when the server cannot be reached, or runs a version this client does not
+    /// support. For admin commands and tests; a service process uses [`QdrantIndex::open`],
+    /// which also starts while the server is away.
     pub async fn connect(opts: ServerOptions) -> anyhow::Result<QdrantIndex> {
         let index = Self::unprepared(opts)?;
         index.prepare().await.map_err(PrepareError::into_anyhow)?;
@@ -422,16 +429,17 @@ impl QdrantIndex {
             ),
             None => anyhow::bail!("Qdrant collection {name} reports no vector configuration"),
         }
-        for key in INDEXED_KEYS {
-            match info.payload_schema.get(key) {
+        // A collection made before grouped search gains the group keys' indexes here, once.
+        for key in indexed_keys() {
+            match info.payload_schema.get(&key) {
                 Some(schema) if schema.data_type == PayloadSchemaType::Keyword as i32 => {}
                 Some(schema) => tracing::warn!(
                     collection = %name,
-                    field = key,
+                    field = %key,
                     data_type = schema.data_type,
                     "payload index is not a keyword index; filters on it may be slow or wrong"
                 ),
-                None => self.create_payload_index(name, key).await?,
+                None => self.create_payload_index(name, &key).await?,
             }
         }
         Ok(())
@@ -439,7 +447,8 @@ impl QdrantIndex {
 
     /// Create collection `name` for vectors of dimension `dim`, laid out like every collection
     /// this index creates (cosine distance, `on_disk` and `quantization` from the options,
-    /// keyword indexes on the category and model id). Fails if it already exists.
+    /// keyword indexes on the category, the model id and the group keys). Fails if it already
+    /// exists.
     pub async fn create_collection(&self, name: &str, dim: usize) -> anyhow::Result<()> {
         anyhow::ensure!(dim > 0, "vector dimension must be positive");
         // `on_disk` and `always_ram` are deprecated in favour of `memory` placements since
@@ -459,8 +468,8 @@ impl QdrantIndex {
             .create_collection(request)
             .await
             .with_context(|| format!("creating Qdrant collection {name}"))?;
-        for key in INDEXED_KEYS {
-            self.create_payload_index(name, key).await?;
+        for key in indexed_keys() {
+            self.create_payload_index(name, &key).await?;
         }
         Ok(())
     }
