@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use lookalike_catalogue::{Catalogue, CatalogueError, MetadataChange};
 use lookalike_index::{
-    CategoryFilter, EdgeIndex, EdgeOptions, FieldKind, Hit, IndexError, Point, SearchRequest,
-    StoredPoint, VectorIndex,
+    CategoryFilter, EdgeIndex, EdgeOptions, FieldKind, Group, GroupBy, Hit, IndexError, Point,
+    SearchRequest, StoredPoint, VectorIndex,
 };
 use lookalike_store::{CategorySource, JobStatus, NewItem, NewJob, Source, Store, StoreError};
 use serde_json::{Value, json};
@@ -47,6 +47,14 @@ impl VectorIndex for Flaky {
     }
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
         self.inner.search(req).await
+    }
+    async fn search_groups(
+        &self,
+        req: SearchRequest,
+        by: GroupBy,
+        per_group: usize,
+    ) -> Result<Vec<Group>, IndexError> {
+        self.inner.search_groups(req, by, per_group).await
     }
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {
         self.inner.get_point(id).await

@@ -29,6 +29,10 @@
 //!   engine scans a category exactly. Nearly always every point has the model searched for, so
 //!   once the shard is known to hold that model only, searches leave the condition out (see
 //!   `Models`).
+//! * **Grouping.** 0.7.2 has no group-by (the server's lives a layer above the shard), so
+//!   `search_groups` fetches more hits than it needs, groups them with [`group_hits`], and
+//!   fetches more (doubling, up to a cap) while they hold too few groups. A group on the page
+//!   whose hits were cut off by the fetch is completed by a query on its key alone.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,18 +43,20 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, EdgeConfig, EdgeShard,
-    FieldIndexOperations, NamedQuery, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaType,
-    PointId, PointInsertOperations, PointOperations, PointStruct, QueryEnum, QueryRequest,
-    RecommendQuery, ScoringQuery, SearchParams, SetPayloadOp, UpdateOperation, VectorInternal,
-    VectorStructInternal, WithPayloadInterface, WithVector,
+    Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, DeletePayloadOp, EdgeConfig,
+    EdgeShard, FieldCondition, FieldIndexOperations, Filter, Match, NamedQuery, Payload,
+    PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStruct, QueryEnum, QueryRequest, RecommendQuery, ScoringQuery,
+    SearchParams, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal,
+    WithPayloadInterface, WithVector,
 };
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, GroupBy, Hit, IndexError, MODEL_ID_KEY,
-    Point, SearchRequest, StoredPoint, field_path,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Group, GroupBy, Hit, IndexError,
+    MODEL_ID_KEY, Point, SearchRequest, StoredPoint, check_per_group, field_path, group_hits, rank,
+    rank_groups,
 };
 
 mod convert;
@@ -360,6 +366,86 @@ impl EdgeIndex {
         Ok(())
     }
 
+    /// Checks a search request and turns it into the engine's terms, ready to run at any limit;
+    /// `None` when the answer is empty whatever the index holds (an empty `AnyOf`, limit 0).
+    async fn prepare_search(&self, req: SearchRequest) -> Result<Option<Prepared>, IndexError> {
+        for v in req.vectors() {
+            self.check_vector(v)?;
+        }
+        if req
+            .recommend
+            .as_ref()
+            .is_some_and(|r| r.positive.is_empty())
+        {
+            return Err(IndexError::Invalid(
+                "a recommendation needs a positive example".into(),
+            ));
+        }
+        let model_id = match req.model_id {
+            Some(m) if self.only_model(&m).await? => None,
+            other => other,
+        };
+        let Some(filter) =
+            build_filter(&req.filter, model_id.as_deref(), &req.exclude, &req.fields)
+        else {
+            return Ok(None); // AnyOf([]) matches nothing
+        };
+        if req.limit == 0 {
+            return Ok(None);
+        }
+        let query = ScoringQuery::Vector(match req.recommend {
+            None => QueryEnum::Nearest(NamedQuery::default_dense(req.vector)),
+            Some(r) => QueryEnum::RecommendBestScore(NamedQuery {
+                query: RecommendQuery::new(
+                    r.positive.into_iter().map(VectorInternal::from).collect(),
+                    r.negative.into_iter().map(VectorInternal::from).collect(),
+                ),
+                using: None,
+            }),
+        });
+        Ok(Some(Prepared {
+            query,
+            filter,
+            min_score: req.min_score,
+            exact: req.exact,
+            search_ef: self.inner.opts.search_ef,
+            offset: req.offset,
+            limit: req.limit,
+        }))
+    }
+
+    /// The hits of one engine query, ranked.
+    async fn run(&self, request: QueryRequest) -> Result<Vec<Hit>, IndexError> {
+        let mut all = self.run_all(vec![request]).await?;
+        Ok(all.pop().unwrap_or_default())
+    }
+
+    /// The hits of several engine queries, each ranked, in one trip to the blocking pool.
+    async fn run_all(&self, requests: Vec<QueryRequest>) -> Result<Vec<Vec<Hit>>, IndexError> {
+        self.read(move |shard| {
+            requests
+                .into_iter()
+                .map(|request| {
+                    let points = shard.query(request).map_err(engine_error)?;
+                    let mut hits = points
+                        .into_iter()
+                        .map(|p| {
+                            Ok(Hit {
+                                id: uuid_of(p.id)?,
+                                score: p.score,
+                                category: category_of(p.payload.as_ref()),
+                                attrs: payload_field(p.payload.as_ref(), ATTRS_KEY).cloned(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, IndexError>>()?;
+                    rank(&mut hits);
+                    Ok(hits)
+                })
+                .collect()
+        })
+        .await
+    }
+
     fn models(&self) -> std::sync::MutexGuard<'_, Models> {
         lock_models(&self.inner)
     }
@@ -422,6 +508,58 @@ impl EdgeIndex {
     }
 }
 
+/// Hits fetched at first by a grouped search: four per group wanted, at least this many, so that
+/// a product with a few images near the query rarely needs a second fetch.
+const GROUP_FETCH_START: usize = 64;
+/// The most hits a grouped search fetches (doubling from the start). Past it the answer holds
+/// fewer groups than asked for, which takes a few products owning thousands of images nearer to
+/// the query than any other product's.
+const GROUP_FETCH_CAP: usize = 10_000;
+
+/// Extra hits a group's completing query fetches, so that equal scores at the `per_group` cut
+/// (copies of one image) are chosen by id, as a search chooses them.
+const GROUP_TIES: usize = 16;
+
+/// A checked search request in the engine's terms, which `search` and `search_groups` run at the
+/// limits (and with the extra conditions) they need.
+struct Prepared {
+    query: ScoringQuery,
+    /// `None`: no filter.
+    filter: Option<Filter>,
+    min_score: Option<f32>,
+    exact: bool,
+    search_ef: Option<usize>,
+    offset: usize,
+    limit: usize,
+}
+
+impl Prepared {
+    /// The engine query for the top `limit` points, also meeting `and` when given.
+    fn request(&self, limit: usize, and: Option<Condition>) -> QueryRequest {
+        let ef = self.search_ef.map(|ef| ef.max(limit));
+        QueryRequest {
+            prefetches: Vec::new(),
+            query: Some(self.query.clone()),
+            filter: Filter::merge_opts(self.filter.clone(), and.map(Filter::new_must)),
+            score_threshold: self.min_score.map(OrderedFloat),
+            // 0.7.2's query() fetches offset + limit hits but never drops the first `offset`
+            // (the server does that a layer above the shard), so callers page themselves.
+            limit,
+            offset: 0,
+            params: (ef.is_some() || self.exact).then(|| SearchParams {
+                hnsw_ef: ef,
+                exact: self.exact,
+                ..SearchParams::default()
+            }),
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Fields(vec![
+                json_path(CATEGORY_KEY),
+                json_path(ATTRS_KEY),
+            ]),
+        }
+    }
+}
+
 async fn run_optimize(inner: Arc<Inner>, writer: Arc<Mutex<()>>) -> Result<bool, IndexError> {
     let guard = writer.lock_owned().await;
     tokio::task::spawn_blocking(move || {
@@ -476,82 +614,78 @@ impl crate::VectorIndex for EdgeIndex {
     }
 
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
-        for v in req.vectors() {
-            self.check_vector(v)?;
-        }
-        if req
-            .recommend
-            .as_ref()
-            .is_some_and(|r| r.positive.is_empty())
-        {
-            return Err(IndexError::Invalid(
-                "a recommendation needs a positive example".into(),
-            ));
-        }
-        let model_id = match req.model_id {
-            Some(m) if self.only_model(&m).await? => None,
-            other => other,
-        };
-        let Some(filter) =
-            build_filter(&req.filter, model_id.as_deref(), &req.exclude, &req.fields)
-        else {
-            return Ok(Vec::new()); // AnyOf([]) matches nothing
-        };
-        if req.limit == 0 {
+        let Some(prepared) = self.prepare_search(req).await? else {
             return Ok(Vec::new());
-        }
-        let ef = self
-            .inner
-            .opts
-            .search_ef
-            .map(|ef| ef.max(req.offset + req.limit));
-        let request = QueryRequest {
-            prefetches: Vec::new(),
-            query: Some(ScoringQuery::Vector(match req.recommend {
-                None => QueryEnum::Nearest(NamedQuery::default_dense(req.vector)),
-                Some(r) => QueryEnum::RecommendBestScore(NamedQuery {
-                    query: RecommendQuery::new(
-                        r.positive.into_iter().map(VectorInternal::from).collect(),
-                        r.negative.into_iter().map(VectorInternal::from).collect(),
-                    ),
-                    using: None,
-                }),
-            })),
-            filter,
-            score_threshold: req.min_score.map(OrderedFloat),
-            // 0.7.2's query() fetches offset + limit hits but never drops the first `offset`
-            // (the server does that a layer above the shard), so page here instead.
-            limit: req.offset + req.limit,
-            offset: 0,
-            params: (ef.is_some() || req.exact).then(|| SearchParams {
-                hnsw_ef: ef,
-                exact: req.exact,
-                ..SearchParams::default()
-            }),
-            with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(vec![
-                json_path(CATEGORY_KEY),
-                json_path(ATTRS_KEY),
-            ]),
         };
-        let points = self
-            .read(move |shard| shard.query(request).map_err(engine_error))
-            .await?;
-        let mut hits = points
-            .into_iter()
-            .map(|p| {
-                Ok(Hit {
-                    id: uuid_of(p.id)?,
-                    score: p.score,
-                    category: category_of(p.payload.as_ref()),
-                    attrs: payload_field(p.payload.as_ref(), ATTRS_KEY).cloned(),
-                })
+        let (offset, limit) = (prepared.offset, prepared.limit);
+        let hits = self.run(prepared.request(offset + limit, None)).await?;
+        Ok(hits.into_iter().skip(offset).collect())
+    }
+
+    async fn search_groups(
+        &self,
+        req: SearchRequest,
+        by: GroupBy,
+        per_group: usize,
+    ) -> Result<Vec<Group>, IndexError> {
+        check_per_group(per_group)?;
+        let Some(prepared) = self.prepare_search(req).await? else {
+            return Ok(Vec::new());
+        };
+        let (offset, limit) = (prepared.offset, prepared.limit);
+        let wanted = offset + limit;
+        // The engine has no group-by: fetch the top hits and group them, fetching more while the
+        // hits seen so far hold too few groups.
+        let mut fetch = wanted
+            .saturating_mul(4)
+            .clamp(GROUP_FETCH_START, GROUP_FETCH_CAP);
+        let (groups, exhausted) = loop {
+            let hits = self.run(prepared.request(fetch, None)).await?;
+            let exhausted = hits.len() < fetch;
+            let groups = group_hits(hits, by, per_group);
+            if groups.len() >= wanted || exhausted || fetch >= GROUP_FETCH_CAP {
+                break (groups, exhausted);
+            }
+            fetch = fetch.saturating_mul(2).min(GROUP_FETCH_CAP);
+        };
+        let mut page: Vec<Group> = groups.into_iter().skip(offset).take(limit).collect();
+        if exhausted || per_group == 1 {
+            return Ok(page);
+        }
+        // A group with fewer than `per_group` hits among those fetched may have more just below
+        // them (a product with images near the query and others far from it): one query per such
+        // group, restricted to its key, finds its best ones. On the keyword index that is a
+        // lookup of the group's few points, not a scan.
+        let short: Vec<usize> = (0..page.len())
+            .filter(|&i| page[i].key.is_some() && page[i].hits.len() < per_group)
+            .collect();
+        if short.is_empty() {
+            return Ok(page);
+        }
+        let path = json_path(&by.path());
+        let requests = short
+            .iter()
+            .map(|&i| {
+                let key = page[i].key.clone().expect("only keyed groups are filled");
+                let same_key =
+                    Condition::Field(FieldCondition::new_match(path.clone(), Match::from(key)));
+                // A few more than needed, so that equal scores at the cut go by id.
+                prepared.request(per_group.saturating_add(GROUP_TIES), Some(same_key))
             })
-            .collect::<Result<Vec<_>, IndexError>>()?;
-        // Equal scores (the same image stored twice) come back in engine order, which can differ
-        // between calls; order ties by id so that pages never overlap or skip.
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        Ok(hits.into_iter().skip(req.offset).collect())
+            .collect();
+        let filled = self.run_all(requests).await?;
+        for (i, more) in short.into_iter().zip(filled) {
+            let group = &mut page[i];
+            let mut hits = std::mem::take(&mut group.hits);
+            hits.extend(more);
+            rank(&mut hits);
+            hits.dedup_by_key(|h| h.id);
+            hits.truncate(per_group);
+            group.hits = hits;
+        }
+        // Only an approximate search can find a better best hit this way; keep the page ordered.
+        rank_groups(&mut page);
+        Ok(page)
     }
 
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {

@@ -10,10 +10,10 @@
 //! cosine distance (scores in `[-1, 1]`, higher is closer), and two keyword payload fields,
 //! [`CATEGORY_KEY`] and [`MODEL_ID_KEY`], each with a payload index so filtered search stays fast.
 //!
-//! Two keys inside a point's attrs group results ("one result per product"): `attrs.product_id`
-//! ([`GroupBy::Product`]) and `attrs.duplicate_group` ([`GroupBy::Duplicate`]), each a string, or
-//! absent (or null) when the item names none. Both have keyword payload indexes too, so that the
-//! engine finds a group's points without a scan.
+//! Two keys inside a point's attrs group results ([`VectorIndex::search_groups`], "one result per
+//! product"): `attrs.product_id` ([`GroupBy::Product`]) and `attrs.duplicate_group`
+//! ([`GroupBy::Duplicate`]), each a string, or absent (or null) when the item names none. Both
+//! have keyword payload indexes too, so that the engine finds a group's points without a scan.
 
 use async_trait::async_trait;
 pub use lookalike_core::fields::{FieldCondition, FieldKind};
@@ -84,9 +84,16 @@ pub struct Hit {
     pub attrs: Option<serde_json::Value>,
 }
 
-/// What grouped searches group by: a keyword in each point's [`Point::attrs`]. The catalogue
-/// writes it there, so grouping needs no payload of its own and a metadata change (`set_attrs`)
-/// moves a point between groups like any other attribute.
+/// Orders hits the way every search answers: best score first, equal scores by id. The engine
+/// returns ties (the same image stored twice) in segment order, which can differ between calls, so
+/// without the id pages could overlap or skip a point.
+pub(crate) fn rank(hits: &mut [Hit]) {
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+}
+
+/// What grouped searches ([`VectorIndex::search_groups`]) group by: a keyword in each point's
+/// [`Point::attrs`]. The catalogue writes it there, so grouping needs no payload of its own and
+/// a metadata change (`set_attrs`) moves a point between groups like any other attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GroupBy {
     /// `attrs.product_id`: one result per product, whatever number of images it has.
@@ -115,10 +122,98 @@ impl GroupBy {
 
     /// A hit's value for this key. Only a string is a value: with a missing key or null the hit
     /// is a group of its own. The catalogue writes nothing else there; other values (numbers,
-    /// lists) are outside the contract.
+    /// lists) are outside the contract, and there the backends differ: [`group_hits`] treats them
+    /// as no value, the server's group query groups a number by value and a list by each element.
     pub fn key_of(self, hit: &Hit) -> Option<&str> {
         hit.attrs.as_ref()?.get(self.attr())?.as_str()
     }
+}
+
+/// One group of a grouped search: the points sharing a key, best first. A group stands for its
+/// best hit, so a product is shown once, by its image nearest to the query, and ranks where that
+/// image would rank in a plain search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// The key the hits share; `None` for a point with no value, which is a group of its own
+    /// (exactly one hit): an image that names no product is still a result.
+    pub key: Option<String>,
+    /// Up to the search's `per_group` best hits of the group, ordered like [`VectorIndex::search`]
+    /// orders hits; never empty.
+    pub hits: Vec<Hit>,
+}
+
+impl Group {
+    /// The hit the group ranks by.
+    pub fn best(&self) -> Option<&Hit> {
+        self.hits.first()
+    }
+}
+
+/// Groups already ranked hits by `by`: groups in the order of their best hit, each with its first
+/// `per_group` hits (at least one), a hit without a value for the key a group of its own. Both
+/// backends end up with this shape; the embedded one computes it with this very function.
+pub fn group_hits(
+    hits: impl IntoIterator<Item = Hit>,
+    by: GroupBy,
+    per_group: usize,
+) -> Vec<Group> {
+    use std::collections::hash_map::{Entry, HashMap};
+    let per_group = per_group.max(1);
+    let mut groups: Vec<Group> = Vec::new();
+    let mut by_key: HashMap<String, usize> = HashMap::new();
+    for hit in hits {
+        let Some(key) = by.key_of(&hit).map(str::to_owned) else {
+            groups.push(Group {
+                key: None,
+                hits: vec![hit],
+            });
+            continue;
+        };
+        match by_key.entry(key) {
+            Entry::Occupied(at) => {
+                let group = &mut groups[*at.get()];
+                if group.hits.len() < per_group {
+                    group.hits.push(hit);
+                }
+            }
+            Entry::Vacant(slot) => {
+                groups.push(Group {
+                    key: Some(slot.key().clone()),
+                    hits: vec![hit],
+                });
+                slot.insert(groups.len() - 1);
+            }
+        }
+    }
+    groups
+}
+
+/// Orders groups by their best hit, as [`rank`] orders hits.
+pub(crate) fn rank_groups(groups: &mut [Group]) {
+    groups.sort_by(|a, b| match (a.best(), b.best()) {
+        (Some(a), Some(b)) => b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)),
+        (a, b) => b.is_some().cmp(&a.is_some()),
+    });
+}
+
+/// The most hits per group a grouped search may ask for. A Qdrant server sets aside room for
+/// `groups x hits per group` points before it searches, whatever the collection holds: one
+/// request for 2 groups of 10^9 hits got a 1.18 server killed for lack of memory.
+pub const MAX_PER_GROUP: usize = 100;
+
+/// The request errors grouping adds to a search's: `per_group` must be 1 to [`MAX_PER_GROUP`].
+pub(crate) fn check_per_group(per_group: usize) -> Result<(), IndexError> {
+    if per_group == 0 {
+        return Err(IndexError::Invalid(
+            "a grouped search needs at least one hit per group".into(),
+        ));
+    }
+    if per_group > MAX_PER_GROUP {
+        return Err(IndexError::Invalid(format!(
+            "a grouped search returns at most {MAX_PER_GROUP} hits per group, not {per_group}"
+        )));
+    }
+    Ok(())
 }
 
 /// A stored point, as [`VectorIndex::get_point`] returns it. Cosine backends store the vector
@@ -264,6 +359,20 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError>;
     /// Nearest points to `req.vector`, best first.
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError>;
+    /// The best `req.limit` groups after skipping `req.offset` groups, best first, a group ranked
+    /// by its best hit; each group holds up to `per_group` of its best hits, best first. Points
+    /// with no value for the key are each a group of their own. Every other part of `req`
+    /// (filter, model, fields, exclude, min_score, recommend, exact) applies to the points as in
+    /// [`VectorIndex::search`], so a product whose best image is excluded or filtered out is
+    /// represented by its next one. Ties are ordered as `search` orders them (score, then id),
+    /// groups by their best hit the same way. `per_group` 0 or above [`MAX_PER_GROUP`] is
+    /// [`IndexError::Invalid`].
+    async fn search_groups(
+        &self,
+        req: SearchRequest,
+        by: GroupBy,
+        per_group: usize,
+    ) -> Result<Vec<Group>, IndexError>;
     /// One stored point with its vector and payload, or `None` when there is no such point.
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError>;
     /// The stored vector. Cosine backends store it normalised to unit length, so this is
@@ -295,4 +404,165 @@ pub trait VectorIndex: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), IndexError>;
     /// Short backend name for logs and metrics.
     fn name(&self) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A hit with this score and attrs; ids grow with `n`, so equal scores rank by `n`.
+    fn hit(n: u128, score: f32, attrs: Option<serde_json::Value>) -> Hit {
+        Hit {
+            id: Uuid::from_u128(n),
+            score,
+            category: None,
+            attrs,
+        }
+    }
+
+    fn product(p: &str) -> Option<serde_json::Value> {
+        Some(json!({"external_id": null, "product_id": p}))
+    }
+
+    fn shape(groups: &[Group]) -> Vec<(Option<&str>, Vec<u128>)> {
+        groups
+            .iter()
+            .map(|g| {
+                (
+                    g.key.as_deref(),
+                    g.hits.iter().map(|h| h.id.as_u128()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keys_and_paths() {
+        assert_eq!(GroupBy::Product.attr(), "product_id");
+        assert_eq!(GroupBy::Product.path(), "attrs.product_id");
+        assert_eq!(GroupBy::Duplicate.attr(), "duplicate_group");
+        assert_eq!(GroupBy::Duplicate.path(), "attrs.duplicate_group");
+    }
+
+    #[test]
+    fn groups_follow_their_best_hit_and_are_capped() {
+        let hits = vec![
+            hit(1, 0.9, product("a")),
+            hit(2, 0.8, product("b")),
+            hit(3, 0.7, product("a")),
+            hit(4, 0.6, None),
+            hit(5, 0.5, product("a")),
+            hit(6, 0.4, product("b")),
+            hit(7, 0.3, None),
+        ];
+        assert_eq!(
+            shape(&group_hits(hits.clone(), GroupBy::Product, 2)),
+            vec![
+                (Some("a"), vec![1, 3]),
+                (Some("b"), vec![2, 6]),
+                (None, vec![4]),
+                (None, vec![7]),
+            ]
+        );
+        assert_eq!(
+            shape(&group_hits(hits, GroupBy::Product, 1)),
+            vec![
+                (Some("a"), vec![1]),
+                (Some("b"), vec![2]),
+                (None, vec![4]),
+                (None, vec![7]),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_string_is_a_key() {
+        let hits = vec![
+            hit(1, 0.9, Some(json!({"product_id": null}))),
+            hit(2, 0.8, Some(json!({"product_id": 7}))),
+            hit(3, 0.7, Some(json!({"product_id": ["a"]}))),
+            hit(4, 0.6, Some(json!({}))),
+            hit(5, 0.5, None),
+            hit(6, 0.4, Some(json!({"product_id": ""}))),
+            hit(7, 0.3, Some(json!({"product_id": ""}))),
+        ];
+        assert_eq!(
+            shape(&group_hits(hits, GroupBy::Product, 3)),
+            vec![
+                (None, vec![1]),
+                (None, vec![2]),
+                (None, vec![3]),
+                (None, vec![4]),
+                (None, vec![5]),
+                (Some(""), vec![6, 7]),
+            ]
+        );
+    }
+
+    #[test]
+    fn each_key_reads_its_own_attr() {
+        let attrs = Some(json!({"product_id": "p", "duplicate_group": "d"}));
+        let hits = vec![
+            hit(1, 0.9, attrs.clone()),
+            hit(2, 0.8, Some(json!({"product_id": "p"}))),
+            hit(3, 0.7, attrs),
+        ];
+        assert_eq!(
+            shape(&group_hits(hits.clone(), GroupBy::Duplicate, 5)),
+            vec![(Some("d"), vec![1, 3]), (None, vec![2])]
+        );
+        assert_eq!(
+            shape(&group_hits(hits, GroupBy::Product, 5)),
+            vec![(Some("p"), vec![1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn no_hits_no_groups_and_zero_per_group_keeps_one() {
+        assert!(group_hits(Vec::new(), GroupBy::Product, 1).is_empty());
+        let hits = vec![hit(1, 0.9, product("a")), hit(2, 0.8, product("a"))];
+        assert_eq!(
+            shape(&group_hits(hits, GroupBy::Product, 0)),
+            vec![(Some("a"), vec![1])]
+        );
+        assert!(check_per_group(0).is_err());
+        assert!(check_per_group(1).is_ok());
+        assert!(check_per_group(MAX_PER_GROUP).is_ok());
+        assert!(check_per_group(MAX_PER_GROUP + 1).is_err());
+    }
+
+    #[test]
+    fn ranking_orders_ties_by_id() {
+        let mut hits = vec![hit(3, 0.5, None), hit(2, 0.9, None), hit(1, 0.5, None)];
+        rank(&mut hits);
+        assert_eq!(
+            hits.iter().map(|h| h.id.as_u128()).collect::<Vec<_>>(),
+            vec![2, 1, 3]
+        );
+        let mut groups = vec![
+            Group {
+                key: Some("b".into()),
+                hits: vec![hit(5, 0.7, None)],
+            },
+            Group {
+                key: None,
+                hits: vec![hit(4, 0.7, None)],
+            },
+            Group {
+                key: Some("a".into()),
+                hits: vec![hit(9, 0.8, None), hit(1, 0.1, None)],
+            },
+        ];
+        rank_groups(&mut groups);
+        assert_eq!(
+            shape(&groups),
+            vec![
+                (Some("a"), vec![9, 1]),
+                (None, vec![4]),
+                (Some("b"), vec![5]),
+            ]
+        );
+    }
 }

@@ -13,6 +13,11 @@
 //! * **Filters.** Category, model, exclusion and declared metadata fields are the same conditions
 //!   as the embedded ones (see `convert::build_filter`), on keyword payload indexes created with
 //!   the collection and one index per declared field ([`VectorIndex::index_fields`](crate::VectorIndex::index_fields)).
+//! * **Grouping.** `search_groups` uses the server's group query for the points that have a
+//!   value for the key (it leaves the others out) and a plain query, at the same time, for those
+//!   that have none; the two merge into one ranking. The group query gives up after a fixed
+//!   number of internal rounds, so when it answers fewer groups than asked for it is asked again
+//!   without the groups it found (see `GROUP_QUERIES`).
 //! * **Optimisation.** The server builds its HNSW graphs itself, in the background; there is
 //!   nothing like [`EdgeIndex::optimize_now`](crate::EdgeIndex::optimize_now) to call.
 //!
@@ -26,20 +31,22 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use qdrant_client::qdrant::r#match::MatchValue;
+use qdrant_client::qdrant::with_payload_selector::SelectorOptions;
 use qdrant_client::qdrant::{
-    CountPointsBuilder, CreateFieldIndexCollectionBuilder, DeletePayloadPointsBuilder,
-    DeletePointsBuilder, FieldType, GetPointsBuilder, PayloadIncludeSelector, PointStruct,
-    QuantizationSearchParamsBuilder, Query, QueryPointsBuilder, RecommendInputBuilder,
-    RecommendStrategy, RetrievedPoint, SearchParamsBuilder, SetPayloadPointsBuilder,
-    UpsertPointsBuilder, VectorInput,
+    Condition, CountPointsBuilder, CreateFieldIndexCollectionBuilder, DeletePayloadPointsBuilder,
+    DeletePointsBuilder, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointStruct,
+    QuantizationSearchParamsBuilder, Query, QueryPointGroupsBuilder, QueryPointsBuilder,
+    RecommendInputBuilder, RecommendStrategy, RetrievedPoint, SearchParamsBuilder,
+    SetPayloadPointsBuilder, UpsertPointsBuilder, VectorInput,
 };
 use qdrant_client::{Payload, Qdrant};
 use tonic::Code;
 use uuid::Uuid;
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Hit, IndexError, Point, SearchRequest,
-    StoredPoint, field_path,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, FieldKind, Group, GroupBy, Hit, IndexError, Point,
+    SearchRequest, StoredPoint, check_per_group, field_path, rank, rank_groups,
 };
 
 mod admin;
@@ -214,6 +221,229 @@ impl QdrantIndex {
     }
 }
 
+/// Group queries one grouped search may send. Qdrant's group query gives up after a fixed number
+/// of internal rounds (five to find groups, five to fill them), each fetching `limit * group_size`
+/// points; when a few groups own many points near the query it answers fewer groups than asked
+/// for. Asking again without the groups already found continues the search from there.
+const GROUP_QUERIES: usize = 4;
+
+/// Equal scores a group's best hits are chosen among, when they cross the `per_group` cut. More
+/// points than this with one score in one group (copies of one image) are cut in server order.
+const GROUP_TIES: usize = 64;
+
+/// A checked search request in the server's terms, which `search` and `search_groups` send with
+/// the limits and extra conditions they need.
+struct Prepared {
+    query: Query,
+    /// `None`: no filter.
+    filter: Option<Filter>,
+    min_score: Option<f32>,
+    exact: bool,
+    offset: usize,
+    limit: usize,
+}
+
+impl Prepared {
+    /// The request's filter with `and`'s conditions added.
+    fn filter_and(&self, and: Option<Filter>) -> Option<Filter> {
+        match (self.filter.clone(), and) {
+            (filter, None) => filter,
+            (None, and) => and,
+            (Some(mut filter), Some(and)) => {
+                filter.must.extend(and.must);
+                filter.must_not.extend(and.must_not);
+                filter.should.extend(and.should);
+                Some(filter)
+            }
+        }
+    }
+}
+
+impl QdrantIndex {
+    /// Checks a search request and turns it into the server's terms; `None` when the answer is
+    /// empty whatever the collection holds (an empty `AnyOf`, limit 0).
+    fn prepare_search(&self, req: SearchRequest) -> Result<Option<Prepared>, IndexError> {
+        for v in req.vectors() {
+            self.check_vector(v)?;
+        }
+        if req
+            .recommend
+            .as_ref()
+            .is_some_and(|r| r.positive.is_empty())
+        {
+            return Err(IndexError::Invalid(
+                "a recommendation needs a positive example".into(),
+            ));
+        }
+        let Some(filter) = build_filter(
+            &req.filter,
+            req.model_id.as_deref(),
+            &req.exclude,
+            &req.fields,
+        ) else {
+            return Ok(None); // AnyOf([]) matches nothing
+        };
+        if req.limit == 0 {
+            return Ok(None);
+        }
+        let query = match req.recommend {
+            None => Query::new_nearest(req.vector),
+            Some(r) => Query::new_recommend(
+                RecommendInputBuilder::default()
+                    .positive(
+                        r.positive
+                            .into_iter()
+                            .map(VectorInput::from)
+                            .collect::<Vec<_>>(),
+                    )
+                    .negative(
+                        r.negative
+                            .into_iter()
+                            .map(VectorInput::from)
+                            .collect::<Vec<_>>(),
+                    )
+                    .strategy(RecommendStrategy::BestScore),
+            ),
+        };
+        Ok(Some(Prepared {
+            query,
+            filter,
+            min_score: req.min_score,
+            exact: req.exact,
+            offset: req.offset,
+            limit: req.limit,
+        }))
+    }
+
+    /// Search parameters for a query that needs the best `points` points.
+    fn params(&self, exact: bool, points: usize) -> SearchParamsBuilder {
+        let mut params = SearchParamsBuilder::default().exact(exact);
+        if let Some(ef) = self.opts.search_ef {
+            params = params.hnsw_ef(ef.max(points) as u64);
+        }
+        if self.opts.quantization == Quantization::Scalar {
+            // Explicit, so exact scores never depend on a server default.
+            params = params.quantization(QuantizationSearchParamsBuilder::default().rescore(true));
+        }
+        params
+    }
+
+    /// The payload every hit carries.
+    fn hit_payload() -> SelectorOptions {
+        SelectorOptions::Include(PayloadIncludeSelector::new(vec![
+            CATEGORY_KEY.to_owned(),
+            ATTRS_KEY.to_owned(),
+        ]))
+    }
+
+    /// The best `limit` points of a prepared request, also meeting `and` when given, ranked.
+    async fn query_hits(
+        &self,
+        prepared: &Prepared,
+        limit: usize,
+        and: Option<Filter>,
+    ) -> Result<Vec<Hit>, IndexError> {
+        let mut request = QueryPointsBuilder::new(self.collection())
+            .query(prepared.query.clone())
+            .limit(limit as u64)
+            .params(self.params(prepared.exact, limit))
+            .with_payload(Self::hit_payload());
+        if let Some(filter) = prepared.filter_and(and) {
+            request = request.filter(filter);
+        }
+        if let Some(min_score) = prepared.min_score {
+            request = request.score_threshold(min_score);
+        }
+        let response = self.client.query(request).await.map_err(client_error)?;
+        let mut hits = response
+            .result
+            .into_iter()
+            .map(convert::hit)
+            .collect::<Result<Vec<_>, _>>()?;
+        rank(&mut hits);
+        Ok(hits)
+    }
+
+    /// The best `wanted` groups of points that have a value for the key, through the server's
+    /// group query (see [`GROUP_QUERIES`] for why it may take more than one).
+    async fn keyed_groups(
+        &self,
+        prepared: &Prepared,
+        by: GroupBy,
+        per_group: usize,
+        wanted: usize,
+    ) -> Result<Vec<Group>, IndexError> {
+        let path = by.path();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut found = convert::GroupKeys::default();
+        for _ in 0..GROUP_QUERIES {
+            let asked = wanted - groups.len();
+            // The server adds "has a value" itself; said here too, so that the split between
+            // this query and the keyless one never rests on that.
+            let mut must_not = vec![Condition::is_empty(path.clone())];
+            must_not.extend(found.exclude(&path));
+            let filter = prepared.filter_and(Some(Filter::must_not(must_not)));
+            // One hit more than needed shows whether equal scores cross the cut (below).
+            let mut request = QueryPointGroupsBuilder::new(self.collection(), path.clone())
+                .query(prepared.query.clone())
+                .limit(asked as u64)
+                .group_size((per_group as u64).saturating_add(1))
+                .params(self.params(prepared.exact, asked.saturating_mul(per_group)))
+                .with_payload(Self::hit_payload());
+            if let Some(filter) = filter {
+                request = request.filter(filter);
+            }
+            if let Some(min_score) = prepared.min_score {
+                request = request.score_threshold(min_score);
+            }
+            let response = self
+                .client
+                .query_groups(request)
+                .await
+                .map_err(client_error)?;
+            let answered = response.result.map(|r| r.groups).unwrap_or_default();
+            if answered.is_empty() {
+                break;
+            }
+            groups.extend(
+                answered
+                    .into_iter()
+                    .map(|group| found.group(group))
+                    .filter_map(Result::transpose)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+            if groups.len() >= wanted {
+                break;
+            }
+        }
+        for group in &mut groups {
+            // The server keeps whichever of equally scored points it met first (the same image
+            // stored twice in one product), where a search keeps the lower id: when the cut falls
+            // among equal scores, the group's best points come from a query on its key alone.
+            let ties_cross_cut = group.hits.len() > per_group
+                && group.hits[per_group].score == group.hits[per_group - 1].score;
+            if let (true, Some(key)) = (ties_cross_cut, &group.key) {
+                let same_key = Filter::must([Condition::matches(
+                    path.clone(),
+                    MatchValue::Keyword(key.clone()),
+                )]);
+                let hits = self
+                    .query_hits(
+                        prepared,
+                        per_group.saturating_add(GROUP_TIES),
+                        Some(same_key),
+                    )
+                    .await?;
+                if !hits.is_empty() {
+                    group.hits = hits; // (empty only for a number key, outside the contract)
+                }
+            }
+            group.hits.truncate(per_group);
+        }
+        Ok(groups)
+    }
+}
+
 #[async_trait]
 impl crate::VectorIndex for QdrantIndex {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), IndexError> {
@@ -243,79 +473,47 @@ impl crate::VectorIndex for QdrantIndex {
 
     async fn search(&self, req: SearchRequest) -> Result<Vec<Hit>, IndexError> {
         self.readiness.check()?;
-        for v in req.vectors() {
-            self.check_vector(v)?;
-        }
-        if req
-            .recommend
-            .as_ref()
-            .is_some_and(|r| r.positive.is_empty())
-        {
-            return Err(IndexError::Invalid(
-                "a recommendation needs a positive example".into(),
-            ));
-        }
-        let Some(filter) = build_filter(
-            &req.filter,
-            req.model_id.as_deref(),
-            &req.exclude,
-            &req.fields,
-        ) else {
-            return Ok(Vec::new()); // AnyOf([]) matches nothing
-        };
-        if req.limit == 0 {
+        let Some(prepared) = self.prepare_search(req)? else {
             return Ok(Vec::new());
-        }
-        let fetch = req.offset + req.limit;
-        let mut params = SearchParamsBuilder::default().exact(req.exact);
-        if let Some(ef) = self.opts.search_ef {
-            params = params.hnsw_ef(ef.max(fetch) as u64);
-        }
-        if self.opts.quantization == Quantization::Scalar {
-            // Explicit, so exact scores never depend on a server default.
-            params = params.quantization(QuantizationSearchParamsBuilder::default().rescore(true));
-        }
-        let query = match req.recommend {
-            None => Query::new_nearest(req.vector),
-            Some(r) => Query::new_recommend(
-                RecommendInputBuilder::default()
-                    .positive(
-                        r.positive
-                            .into_iter()
-                            .map(VectorInput::from)
-                            .collect::<Vec<_>>(),
-                    )
-                    .negative(
-                        r.negative
-                            .into_iter()
-                            .map(VectorInput::from)
-                            .collect::<Vec<_>>(),
-                    )
-                    .strategy(RecommendStrategy::BestScore),
-            ),
         };
-        let mut request = QueryPointsBuilder::new(self.collection())
-            .query(query)
-            .limit(fetch as u64)
-            .params(params)
-            .with_payload(PayloadIncludeSelector::new(vec![
-                CATEGORY_KEY.to_owned(),
-                ATTRS_KEY.to_owned(),
-            ]));
-        if let Some(filter) = filter {
-            request = request.filter(filter);
-        }
-        if let Some(min_score) = req.min_score {
-            request = request.score_threshold(min_score);
-        }
-        let response = self.client.query(request).await.map_err(client_error)?;
-        let mut hits = response
-            .result
+        let fetch = prepared.offset + prepared.limit;
+        let hits = self.query_hits(&prepared, fetch, None).await?;
+        Ok(hits.into_iter().skip(prepared.offset).collect())
+    }
+
+    async fn search_groups(
+        &self,
+        req: SearchRequest,
+        by: GroupBy,
+        per_group: usize,
+    ) -> Result<Vec<Group>, IndexError> {
+        self.readiness.check()?;
+        check_per_group(per_group)?;
+        let Some(prepared) = self.prepare_search(req)? else {
+            return Ok(Vec::new());
+        };
+        let wanted = prepared.offset + prepared.limit;
+        // The server's group query leaves out every point without the key, so those (each a group
+        // of its own) come from a plain query beside it; the best `wanted` of each kind hold the
+        // best `wanted` groups.
+        let keyless = self.query_hits(
+            &prepared,
+            wanted,
+            Some(Filter::must([Condition::is_empty(by.path())])),
+        );
+        let keyed = self.keyed_groups(&prepared, by, per_group, wanted);
+        let (keyless, keyed) = tokio::join!(keyless, keyed);
+        let mut groups = keyed?;
+        groups.extend(keyless?.into_iter().map(|hit| Group {
+            key: None,
+            hits: vec![hit],
+        }));
+        rank_groups(&mut groups);
+        Ok(groups
             .into_iter()
-            .map(convert::hit)
-            .collect::<Result<Vec<_>, _>>()?;
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        Ok(hits.into_iter().skip(req.offset).collect())
+            .skip(prepared.offset)
+            .take(prepared.limit)
+            .collect())
     }
 
     async fn get_point(&self, id: Uuid) -> Result<Option<StoredPoint>, IndexError> {

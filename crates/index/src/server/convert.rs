@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 
 use qdrant_client::QdrantError;
+use qdrant_client::qdrant::group_id::Kind;
 use qdrant_client::qdrant::r#match::MatchValue;
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector;
 use qdrant_client::qdrant::{
-    Condition, Filter, PointId, Range, RepeatedStrings, RetrievedPoint, ScoredPoint, Value,
+    Condition, Filter, PointGroup, PointId, Range, RepeatedIntegers, RepeatedStrings,
+    RetrievedPoint, ScoredPoint, Value,
 };
 use tonic::Code;
 use uuid::Uuid;
@@ -16,7 +18,8 @@ use uuid::Uuid;
 use lookalike_core::fields::{FieldCondition, FieldValue, Test};
 
 use crate::{
-    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Hit, IndexError, MODEL_ID_KEY, StoredPoint, field_path,
+    ATTRS_KEY, CATEGORY_KEY, CategoryFilter, Group, Hit, IndexError, MODEL_ID_KEY, StoredPoint,
+    field_path, rank,
 };
 
 /// The server filter for a request, `Some(None)` meaning "no filter" and `None` meaning
@@ -135,6 +138,78 @@ pub(super) fn hit(point: ScoredPoint) -> Result<Hit, IndexError> {
         category: string_field(&payload, CATEGORY_KEY),
         attrs: payload.remove(ATTRS_KEY).map(Value::into_json),
     })
+}
+
+/// The keys of the groups a grouped search has found so far, so that the next group query can
+/// leave them out.
+#[derive(Debug, Default)]
+pub(super) struct GroupKeys {
+    strings: Vec<String>,
+    integers: Vec<i64>,
+}
+
+impl GroupKeys {
+    /// A group of the server's answer as the crate's [`Group`] (hits ranked), its key noted;
+    /// `None` for a group without hits. The catalogue writes only strings; the server also groups
+    /// numbers, by value, and such a group's key is the number written out.
+    pub(super) fn group(&mut self, group: PointGroup) -> Result<Option<Group>, IndexError> {
+        let key = match group.id.and_then(|id| id.kind) {
+            Some(Kind::StringValue(s)) => {
+                self.strings.push(s.clone());
+                s
+            }
+            Some(Kind::IntegerValue(n)) => {
+                self.integers.push(n);
+                n.to_string()
+            }
+            Some(Kind::UnsignedValue(n)) => {
+                if let Ok(n) = i64::try_from(n) {
+                    self.integers.push(n);
+                }
+                n.to_string()
+            }
+            None => {
+                return Err(IndexError::Unavailable(
+                    "server returned a group without a key".into(),
+                ));
+            }
+        };
+        let mut hits = group
+            .hits
+            .into_iter()
+            .map(hit)
+            .collect::<Result<Vec<_>, _>>()?;
+        if hits.is_empty() {
+            return Ok(None);
+        }
+        rank(&mut hits);
+        Ok(Some(Group {
+            key: Some(key),
+            hits,
+        }))
+    }
+
+    /// Conditions (for `must_not`) matching every point of the groups found so far.
+    pub(super) fn exclude(&self, path: &str) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        if !self.strings.is_empty() {
+            conditions.push(Condition::matches(
+                path,
+                MatchValue::Keywords(RepeatedStrings {
+                    strings: self.strings.clone(),
+                }),
+            ));
+        }
+        if !self.integers.is_empty() {
+            conditions.push(Condition::matches(
+                path,
+                MatchValue::Integers(RepeatedIntegers {
+                    integers: self.integers.clone(),
+                }),
+            ));
+        }
+        conditions
+    }
 }
 
 /// A retrieved point (with vector and payload) as the crate's [`StoredPoint`].
@@ -404,6 +479,62 @@ mod tests {
             ..RetrievedPoint::default()
         };
         assert!(stored_point(without_vector).is_err());
+    }
+
+    #[test]
+    fn server_groups_become_ranked_groups_and_exclusions() {
+        use qdrant_client::qdrant::GroupId;
+        let scored = |id: Uuid, score: f32| ScoredPoint {
+            id: Some(point_id(id)),
+            score,
+            ..ScoredPoint::default()
+        };
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let mut keys = GroupKeys::default();
+        assert!(keys.exclude("attrs.product_id").is_empty());
+        let group = keys
+            .group(PointGroup {
+                id: Some(GroupId {
+                    kind: Some(Kind::StringValue("p1".into())),
+                }),
+                // Equal scores, answered in the wrong order: ranked by id.
+                hits: vec![scored(b, 0.5), scored(a, 0.5)],
+                lookup: None,
+            })
+            .expect("valid")
+            .expect("has hits");
+        assert_eq!(group.key.as_deref(), Some("p1"));
+        assert_eq!(group.hits.iter().map(|h| h.id).collect::<Vec<_>>(), [a, b]);
+        let numbered = keys
+            .group(PointGroup {
+                id: Some(GroupId {
+                    kind: Some(Kind::IntegerValue(-7)),
+                }),
+                hits: vec![scored(a, 0.1)],
+                lookup: None,
+            })
+            .expect("valid")
+            .expect("has hits");
+        assert_eq!(numbered.key.as_deref(), Some("-7"));
+        let exclude = keys.exclude("attrs.product_id");
+        assert_eq!(exclude.len(), 2);
+        assert_eq!(
+            keyword_of(&exclude[0]),
+            (
+                "attrs.product_id",
+                &MatchValue::Keywords(RepeatedStrings {
+                    strings: vec!["p1".into()]
+                })
+            )
+        );
+        assert_eq!(
+            keyword_of(&exclude[1]).1,
+            &MatchValue::Integers(RepeatedIntegers { integers: vec![-7] })
+        );
+        assert!(
+            keys.group(PointGroup::default()).is_err(),
+            "a group without a key"
+        );
     }
 
     #[test]
