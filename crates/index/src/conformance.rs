@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use lookalike_core::fields::{Fields, parse_query};
 
-use crate::{CategoryFilter, FieldKind, Hit, IndexError, Point, SearchRequest, VectorIndex};
+use crate::{
+    CategoryFilter, FieldKind, Group, GroupBy, Hit, IndexError, Point, SearchRequest, VectorIndex,
+};
 
 /// Calls `$m!` with the name of every check, so that each backend's test file makes one test per
 /// check without keeping its own list (a new check reaches every backend).
@@ -38,6 +40,12 @@ macro_rules! for_each_conformance_check {
             field_filters,
             set_attrs,
             invalid_dimension,
+            grouped_by_product,
+            grouped_ties,
+            grouped_with_filters,
+            grouped_paging,
+            grouped_duplicate_key,
+            grouped_crowded_products,
         );
     };
 }
@@ -103,6 +111,45 @@ impl Scope {
         (0..n).map(|_| self.point(category)).collect()
     }
 
+    /// A unit vector whose cosine similarity to `query` is `sim`: the query's direction mixed
+    /// with a random one orthogonal to it, so checks can lay points out at chosen ranks.
+    fn at(&mut self, query: &[f32], sim: f32) -> Vec<f32> {
+        let q = unit(query);
+        let mut r = self.vector();
+        let along: f32 = r.iter().zip(&q).map(|(x, y)| x * y).sum();
+        r.iter_mut().zip(&q).for_each(|(x, y)| *x -= along * y);
+        let r = unit(&r);
+        let across = (1.0 - sim * sim).max(0.0).sqrt();
+        q.iter()
+            .zip(&r)
+            .map(|(a, b)| sim * a + across * b)
+            .collect()
+    }
+
+    /// A point of `category` at similarity `sim` to `query`, with `attrs` holding `keys` (key
+    /// name, value: null when `None`); no attrs at all when `keys` is empty.
+    fn member(
+        &mut self,
+        category: &str,
+        query: &[f32],
+        sim: f32,
+        keys: &[(GroupBy, Option<&str>)],
+    ) -> Point {
+        let attrs = (!keys.is_empty()).then(|| {
+            let mut attrs = serde_json::Map::new();
+            attrs.insert("external_id".into(), serde_json::Value::Null);
+            for (by, value) in keys {
+                attrs.insert(by.attr().into(), (*value).into());
+            }
+            serde_json::Value::Object(attrs)
+        });
+        Point {
+            vector: self.at(query, sim),
+            attrs,
+            ..self.point(Some(category))
+        }
+    }
+
     fn query(&self, vector: &[f32], limit: usize) -> SearchRequest {
         SearchRequest {
             model_id: Some(self.model.clone()),
@@ -115,6 +162,11 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (norm(a) * norm(b))
+}
+
+fn unit(v: &[f32]) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / norm).collect()
 }
 
 fn ids(hits: &[Hit]) -> Vec<Uuid> {
@@ -718,4 +770,489 @@ pub async fn recommend_best_score(index: &dyn VectorIndex, dim: usize) {
         .await
         .expect_err("no positive");
     assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
+}
+
+/// Groups as (key, hit ids), for comparing whole answers.
+type Shape = Vec<(Option<String>, Vec<Uuid>)>;
+
+fn shape(groups: &[Group]) -> Shape {
+    groups
+        .iter()
+        .map(|g| (g.key.clone(), ids(&g.hits)))
+        .collect()
+}
+
+/// The expected shape, from (key, points) pairs.
+fn expect(groups: &[(Option<&str>, &[&Point])]) -> Shape {
+    groups
+        .iter()
+        .map(|(key, points)| {
+            (
+                key.map(str::to_owned),
+                points.iter().map(|p| p.id).collect(),
+            )
+        })
+        .collect()
+}
+
+async fn search_groups(
+    index: &dyn VectorIndex,
+    req: SearchRequest,
+    by: GroupBy,
+    per_group: usize,
+) -> Vec<Group> {
+    index
+        .search_groups(req, by, per_group)
+        .await
+        .expect("search_groups")
+}
+
+/// What every grouped answer must look like: no empty group, a keyless group of one hit, hits
+/// best first within a group, groups ordered by their best hit, no point twice.
+fn assert_well_formed(groups: &[Group], per_group: usize) {
+    let mut seen = HashSet::new();
+    for g in groups {
+        assert!(!g.hits.is_empty() && g.hits.len() <= per_group, "{g:?}");
+        if g.key.is_none() {
+            assert_eq!(
+                g.hits.len(),
+                1,
+                "a point without a key is a group of its own"
+            );
+        }
+        assert!(g.hits.windows(2).all(|w| w[0].score >= w[1].score), "{g:?}");
+        assert!(g.hits.iter().all(|h| seen.insert(h.id)), "a point twice");
+    }
+    assert!(
+        groups
+            .windows(2)
+            .all(|w| w[0].hits[0].score >= w[1].hits[0].score),
+        "groups ordered by their best hit"
+    );
+}
+
+/// One result per product: `per_group` caps each product's hits, `limit` counts groups, points
+/// without a product (no key, or null) are groups of their own, and groups rank by their best
+/// hit, interleaved with the keyless points by score.
+pub async fn grouped_by_product(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("grouped");
+    let q = s.vector();
+    let (a, b, c) = (s.cat("product-a"), s.cat("product-b"), s.cat("product-c"));
+    let mut at = |sim: f32, key: Option<&str>| {
+        let keys: Vec<(GroupBy, Option<&str>)> = match key {
+            Some(k) => vec![(GroupBy::Product, Some(k))],
+            None => Vec::new(),
+        };
+        s.member(&cat, &q, sim, &keys)
+    };
+    let (a1, a2, a3) = (at(0.95, Some(&a)), at(0.80, Some(&a)), at(0.60, Some(&a)));
+    let (b1, b2) = (at(0.90, Some(&b)), at(0.50, Some(&b)));
+    let c1 = at(0.70, Some(&c));
+    let bare = at(0.55, None); // no attrs at all
+    let null = s.member(&cat, &q, 0.85, &[(GroupBy::Product, None)]); // product_id: null
+    let points = [&a1, &a2, &a3, &b1, &b2, &c1, &bare, &null];
+    upsert(index, &points.map(Point::clone)).await;
+    let req = |limit: usize, exact: bool| SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        exact,
+        ..s.query(&q, limit)
+    };
+
+    for exact in [true, false] {
+        let groups = search_groups(index, req(10, exact), GroupBy::Product, 2).await;
+        assert_well_formed(&groups, 2);
+        assert_eq!(
+            shape(&groups),
+            expect(&[
+                (Some(&a), &[&a1, &a2]),
+                (Some(&b), &[&b1, &b2]),
+                (None, &[&null]),
+                (Some(&c), &[&c1]),
+                (None, &[&bare]),
+            ]),
+            "per_group 2 (exact: {exact})"
+        );
+        for g in &groups {
+            for h in &g.hits {
+                let p = points.iter().find(|p| p.id == h.id).expect("one of ours");
+                assert!((h.score - cosine(&q, &p.vector)).abs() < 1e-3);
+                assert_eq!(h.category.as_deref(), Some(cat.as_str()));
+                assert_eq!(h.attrs, p.attrs, "hits carry their attrs");
+            }
+        }
+    }
+    let one = search_groups(index, req(10, true), GroupBy::Product, 1).await;
+    assert_eq!(
+        shape(&one),
+        expect(&[
+            (Some(&a), &[&a1]),
+            (Some(&b), &[&b1]),
+            (None, &[&null]),
+            (Some(&c), &[&c1]),
+            (None, &[&bare]),
+        ]),
+        "one result per product"
+    );
+    let top = search_groups(index, req(3, true), GroupBy::Product, 3).await;
+    assert_eq!(
+        shape(&top),
+        expect(&[
+            (Some(&a), &[&a1, &a2, &a3]),
+            (Some(&b), &[&b1, &b2]),
+            (None, &[&null]),
+        ]),
+        "the limit counts groups, not hits"
+    );
+
+    assert!(
+        search_groups(index, req(0, true), GroupBy::Product, 1)
+            .await
+            .is_empty()
+    );
+    let none = SearchRequest {
+        filter: CategoryFilter::AnyOf(Vec::new()),
+        ..req(10, true)
+    };
+    assert!(
+        search_groups(index, none, GroupBy::Product, 1)
+            .await
+            .is_empty()
+    );
+    for per_group in [0, crate::MAX_PER_GROUP + 1, usize::MAX] {
+        let err = index
+            .search_groups(req(10, true), GroupBy::Product, per_group)
+            .await
+            .expect_err("per_group out of range");
+        assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
+    }
+    let most = search_groups(index, req(10, true), GroupBy::Product, crate::MAX_PER_GROUP).await;
+    assert_eq!(most.len(), 5);
+    let mut wrong = req(10, true);
+    wrong.vector.push(0.5);
+    let err = index
+        .search_groups(wrong, GroupBy::Product, 1)
+        .await
+        .expect_err("dim + 1");
+    assert!(matches!(err, IndexError::Invalid(_)), "{err:?}");
+    // Grouping changes nothing about a plain search.
+    assert_eq!(search(index, req(20, true)).await.len(), points.len());
+}
+
+/// Equal scores (copies of one image) go by id, as in a search: inside a group, at the
+/// `per_group` cut, and between groups whose best hits tie.
+pub async fn grouped_ties(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("grouped-ties");
+    let q = s.vector();
+    let (a, b) = (s.cat("product-a"), s.cat("product-b"));
+    let copies = |template: &Point, n: usize| -> Vec<Point> {
+        (0..n)
+            .map(|_| Point {
+                id: Uuid::new_v4(),
+                ..template.clone()
+            })
+            .collect()
+    };
+    let a_top = s.member(&cat, &q, 0.9, &[(GroupBy::Product, Some(&a))]);
+    let a_copy = s.member(&cat, &q, 0.8, &[(GroupBy::Product, Some(&a))]);
+    let mut in_a = copies(&a_copy, 4);
+    in_a.push(a_top.clone());
+    // Product b's best image is a copy of a's best: the two groups tie.
+    let mut b_best = copies(&a_top, 2);
+    for p in &mut b_best {
+        p.attrs = Some(serde_json::json!({"external_id": null, "product_id": b}));
+    }
+    let loose = copies(&s.member(&cat, &q, 0.7, &[]), 3);
+    upsert(
+        index,
+        &[in_a.clone(), b_best.clone(), loose.clone()].concat(),
+    )
+    .await;
+
+    let by_id = |points: &[Point]| -> Vec<Point> {
+        let mut sorted = points.to_vec();
+        sorted.sort_by_key(|p| p.id);
+        sorted
+    };
+    let a_copies = by_id(&in_a[..4]);
+    let b_sorted = by_id(&b_best);
+    let loose = by_id(&loose);
+    // The tie between the groups' best hits goes by id too.
+    let (first, second) = if a_top.id < b_sorted[0].id {
+        (a.as_str(), b.as_str())
+    } else {
+        (b.as_str(), a.as_str())
+    };
+    let req = SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        exact: true,
+        ..s.query(&q, 10)
+    };
+    for per_group in [1, 2, 3] {
+        let groups = search_groups(index, req.clone(), GroupBy::Product, per_group).await;
+        assert_well_formed(&groups, per_group);
+        let best_of = |key: &str| -> Vec<Uuid> {
+            let ranked: Vec<&Point> = if key == a {
+                std::iter::once(&a_top).chain(&a_copies).collect()
+            } else {
+                b_sorted.iter().collect()
+            };
+            ranked.iter().take(per_group).map(|p| p.id).collect()
+        };
+        let mut expected: Shape = vec![
+            (Some(first.to_owned()), best_of(first)),
+            (Some(second.to_owned()), best_of(second)),
+        ];
+        expected.extend(loose.iter().map(|p| (None, vec![p.id])));
+        assert_eq!(shape(&groups), expected, "per_group {per_group}");
+    }
+}
+
+/// Filters, exclusions, the model and `min_score` pick the points before they are grouped: a
+/// product whose best image is left out is represented by its next one, and a product with no
+/// image left does not appear. A recommendation groups the same way.
+pub async fn grouped_with_filters(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let (x, y) = (s.cat("grouped-x"), s.cat("grouped-y"));
+    let q = s.vector();
+    let (a, b) = (s.cat("product-a"), s.cat("product-b"));
+    let pa = [(GroupBy::Product, Some(a.as_str()))];
+    let pb = [(GroupBy::Product, Some(b.as_str()))];
+    let a1 = s.member(&x, &q, 0.95, &pa);
+    let a2 = s.member(&x, &q, 0.85, &pa);
+    let a3 = s.member(&y, &q, 0.75, &pa);
+    let b1 = s.member(&y, &q, 0.90, &pb);
+    let b2 = s.member(&x, &q, 0.70, &pb);
+    let n1 = s.member(&x, &q, 0.80, &[(GroupBy::Product, None)]);
+    // The best of all, but another model's vector: never a result.
+    let other_model = Point {
+        model_id: format!("other-{}", s.model),
+        ..s.member(&x, &q, 0.99, &pa)
+    };
+    upsert(
+        index,
+        &[&a1, &a2, &a3, &b1, &b2, &n1, &other_model].map(Point::clone),
+    )
+    .await;
+    let both = CategoryFilter::AnyOf(vec![x.clone(), y.clone()]);
+    let base = SearchRequest {
+        exact: true,
+        ..s.query(&q, 10)
+    };
+
+    let in_x = SearchRequest {
+        filter: CategoryFilter::One(x.clone()),
+        ..base.clone()
+    };
+    assert_eq!(
+        shape(&search_groups(index, in_x, GroupBy::Product, 2).await),
+        expect(&[(Some(&a), &[&a1, &a2]), (None, &[&n1]), (Some(&b), &[&b2]),]),
+        "category filter"
+    );
+
+    let without_a1 = SearchRequest {
+        filter: both.clone(),
+        exclude: vec![a1.id],
+        ..base.clone()
+    };
+    assert_eq!(
+        shape(&search_groups(index, without_a1, GroupBy::Product, 2).await),
+        expect(&[
+            (Some(&b), &[&b1, &b2]),
+            (Some(&a), &[&a2, &a3]),
+            (None, &[&n1]),
+        ]),
+        "a product whose best image is excluded ranks by its next one"
+    );
+
+    let without_b = SearchRequest {
+        filter: both.clone(),
+        exclude: vec![b1.id, b2.id, n1.id],
+        ..base.clone()
+    };
+    assert_eq!(
+        shape(&search_groups(index, without_b, GroupBy::Product, 1).await),
+        expect(&[(Some(&a), &[&a1])]),
+        "no image left, no group"
+    );
+
+    let above = SearchRequest {
+        filter: both.clone(),
+        min_score: Some(0.78),
+        ..base.clone()
+    };
+    assert_eq!(
+        shape(&search_groups(index, above, GroupBy::Product, 3).await),
+        expect(&[(Some(&a), &[&a1, &a2]), (Some(&b), &[&b1]), (None, &[&n1]),]),
+        "min_score"
+    );
+
+    // A recommendation from the query vector alone ranks like the nearest search (its score is
+    // monotonic in the similarity), so it groups the same.
+    let recommend = SearchRequest {
+        filter: both.clone(),
+        model_id: Some(s.model.clone()),
+        exact: true,
+        ..SearchRequest::recommend(vec![q.clone()], Vec::new(), 10)
+    };
+    let nearest = SearchRequest {
+        filter: both,
+        ..base
+    };
+    let recommended = search_groups(index, recommend, GroupBy::Product, 2).await;
+    assert_eq!(
+        shape(&recommended),
+        shape(&search_groups(index, nearest, GroupBy::Product, 2).await)
+    );
+    assert_eq!(recommended.len(), 3);
+}
+
+/// `offset` skips groups: pages of groups line up with one long answer, never overlapping.
+pub async fn grouped_paging(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("grouped-paging");
+    let q = s.vector();
+    let products: Vec<String> = (0..6).map(|i| s.cat(&format!("product-{i}"))).collect();
+    let mut points = Vec::new();
+    // 14 points at distinct similarities: two images of each product, interleaved, and two
+    // points without a product.
+    let mut keyed = 0;
+    for i in 0..14 {
+        let sim = 0.9 - 0.04 * i as f32;
+        let key = match i {
+            4 | 11 => None,
+            _ => {
+                keyed += 1;
+                Some(products[(keyed - 1) % 6].as_str())
+            }
+        };
+        points.push(s.member(&cat, &q, sim, &[(GroupBy::Product, key)]));
+    }
+    upsert(index, &points).await;
+    let req = |offset: usize, limit: usize| SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        offset,
+        exact: true,
+        ..s.query(&q, limit)
+    };
+    for per_group in [1, 2] {
+        let full = search_groups(index, req(0, 100), GroupBy::Product, per_group).await;
+        assert_well_formed(&full, per_group);
+        assert_eq!(full.len(), 8, "six products and two points without one");
+        let mut paged = Vec::new();
+        for offset in [0, 3, 6] {
+            let page = search_groups(index, req(offset, 3), GroupBy::Product, per_group).await;
+            assert!(page.len() <= 3);
+            paged.extend(page);
+        }
+        assert_eq!(shape(&paged), shape(&full), "per_group {per_group}");
+        assert!(
+            search_groups(index, req(8, 3), GroupBy::Product, per_group)
+                .await
+                .is_empty(),
+            "past the last group"
+        );
+    }
+}
+
+/// Grouping by duplicate group works like grouping by product, on its own key: the same points
+/// group differently by each.
+pub async fn grouped_duplicate_key(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("grouped-dups");
+    let q = s.vector();
+    let (a, b) = (s.cat("product-a"), s.cat("product-b"));
+    let (d1, d2) = (s.cat("dup-1"), s.cat("dup-2"));
+    let keys = |product: &str, dup: Option<&str>| {
+        [
+            (GroupBy::Product, Some(product.to_owned())),
+            (GroupBy::Duplicate, dup.map(str::to_owned)),
+        ]
+    };
+    let mut make = |sim: f32, product: &str, dup: Option<&str>| {
+        let owned = keys(product, dup);
+        let keys: Vec<(GroupBy, Option<&str>)> =
+            owned.iter().map(|(by, v)| (*by, v.as_deref())).collect();
+        s.member(&cat, &q, sim, &keys)
+    };
+    // The same photo sold as two products (dup-1), a product's two near-identical shots (dup-2),
+    // and an image that has no duplicate.
+    let p1 = make(0.95, &a, Some(&d1));
+    let p2 = make(0.93, &b, Some(&d1));
+    let p3 = make(0.80, &a, Some(&d2));
+    let p4 = make(0.78, &a, Some(&d2));
+    let p5 = make(0.60, &b, None);
+    upsert(index, &[&p1, &p2, &p3, &p4, &p5].map(Point::clone)).await;
+    let req = SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        exact: true,
+        ..s.query(&q, 10)
+    };
+    let by_dup = search_groups(index, req.clone(), GroupBy::Duplicate, 5).await;
+    assert_well_formed(&by_dup, 5);
+    assert_eq!(
+        shape(&by_dup),
+        expect(&[
+            (Some(&d1), &[&p1, &p2]),
+            (Some(&d2), &[&p3, &p4]),
+            (None, &[&p5]),
+        ])
+    );
+    let by_product = search_groups(index, req.clone(), GroupBy::Product, 5).await;
+    assert_eq!(
+        shape(&by_product),
+        expect(&[(Some(&a), &[&p1, &p3, &p4]), (Some(&b), &[&p2, &p5])])
+    );
+    let one_each = search_groups(index, req, GroupBy::Duplicate, 1).await;
+    assert_eq!(
+        shape(&one_each),
+        expect(&[(Some(&d1), &[&p1]), (Some(&d2), &[&p3]), (None, &[&p5])])
+    );
+}
+
+/// A few products owning many images nearer to the query than any other product's: the answer
+/// still holds as many groups as asked for, in order (the engine's own grouping gives up after
+/// a fixed number of rounds; the embedded backend's first fetch sees only three products).
+pub async fn grouped_crowded_products(index: &dyn VectorIndex, dim: usize) {
+    let mut s = Scope::new(dim);
+    let cat = s.cat("grouped-crowded");
+    let q = s.vector();
+    let (products, images) = (12, 30);
+    let names: Vec<String> = (0..products)
+        .map(|k| s.cat(&format!("product-{k}")))
+        .collect();
+    let mut points = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        for j in 0..images {
+            // Each product's images in a band of their own, below the previous product's.
+            let sim = 0.95 - 0.06 * k as f32 - 0.001 * j as f32;
+            points.push(s.member(&cat, &q, sim, &[(GroupBy::Product, Some(name))]));
+        }
+    }
+    upsert(index, &points).await;
+    let req = |offset: usize, limit: usize| SearchRequest {
+        filter: CategoryFilter::One(cat.clone()),
+        offset,
+        exact: true,
+        ..s.query(&q, limit)
+    };
+    for per_group in [1, 2] {
+        let groups = search_groups(index, req(0, 10), GroupBy::Product, per_group).await;
+        assert_well_formed(&groups, per_group);
+        let expected: Shape = (0..10)
+            .map(|k| {
+                (
+                    Some(names[k].clone()),
+                    (0..per_group).map(|j| points[k * images + j].id).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(shape(&groups), expected, "per_group {per_group}");
+    }
+    let last = search_groups(index, req(10, 10), GroupBy::Product, 1).await;
+    assert_eq!(
+        last.iter().map(|g| g.key.clone()).collect::<Vec<_>>(),
+        vec![Some(names[10].clone()), Some(names[11].clone())]
+    );
 }
