@@ -822,7 +822,10 @@ async fn run_size(
                 model_id: model_id.clone(),
                 // What the worker stores with a point (same values as the rows in Postgres).
                 attrs: Some(lookalike_catalogue::point_attrs(
-                    Some(&format!("sku-{i:07}")),
+                    lookalike_catalogue::Names {
+                        external_id: Some(&format!("sku-{i:07}")),
+                        product_id: None,
+                    },
                     &synthetic_metadata(i),
                 )),
             })

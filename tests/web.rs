@@ -204,7 +204,12 @@ async fn the_page_searches_by_image_and_shows_same_category_lookalikes_jobs_and_
     .into_iter()
     .enumerate()
     {
-        items.push(json!({"url": images.url(&format!("/files/{file}")), "category": category, "external_id": format!("{category}-{}", i + 1)}));
+        let mut item = json!({"url": images.url(&format!("/files/{file}")), "category": category, "external_id": format!("{category}-{}", i + 1)});
+        if file.starts_with("allstar") {
+            // Two images of one product: the page shows them as one result.
+            item["product_id"] = json!("allstar");
+        }
+        items.push(item);
     }
     let ids = service.submit_urls(Value::Array(items)).await;
     let page = driver.browser().await; // the browser starts while the worker embeds
@@ -268,6 +273,21 @@ async fn the_page_searches_by_image_and_shows_same_category_lookalikes_jobs_and_
     assert!(
         results.iter().all(|(_, c)| c == "shoes"),
         "only shoes for a shoe: {results:?}"
+    );
+    // One per product (the page's default): the sneaker and the allstar product, whose card says
+    // how many images it has.
+    assert_eq!(results.len(), 2, "{results:?}");
+    let products = page
+        .execute(
+            "return [...document.querySelectorAll('#results .result .product')].map(e => e.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        products,
+        json!(["product allstar · 2 images, 2 matched"]),
+        "the product's card"
     );
     let shot = screenshot(&page, "web-search.png").await;
     eprintln!("screenshot: {}", shot.display());

@@ -251,6 +251,7 @@
     const seq = ++state.seq;
     const category = $('category-filter').value;
     const k = $('k').value;
+    const group = $('group-products').checked ? 'product' : 'none';
     const filters = filterQuery();
     clearError();
     setQueryPreview(query);
@@ -283,16 +284,17 @@
         form.append('file', query.file, query.file.name || 'image');
         form.append('k', k);
         form.append('category', category);
+        form.append('group', group);
         if (state.box) form.append('box', state.box);
         body = await api(search, { method: 'POST', body: form });
       } else if (query.kind === 'url') {
         body = await api(search, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ url: query.url, k: Number(k), category, ...(state.box ? { box: state.box } : {}) }),
+          body: JSON.stringify({ url: query.url, k: Number(k), category, group, ...(state.box ? { box: state.box } : {}) }),
         });
       } else {
-        const params = new URLSearchParams({ k, category });
+        const params = new URLSearchParams({ k, category, group });
         body = await api(`/v1/items/${encodeURIComponent(query.id)}/similar?${params}${filters}`);
       }
       if (seq !== state.seq) return;
@@ -353,7 +355,7 @@
     grid.replaceChildren(...results.map(resultCard));
     grid.dataset.query = query.kind === 'item' ? `item:${query.id}` : query.kind;
     $('search-status').textContent = results.length
-      ? `${results.length} similar item${results.length === 1 ? '' : 's'}. Choose one to search from it.`
+      ? `${results.length} similar ${search.group === 'product' ? 'product' : 'item'}${results.length === 1 ? '' : 's'}. Choose one to search from it.`
       : 'No similar items found.';
     if (body.added && body.added.item_id) {
       $('search-status').textContent += ` Added as item ${shortId(body.added.item_id)}.`;
@@ -404,6 +406,14 @@
       extra: h('span', { class: 'score', title: 'similarity', text: typeof r.score === 'number' ? r.score.toFixed(3) : '' }),
     });
     const name = itemName(r.external_id, r.item_id);
+    if (r.product_id) {
+      // Grouped answers say how many of the product's images matched, out of how many it has.
+      const images = typeof r.product_images === 'number' ? r.product_images : null;
+      const matched = typeof r.matched_images === 'number' ? r.matched_images : null;
+      const text = images === null ? `product ${r.product_id}`
+        : `product ${r.product_id} · ${images} image${images === 1 ? '' : 's'}${matched !== null && images > 1 ? `, ${matched} matched` : ''}`;
+      li.querySelector('.meta').append(h('span', { class: 'product', title: 'product', text }));
+    }
     const mark = (side, other, cls, text, what) => h('button', {
       type: 'button',
       class: cls,
@@ -653,6 +663,7 @@
     });
     initBox();
     $('k').addEventListener('change', () => state.last && runSearch(state.last));
+    $('group-products').addEventListener('change', () => state.last && runSearch(state.last));
 
     $('catalogue-category').addEventListener('change', () => loadCatalogue());
     $('catalogue-prev').addEventListener('click', () => {

@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::images::router())
         .merge(routes::jobs::router())
         .merge(routes::items::router())
+        .merge(routes::products::router())
         .merge(routes::status::router())
         .merge(routes::search::router())
         .merge(routes::catalogue::router())

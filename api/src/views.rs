@@ -24,6 +24,7 @@ pub fn job(job: &Job) -> types::Job {
         attempts: job.attempts,
         source: source(&job.source_kind, &job.source_url, &job.file_name),
         external_id: job.external_id.clone(),
+        product_id: job.product_id.clone(),
         category: job.category.clone(),
         metadata: job.metadata.clone(),
         item_id: job.item_id,
@@ -65,6 +66,7 @@ pub fn item(item: &Item) -> types::Item {
         id: item.id,
         job_id: item.job_id,
         external_id: item.external_id.clone(),
+        product_id: item.product_id.clone(),
         source: source(&item.source_kind, &item.source_url, &item.file_name),
         content_sha256: item.content_sha256.clone(),
         byte_size: item.byte_size,
@@ -96,10 +98,13 @@ pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> types::SimilarItem {
     types::SimilarItem {
         item_id: hit.id,
         external_id: field("external_id").as_str().map(str::to_string),
+        product_id: field("product_id").as_str().map(str::to_string),
         category: hit.category.clone(),
         score: hit.score,
         thumbnail_url: thumbnail_link(hit.id),
         metadata: field("metadata"),
+        matched_images: None,
+        product_images: None,
     }
 }
 
@@ -108,10 +113,28 @@ pub fn result(item: &Item, score: f32) -> types::SimilarItem {
     types::SimilarItem {
         item_id: item.id,
         external_id: item.external_id.clone(),
+        product_id: item.product_id.clone(),
         category: item.category.clone(),
         score,
         thumbnail_url: thumbnail_link(item.id),
         metadata: item.metadata.clone(),
+        matched_images: None,
+        product_images: None,
+    }
+}
+
+/// A product's summary, as the listing and the product page show it.
+pub fn product_summary(p: &lookalike_store::ProductSummary) -> types::ProductSummary {
+    types::ProductSummary {
+        product_id: p.product_id.clone(),
+        category: p.category.clone(),
+        categories: p.categories,
+        images: p.images,
+        cover_item_id: p.cover,
+        thumbnail_url: thumbnail_link(p.cover),
+        product_url: types::product_link(&p.product_id),
+        created_at: p.created_at,
+        updated_at: p.updated_at,
     }
 }
 

@@ -56,6 +56,7 @@ impl Env {
             id: Uuid::now_v7(),
             source: Source::Url("http://images.example/x.jpg".into()),
             external_id: None,
+            product_id: None,
             category: None,
             metadata: serde_json::json!({}),
         };

@@ -46,7 +46,7 @@ errors!(SubmitErrors {
         [api::UNSUPPORTED_MEDIA_TYPE, api::UNSUPPORTED_IMAGE_TYPE],
     422 => "Valid syntax, unacceptable content; the message names the item (`items[i]:`) or file (`file i:`).",
         [api::NO_ITEMS, api::INVALID_URL, api::INVALID_CATEGORY, api::INVALID_EXTERNAL_ID,
-         api::DUPLICATE_EXTERNAL_ID, api::INVALID_METADATA, api::UNKNOWN_FIELD,
+         api::DUPLICATE_EXTERNAL_ID, api::INVALID_PRODUCT_ID, api::INVALID_METADATA, api::UNKNOWN_FIELD,
          api::FIELD_COUNT_MISMATCH, api::EMPTY_FILE, codes::fields::INVALID_FIELD_VALUE],
     503 => "The broker did not confirm the jobs (they are marked failed with `queue_unavailable`), or the \
             database is away.",
@@ -175,6 +175,7 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
                 id: Uuid::now_v7(),
                 source: Source::Url(url),
                 external_id,
+                product_id: valid_product_id(item.product_id).map_err(at)?,
                 category: valid_category(item.category).map_err(at)?,
                 metadata: valid_metadata(item.metadata, &state.config.fields).map_err(at)?,
             })
@@ -182,12 +183,14 @@ async fn from_json(state: &AppState, request: Request) -> ApiResult<Vec<NewJob>>
         .collect()
 }
 
-/// Multipart: one or more `file` parts, plus optional `external_id`, `category` and `metadata` fields.
+/// Multipart: one or more `file` parts, plus optional `external_id`, `product_id`, `category` and
+/// `metadata` fields.
 /// A field given once applies to every file; given once per file, the n-th value goes with the n-th file.
 async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult<Vec<NewJob>> {
     let max_file = state.config.http.max_upload_bytes;
     let mut files: Vec<(Option<String>, Option<String>, Vec<u8>)> = Vec::new();
-    let (mut external_ids, mut categories, mut metadatas) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut external_ids, mut product_ids) = (Vec::new(), Vec::new());
+    let (mut categories, mut metadatas) = (Vec::new(), Vec::new());
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or("").to_string();
         match name.as_str() {
@@ -198,13 +201,14 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
                 files.push((file_name, content_type, bytes));
             }
             "external_id" => external_ids.push(field.text().await.map_err(multipart_error)?),
+            "product_id" => product_ids.push(field.text().await.map_err(multipart_error)?),
             "category" => categories.push(field.text().await.map_err(multipart_error)?),
             "metadata" => metadatas.push(field.text().await.map_err(multipart_error)?),
             other => {
                 return Err(ApiError::unprocessable(
                     codes::api::UNKNOWN_FIELD,
                     format!(
-                        "unknown form field `{other}` (expected file, external_id, category, metadata)"
+                        "unknown form field `{other}` (expected file, external_id, product_id, category, metadata)"
                     ),
                 ));
             }
@@ -268,6 +272,7 @@ async fn from_multipart(state: &AppState, mut multipart: Multipart) -> ApiResult
             id: Uuid::now_v7(),
             external_id: valid_external_id(pick(&external_ids, "external_id", i)?, &mut seen)
                 .map_err(at)?,
+            product_id: valid_product_id(pick(&product_ids, "product_id", i)?).map_err(at)?,
             category: valid_category(pick(&categories, "category", i)?).map_err(at)?,
             metadata: valid_metadata(metadata, &state.config.fields).map_err(at)?,
             source: Source::Upload {
@@ -377,6 +382,22 @@ fn valid_external_id(id: Option<String>, seen: &mut HashSet<String>) -> ApiResul
         return Err(ApiError::unprocessable(
             codes::api::DUPLICATE_EXTERNAL_ID,
             format!("external_id `{id}` appears twice"),
+        ));
+    }
+    Ok(Some(id))
+}
+
+/// A product id names the product several images may show: trimmed, at most
+/// `MAX_EXTERNAL_ID_LEN` characters like the ids it sits next to, and (unlike `external_id`) free to
+/// repeat within a request.
+fn valid_product_id(id: Option<String>) -> ApiResult<Option<String>> {
+    let Some(id) = id.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if id.chars().count() > MAX_EXTERNAL_ID_LEN {
+        return Err(ApiError::unprocessable(
+            codes::api::INVALID_PRODUCT_ID,
+            format!("product_id is over {MAX_EXTERNAL_ID_LEN} characters"),
         ));
     }
     Ok(Some(id))
@@ -562,6 +583,27 @@ mod tests {
                 .unwrap_err()
                 .code,
             "duplicate_external_id"
+        );
+    }
+
+    #[test]
+    fn product_ids_may_repeat_and_are_trimmed_and_bounded() {
+        assert_eq!(
+            valid_product_id(Some(" coat-7 ".into()))
+                .unwrap()
+                .as_deref(),
+            Some("coat-7")
+        );
+        assert_eq!(
+            valid_product_id(Some("coat-7".into())).unwrap().as_deref(),
+            Some("coat-7")
+        );
+        assert_eq!(valid_product_id(Some("  ".into())).unwrap(), None);
+        assert_eq!(
+            valid_product_id(Some("x".repeat(MAX_EXTERNAL_ID_LEN + 1)))
+                .unwrap_err()
+                .code,
+            "invalid_product_id"
         );
     }
 }

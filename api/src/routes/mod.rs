@@ -6,6 +6,7 @@ pub mod items;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod products;
 pub mod search;
 pub mod status;
 pub mod web;

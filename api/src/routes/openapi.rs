@@ -19,7 +19,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
-use crate::routes::{catalogue, fields, health, images, items, jobs, metrics, search, status, web};
+use crate::routes::{
+    catalogue, fields, health, images, items, jobs, metrics, products, search, status, web,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,7 +41,7 @@ use crate::routes::{catalogue, fields, health, images, items, jobs, metrics, sea
     security(("bearer" = []), ("apiKey" = [])),
     tags(
         (name = "ingest", description = "Submitting images and following their jobs."),
-        (name = "catalogue", description = "Stored items and categories."),
+        (name = "catalogue", description = "Stored items, the products they name, and categories."),
         (name = "search", description = "Similarity queries."),
         (name = "operations", description = "Health, readiness, metrics, status. Open without a key, except /v1/status."),
         (name = "page", description = "The web page and its files, open without a key (the page holds no data)."),
@@ -48,7 +50,8 @@ use crate::routes::{catalogue, fields, health, images, items, jobs, metrics, sea
         images::submit,
         jobs::list, jobs::show, jobs::retry,
         catalogue::list, items::show, catalogue::delete, fields::patch_item, items::thumbnail,
-        search::similar, search::search, search::recommend,
+        products::list, products::show, products::delete,
+        search::similar, search::search, search::recommend, products::similar,
         catalogue::categories, catalogue::reclassify, catalogue::train, fields::report,
         status::status, health::healthz, health::readyz, metrics::metrics, openapi,
         web::page, web::script, web::style,

@@ -17,13 +17,13 @@ use lookalike_analysis::batcher::Priority;
 use lookalike_analysis::classify::{Prediction, categories_to_search};
 use lookalike_analysis::{Analysis, CategoryDecision, Exclude};
 use lookalike_api_types::{
-    Added, BoxParam, FilterParam, PredictionView, QueryImage, Ranked, RecommendAnswer,
+    Added, BoxParam, FilterParam, Grouping, PredictionView, QueryImage, Ranked, RecommendAnswer,
     RecommendParams, RecommendQuery, ScopeMode, SearchAnswer, SearchForm, SearchParams,
     SearchScope, SimilarAnswer, SimilarItem, SimilarQueryItem,
 };
 use lookalike_core::codes;
 use lookalike_core::codes::{api, fields as field_codes, image, job, search as search_codes};
-use lookalike_index::{CategoryFilter, FieldCondition, SearchRequest};
+use lookalike_index::{CategoryFilter, FieldCondition, GroupBy, SearchRequest};
 use lookalike_store::{CategorySource, NewJob, Source};
 use lookalike_vision::Region;
 use serde::Deserialize;
@@ -177,6 +177,7 @@ pub(crate) async fn recommend(
             recommend: Some(lookalike_index::Recommend { positive, negative }),
             ..index_request(&state, &scope, &fields, k)
         },
+        Grouping::None,
     )
     .await?;
     Ok(Json(RecommendAnswer {
@@ -184,7 +185,7 @@ pub(crate) async fn recommend(
             positive: params.positive,
             negative: params.negative,
         },
-        search: scope.view(&pairs, &[]),
+        search: scope.view(&pairs, &[], Grouping::None),
         results,
     }))
 }
@@ -209,10 +210,14 @@ pub struct SimilarQuery {
     /// Results to skip (paging); at most 1000 (422 invalid_parameter above).
     #[param(minimum = 0, maximum = 1000, default = 0)]
     offset: Option<usize>,
+    /// `product`: one result per product (its best-matching image), `k` and `offset` count
+    /// products, and the query item's own product is left out.
+    #[param(default = "none")]
+    group: Option<Grouping>,
 }
 
 /// Which part of the catalogue a query searched, reported with every answer.
-struct Scope {
+pub(crate) struct Scope {
     mode: ScopeMode,
     filter: CategoryFilter,
     categories: Option<Vec<String>>,
@@ -220,7 +225,7 @@ struct Scope {
 }
 
 impl Scope {
-    fn any() -> Self {
+    pub(crate) fn any() -> Self {
         Scope {
             mode: ScopeMode::Any,
             filter: CategoryFilter::Any,
@@ -228,7 +233,7 @@ impl Scope {
             low_confidence: false,
         }
     }
-    fn one(mode: ScopeMode, c: String) -> Self {
+    pub(crate) fn one(mode: ScopeMode, c: String) -> Self {
         Scope {
             mode,
             filter: CategoryFilter::One(c.clone()),
@@ -238,8 +243,14 @@ impl Scope {
     }
     /// The scope, with the filter parameters that narrowed the results (as the caller gave them:
     /// the query parameters other than the request's `own`).
-    fn view(&self, pairs: &[(String, String)], own: &[&str]) -> SearchScope {
+    pub(crate) fn view(
+        &self,
+        pairs: &[(String, String)],
+        own: &[&str],
+        group: Grouping,
+    ) -> SearchScope {
         SearchScope {
+            group,
             mode: self.mode,
             categories: self.categories.clone(),
             low_confidence: self.low_confidence,
@@ -256,9 +267,9 @@ impl Scope {
 }
 
 /// `GET /v1/items/{id}/similar`'s own query parameters; the others are filters.
-const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset"];
+const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset", "group"];
 
-fn check_k(k: Option<usize>) -> ApiResult<usize> {
+pub(crate) fn check_k(k: Option<usize>) -> ApiResult<usize> {
     match k.unwrap_or(10) {
         0 => Err(ApiError::unprocessable(
             codes::api::INVALID_K,
@@ -334,15 +345,36 @@ pub(crate) async fn similar(
         "any" => Scope::any(),
         name => Scope::one(ScopeMode::Category, name.to_string()),
     };
+    let group = q.group.unwrap_or_default();
+    // Grouped, the item's own product is no answer to "products like this one": its images go too.
+    let mut exclude = vec![id];
+    if group == Grouping::Product
+        && let Some(product) = point
+            .attrs
+            .as_ref()
+            .and_then(|a| a.get(GroupBy::Product.attr()))
+            .and_then(|p| p.as_str())
+    {
+        exclude.extend(
+            state
+                .store
+                .product_items(product)
+                .await?
+                .iter()
+                .map(|i| i.id),
+        );
+        exclude.dedup();
+    }
     let results = neighbours(
         &state,
         SearchRequest {
             vector: point.vector,
             offset,
             min_score: q.min_score,
-            exclude: vec![id],
+            exclude,
             ..index_request(&state, &scope, &fields, k)
         },
+        group,
     )
     .await?;
     Ok(Json(SimilarAnswer {
@@ -350,14 +382,14 @@ pub(crate) async fn similar(
             item_id: id,
             category: point.category,
         },
-        search: scope.view(&pairs, SIMILAR_PARAMS),
+        search: scope.view(&pairs, SIMILAR_PARAMS, group),
         results,
     }))
 }
 
 /// What every similarity query of the API asks the index: top `k` within the scope's categories,
 /// among the vectors of the service's model, under the filters. Callers add the query itself.
-fn index_request(
+pub(crate) fn index_request(
     state: &AppState,
     scope: &Scope,
     fields: &[FieldCondition],
@@ -371,10 +403,56 @@ fn index_request(
     }
 }
 
+/// How many of a product's images a grouped result counts at most.
+pub(crate) const MATCHED_PER_PRODUCT: usize = 10;
+
 /// Runs the index query and renders each hit from what is stored with its vector. Points written
-/// before vectors carried those attributes are joined with their rows in Postgres instead.
-async fn neighbours(state: &AppState, request: SearchRequest) -> ApiResult<Vec<SimilarItem>> {
-    let hits = state.index.search(request).await?;
+/// before vectors carried those attributes are joined with their rows in Postgres instead. Grouped
+/// by product, each result is a product's best hit, with how many of its images matched and (one
+/// Postgres query for the page) how many it has.
+pub(crate) async fn neighbours(
+    state: &AppState,
+    request: SearchRequest,
+    group: Grouping,
+) -> ApiResult<Vec<SimilarItem>> {
+    if group == Grouping::None {
+        let hits = state.index.search(request).await?;
+        return render(state, &hits).await;
+    }
+    let groups = state
+        .index
+        .search_groups(request, GroupBy::Product, MATCHED_PER_PRODUCT)
+        .await?;
+    let best: Vec<_> = groups.iter().map(|g| g.hits[0].clone()).collect();
+    let mut results = render(state, &best).await?;
+    let products: Vec<String> = groups.iter().filter_map(|g| g.key.clone()).collect();
+    let sizes: HashMap<String, i64> = if products.is_empty() {
+        HashMap::new()
+    } else {
+        state
+            .store
+            .product_summaries(&products)
+            .await?
+            .into_iter()
+            .map(|p| (p.product_id, p.images))
+            .collect()
+    };
+    let matched: HashMap<Uuid, usize> = groups
+        .iter()
+        .map(|g| (g.hits[0].id, g.hits.len()))
+        .collect();
+    for r in &mut results {
+        r.matched_images = matched.get(&r.item_id).copied();
+        r.product_images = r.product_id.as_ref().and_then(|p| sizes.get(p).copied());
+    }
+    Ok(results)
+}
+
+/// Each hit as a result, from its attrs (or its row, for points stored before attrs existed).
+pub(crate) async fn render(
+    state: &AppState,
+    hits: &[lookalike_index::Hit],
+) -> ApiResult<Vec<SimilarItem>> {
     let missing: Vec<Uuid> = hits
         .iter()
         .filter(|h| h.attrs.is_none())
@@ -583,6 +661,7 @@ pub(crate) async fn search(
             exclude: params.exclude.into_iter().collect(),
             ..index_request(&state, &scope, &fields, k)
         },
+        params.group.unwrap_or_default(),
     )
     .await?;
 
@@ -600,7 +679,7 @@ pub(crate) async fn search(
             width,
             height,
         },
-        search: scope.view(&pairs, &[]),
+        search: scope.view(&pairs, &[], params.group.unwrap_or_default()),
         results,
         added,
     }))
@@ -676,6 +755,7 @@ async fn add_query_image(
             bytes,
         },
         external_id: None,
+        product_id: None,
         category: None,
         metadata: json!({"added_by": "search"}),
     };
@@ -737,6 +817,13 @@ async fn read_form(
             // An empty field is what a form sends when no box was drawn.
             "box" if text.trim().is_empty() => {}
             "box" => params.region = Some(BoxParam::Text(text)),
+            "group" => {
+                params.group = Some(match text.trim() {
+                    "" | "none" => Grouping::None,
+                    "product" => Grouping::Product,
+                    _ => return Err(bad("`none` or `product`")),
+                })
+            }
             other => {
                 return Err(ApiError::unprocessable(
                     codes::api::UNKNOWN_FIELD,

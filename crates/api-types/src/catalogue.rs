@@ -26,6 +26,9 @@ pub struct Item {
     pub job_id: Uuid,
     #[schema(required = true)]
     pub external_id: Option<String>,
+    /// The product the image shows (`/v1/products/{id}`).
+    #[schema(required = true)]
+    pub product_id: Option<String>,
     pub source: Source,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub content_sha256: String,
@@ -143,4 +146,47 @@ pub struct WrongKind {
     pub external_id: Option<String>,
     #[schema(required = true)]
     pub value: Value,
+}
+
+/// A product as `GET /v1/products` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductSummary {
+    pub product_id: String,
+    /// The category most of its images have (ties: the one with more provided labels, then by
+    /// name); null when most have none.
+    #[schema(required = true)]
+    pub category: Option<String>,
+    /// How many different categories its images have: more than 1 means they disagree.
+    pub categories: i64,
+    pub images: i64,
+    /// Its first submitted image, which a page shows for it.
+    pub cover_item_id: Uuid,
+    /// `/v1/items/{cover}/thumbnail`
+    pub thumbnail_url: String,
+    /// `/v1/products/{id}`
+    pub product_url: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `GET /v1/products`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductPage {
+    pub products: Vec<ProductSummary>,
+    /// Products in the category (or in all), not just this page.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// `GET /v1/products/{id}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    #[serde(flatten)]
+    pub summary: ProductSummary,
+    /// Its images' metadata merged in the order they were submitted, so a later image's value wins.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Its images, in the order they were first submitted.
+    pub items: Vec<Item>,
 }

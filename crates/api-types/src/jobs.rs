@@ -26,6 +26,12 @@ pub struct UrlItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 256)]
     pub external_id: Option<String>,
+    /// The product this image shows, trimmed; at most 256 characters. Several images (in one request
+    /// or over time) may name one product: similarity queries with `group=product` answer one result
+    /// per product, and `/v1/products` lists them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 256)]
+    pub product_id: Option<String>,
     /// Trimmed; at most 64 bytes of letters, digits, spaces or `_-.&/`. Empty or absent: predicted
     /// from the labelled items.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,7 +44,8 @@ pub struct UrlItem {
 }
 
 /// `POST /v1/images` as a multipart form (documentation only: the server reads the parts one by one).
-/// Unknown fields are refused (`unknown_field`). `external_id`, `category`, `metadata`: given once, the
+/// Unknown fields are refused (`unknown_field`). `external_id`, `product_id`, `category`, `metadata`:
+/// given once, the
 /// value goes with every file (but one `external_id` cannot name several files); given once per file,
 /// the n-th value goes with the n-th file; any other count is `field_count_mismatch`.
 #[derive(ToSchema)]
@@ -49,6 +56,7 @@ pub struct UploadForm {
     #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
     file: Vec<Vec<u8>>,
     external_id: Option<Vec<String>>,
+    product_id: Option<Vec<String>>,
     category: Option<Vec<String>>,
     /// Each a JSON object, as text.
     metadata: Option<Vec<String>>,
@@ -121,6 +129,8 @@ pub struct Job {
     pub source: Source,
     #[schema(required = true)]
     pub external_id: Option<String>,
+    #[schema(required = true)]
+    pub product_id: Option<String>,
     /// The category given at submission.
     #[schema(required = true)]
     pub category: Option<String>,

@@ -32,3 +32,17 @@ pub fn item_link(id: uuid::Uuid) -> String {
 pub fn thumbnail_link(id: uuid::Uuid) -> String {
     format!("/v1/items/{id}/thumbnail")
 }
+
+/// `/v1/products/{id}` (the id percent-encoded as a path segment)
+pub fn product_link(id: &str) -> String {
+    let segment: String = id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("/v1/products/{segment}")
+}

@@ -11,6 +11,9 @@ pub struct SimilarItem {
     pub item_id: Uuid,
     #[schema(required = true)]
     pub external_id: Option<String>,
+    /// The product the image shows, if it names one.
+    #[schema(required = true)]
+    pub product_id: Option<String>,
     #[schema(required = true)]
     pub category: Option<String>,
     /// Cosine similarity (for `/v1/recommend`, its recommendation score).
@@ -20,6 +23,25 @@ pub struct SimilarItem {
     #[schema(value_type = Option<Object>)]
     #[schema(required = true)]
     pub metadata: Value,
+    /// Only with `group=product`: how many of this product's images were among the matches (at most
+    /// 10); the result is its best-matching image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_images: Option<usize>,
+    /// Only with `group=product`, for a result that names a product: how many images it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_images: Option<i64>,
+}
+
+/// What one result stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Grouping {
+    /// Each image is a result.
+    #[default]
+    None,
+    /// One result per product (its best-matching image); `k` counts products, and an image that
+    /// names no product is a product of its own.
+    Product,
 }
 
 /// How a query chose the categories it searched.
@@ -45,6 +67,8 @@ pub struct SearchScope {
     pub low_confidence: bool,
     /// The filter parameters that narrowed the results, as given.
     pub filters: Vec<FilterParam>,
+    /// What one result stands for.
+    pub group: Grouping,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -97,6 +121,10 @@ pub struct SearchParams {
     /// `0.5,0,0.5,1`, its right half). Not with `add=true`.
     #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
     pub region: Option<BoxParam>,
+    /// `product`: one result per product, and `k` counts products.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(default = "none")]
+    pub group: Option<Grouping>,
 }
 
 /// A region as `"x,y,w,h"` or `[x, y, w, h]`, fractions of the upright image.
@@ -131,6 +159,8 @@ pub struct SearchForm {
     /// `0.5,0,0.5,1`, its right half). Not with `add=true`.
     #[serde(rename = "box")]
     region: Option<String>,
+    /// `none` (default) or `product`.
+    group: Option<String>,
 }
 
 /// `POST /v1/search`: the prediction, what was searched, the results and, with `add=true`, the
@@ -225,4 +255,36 @@ pub struct RecommendAnswer {
 pub struct RecommendQuery {
     pub positive: Vec<String>,
     pub negative: Vec<String>,
+}
+
+/// How `GET /v1/products/{id}/similar` makes one query of a product's images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Combine {
+    /// One search with the mean of its images' unit vectors (the default: see the README's Products
+    /// section for how it compares).
+    #[default]
+    Mean,
+    /// One search per image; a candidate scores its best cosine to any of them.
+    Max,
+}
+
+/// `GET /v1/products/{id}/similar`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductSimilarAnswer {
+    pub query: ProductQuery,
+    pub search: SearchScope,
+    /// One per product (its best-matching image, with `matched_images` and `product_images`) unless
+    /// `group=none`; the product's own images never appear.
+    pub results: Vec<SimilarItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProductQuery {
+    pub product_id: String,
+    #[schema(required = true)]
+    pub category: Option<String>,
+    /// How many of its images the query used.
+    pub images: usize,
+    pub combine: Combine,
 }

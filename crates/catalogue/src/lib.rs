@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use lookalike_index::{IndexError, Point, VectorIndex};
+use lookalike_index::{GroupBy, IndexError, Point, VectorIndex};
 use lookalike_store::{Item, NewItem, NewJob, Store, StoreError};
 use lookalike_telemetry::{Stage, time_stage};
 use serde_json::Value;
@@ -39,10 +39,34 @@ pub struct Catalogue {
     index: Arc<dyn VectorIndex>,
 }
 
+/// Who an item is, besides its id: what a search result shows and what results are grouped by.
+#[derive(Debug, Clone, Copy)]
+pub struct Names<'a> {
+    pub external_id: Option<&'a str>,
+    /// The product the image shows: grouped searches answer one result per product
+    /// (`lookalike_index::GroupBy::Product` reads it from the attrs).
+    pub product_id: Option<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    pub fn of(item: &'a Item) -> Self {
+        Names {
+            external_id: item.external_id.as_deref(),
+            product_id: item.product_id.as_deref(),
+        }
+    }
+}
+
 /// What a search result shows besides id, score and category, kept with the vector so that
-/// queries are answered from the index alone (see `lookalike_index::Point::attrs`).
-pub fn point_attrs(external_id: Option<&str>, metadata: &Value) -> Value {
-    serde_json::json!({"external_id": external_id, "metadata": metadata})
+/// queries are answered from the index alone (see `lookalike_index::Point::attrs`). `product_id` is
+/// written only when the item names a product, so points of items without one look as they did
+/// before products existed (and each is a group of its own).
+pub fn point_attrs(names: Names<'_>, metadata: &Value) -> Value {
+    let mut attrs = serde_json::json!({"external_id": names.external_id, "metadata": metadata});
+    if let Some(product) = names.product_id {
+        attrs[GroupBy::Product.attr()] = product.into();
+    }
+    attrs
 }
 
 /// An item's point in the index: its vector with what filters and results need.
@@ -51,7 +75,7 @@ pub fn item_point(
     vector: Vec<f32>,
     category: Option<String>,
     model_id: &str,
-    external_id: Option<&str>,
+    names: Names<'_>,
     metadata: &Value,
 ) -> Point {
     Point {
@@ -59,7 +83,7 @@ pub fn item_point(
         vector,
         category,
         model_id: model_id.to_string(),
-        attrs: Some(point_attrs(external_id, metadata)),
+        attrs: Some(point_attrs(names, metadata)),
     }
 }
 
@@ -102,7 +126,10 @@ impl Catalogue {
                 old.embedding.clone()?,
                 old.category.clone(),
                 &old.model_id,
-                external_id,
+                Names {
+                    external_id,
+                    product_id: old.product_id.as_deref(),
+                },
                 &old.metadata,
             ))
         });
@@ -111,7 +138,10 @@ impl Catalogue {
             item.vector.clone(),
             item.category.clone(),
             &item.model_id,
-            external_id,
+            Names {
+                external_id,
+                product_id: write.product_id.as_deref(),
+            },
             &write.metadata,
         );
         {
@@ -218,10 +248,14 @@ impl Catalogue {
             Ok(m) => m,
             Err(e) => return Ok(MetadataChange::Rejected(e)),
         };
-        let external_id = change.external_id.clone();
+        let (external_id, product_id) = (change.external_id.clone(), change.product_id.clone());
+        let names = Names {
+            external_id: external_id.as_deref(),
+            product_id: product_id.as_deref(),
+        };
         match self
             .index
-            .set_attrs(id, point_attrs(external_id.as_deref(), &metadata))
+            .set_attrs(id, point_attrs(names, &metadata))
             .await
         {
             Ok(()) => {}
@@ -230,11 +264,7 @@ impl Catalogue {
             Err(e) => return Err(e.into()),
         }
         if let Err(e) = change.commit(&metadata).await {
-            if let Err(undo) = self
-                .index
-                .set_attrs(id, point_attrs(external_id.as_deref(), &before))
-                .await
-            {
+            if let Err(undo) = self.index.set_attrs(id, point_attrs(names, &before)).await {
                 tracing::error!(item_id = %id, error = %undo, "could not restore the index's metadata after a failed change");
             }
             return Err(e.into());
@@ -260,7 +290,7 @@ impl Catalogue {
                 vector.clone(),
                 item.category.clone(),
                 model_id,
-                item.external_id.as_deref(),
+                Names::of(item),
                 &item.metadata,
             )])
             .await?;

@@ -153,6 +153,7 @@ impl Env {
             id: Uuid::now_v7(),
             source: Source::Url("http://images.example/x.jpg".into()),
             external_id: external_id.map(str::to_string),
+            product_id: None,
             category: None,
             metadata,
         };

@@ -55,6 +55,7 @@ pub mod api {
     // 404 and 405: nothing there.
     pub const JOB_NOT_FOUND: &str = "job_not_found";
     pub const ITEM_NOT_FOUND: &str = "item_not_found";
+    pub const PRODUCT_NOT_FOUND: &str = "product_not_found";
     pub const ROUTE_NOT_FOUND: &str = "route_not_found";
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 
@@ -86,6 +87,7 @@ pub mod api {
     pub const INVALID_CATEGORY: &str = "invalid_category";
     pub const INVALID_EXTERNAL_ID: &str = "invalid_external_id";
     pub const DUPLICATE_EXTERNAL_ID: &str = "duplicate_external_id";
+    pub const INVALID_PRODUCT_ID: &str = "invalid_product_id";
     pub const INVALID_METADATA: &str = "invalid_metadata";
     pub const UNKNOWN_FIELD: &str = "unknown_field";
     pub const FIELD_COUNT_MISMATCH: &str = "field_count_mismatch";

@@ -38,6 +38,7 @@ pub struct MetadataChange {
     tx: sqlx::Transaction<'static, Postgres>,
     pub id: Uuid,
     pub external_id: Option<String>,
+    pub product_id: Option<String>,
     pub metadata: serde_json::Value,
 }
 
@@ -159,17 +160,21 @@ impl Store {
     /// Locks an item's row to change its metadata; `None` when there is no such item.
     pub async fn begin_metadata_change(&self, id: Uuid) -> Result<Option<MetadataChange>> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(Option<String>, serde_json::Value)> =
-            sqlx::query_as("SELECT external_id, metadata FROM items WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        Ok(row.map(|(external_id, metadata)| MetadataChange {
-            tx,
-            id,
-            external_id,
-            metadata,
-        }))
+        let row: Option<(Option<String>, Option<String>, serde_json::Value)> = sqlx::query_as(
+            "SELECT external_id, product_id, metadata FROM items WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(
+            row.map(|(external_id, product_id, metadata)| MetadataChange {
+                tx,
+                id,
+                external_id,
+                product_id,
+                metadata,
+            }),
+        )
     }
 
     /// For each declared field: how many items give it a value of its kind, how many a value of

@@ -39,6 +39,8 @@ pub struct Item {
     pub id: Uuid,
     pub job_id: Uuid,
     pub external_id: Option<String>,
+    /// The product the image shows (several items may share one).
+    pub product_id: Option<String>,
     pub source_kind: String,
     pub source_url: Option<String>,
     pub file_name: Option<String>,
@@ -81,7 +83,7 @@ pub struct NewItem {
 
 macro_rules! item_columns {
     () => {
-        "id, job_id, external_id, source_kind, source_url, file_name, content_sha256, byte_size, format, \
+        "id, job_id, external_id, product_id, source_kind, source_url, file_name, content_sha256, byte_size, format, \
          width, height, category, category_source, category_confidence, head_version, model_id, metadata, \
          created_at, updated_at"
     };
@@ -97,8 +99,9 @@ pub struct ItemWrite {
     pub item_id: Uuid,
     /// The item being replaced, when the job reuses an item's `external_id`.
     pub replaces: Option<Replaced>,
-    /// The job's `external_id` and `metadata`, which the item takes.
+    /// The job's `external_id`, `product_id` and `metadata`, which the item takes.
     pub external_id: Option<String>,
+    pub product_id: Option<String>,
     pub metadata: serde_json::Value,
 }
 
@@ -110,6 +113,7 @@ pub struct Replaced {
     pub category_source: CategorySource,
     pub model_id: String,
     pub embedding: Option<Vec<f32>>,
+    pub product_id: Option<String>,
     pub metadata: serde_json::Value,
 }
 
@@ -121,12 +125,15 @@ impl Store {
     /// index ends with the vector of the job the database committed last.
     pub async fn begin_item(&self, job_id: Uuid) -> Result<ItemWrite> {
         let mut tx = self.pool.begin().await?;
-        let (external_id, metadata): (Option<String>, serde_json::Value) =
-            sqlx::query_as("SELECT external_id, metadata FROM jobs WHERE id = $1")
-                .bind(job_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .unwrap_or((None, serde_json::Value::Null));
+        let (external_id, product_id, metadata): (
+            Option<String>,
+            Option<String>,
+            serde_json::Value,
+        ) = sqlx::query_as("SELECT external_id, product_id, metadata FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .unwrap_or((None, None, serde_json::Value::Null));
         let mut replaces = None;
         if let Some(external_id) = &external_id {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))")
@@ -134,7 +141,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             replaces = sqlx::query_as::<_, Replaced>(
-                "SELECT id, category, category_source, model_id, embedding, metadata FROM items
+                "SELECT id, category, category_source, model_id, embedding, product_id, metadata FROM items
                  WHERE external_id = $1 AND id <> $2 FOR UPDATE",
             )
             .bind(external_id)
@@ -148,6 +155,7 @@ impl Store {
             item_id: replaces.as_ref().map_or(job_id, |r| r.id),
             replaces,
             external_id,
+            product_id,
             metadata,
         })
     }
@@ -211,9 +219,9 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
     let insert = sqlx::query_scalar(
         "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
              content_sha256, byte_size, format, width, height, category, category_source,
-             category_confidence, model_id, metadata, embedding, head_version, features)
+             category_confidence, model_id, metadata, embedding, head_version, features, product_id)
          SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12, $13
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12, $13, j.product_id
          FROM jobs j WHERE j.id = $1
          ON CONFLICT (id) DO UPDATE SET
              content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
@@ -267,7 +275,7 @@ async fn replace_item(
              file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
              height = $7, category = $8, category_source = $9, category_confidence = $10,
              model_id = $11, metadata = j.metadata, embedding = $12, head_version = $13,
-             features = $14, updated_at = now()
+             features = $14, product_id = j.product_id, updated_at = now()
          FROM jobs j WHERE items.id = $1 AND j.id = $2",
     )
     .bind(old.id)

@@ -31,6 +31,8 @@ pub struct Job {
     pub source_url: Option<String>,
     pub file_name: Option<String>,
     pub external_id: Option<String>,
+    /// The product the image shows, as the submitter named it.
+    pub product_id: Option<String>,
     pub category: Option<String>,
     pub metadata: serde_json::Value,
     pub attempts: i32,
@@ -59,6 +61,8 @@ pub struct NewJob {
     pub id: Uuid,
     pub source: Source,
     pub external_id: Option<String>,
+    /// Several images may name one product; results can be grouped by it.
+    pub product_id: Option<String>,
     pub category: Option<String>,
     pub metadata: serde_json::Value,
 }
@@ -77,7 +81,7 @@ pub enum Claim {
 // A macro rather than a const so the queries stay `&'static str` (checked as SQL-safe by sqlx).
 macro_rules! job_columns {
     () => {
-        "id, status, source_kind, source_url, file_name, external_id, category, metadata, attempts, \
+        "id, status, source_kind, source_url, file_name, external_id, product_id, category, metadata, attempts, \
          error_code, error_message, item_id, created_at, updated_at, started_at, finished_at"
     };
 }
@@ -95,8 +99,8 @@ impl Store {
             };
             sqlx::query(
                 "INSERT INTO jobs (id, source_kind, source_url, file_name, external_id, category, metadata,
-                                   idempotency_key, request_position)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                   idempotency_key, request_position, product_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(job.id)
             .bind(kind)
@@ -107,6 +111,7 @@ impl Store {
             .bind(&job.metadata)
             .bind(idempotency_key)
             .bind(idempotency_key.map(|_| position as i32))
+            .bind(&job.product_id)
             .execute(&mut *tx)
             .await?;
             if let Source::Upload {

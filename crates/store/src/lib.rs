@@ -1,4 +1,5 @@
-//! Postgres access for lookalike: jobs, uploads, items, thumbnails and classifier heads.
+//! Postgres access for lookalike: jobs, uploads, items (and the products they name), thumbnails and
+//! classifier heads.
 //!
 //! Postgres is the source of truth. Every state change a job goes through is one statement or one
 //! transaction here, written so that running it twice (a redelivered queue message) changes nothing.
@@ -8,6 +9,7 @@ mod heads;
 mod items;
 mod fields;
 mod jobs;
+mod products;
 mod reindex;
 
 use std::time::Duration;
@@ -19,6 +21,7 @@ pub use fields::{FieldReport, MetadataChange, REPORT_EXAMPLES, WrongKind};
 pub use heads::{LabelledExample, NewHead, StoredHead, Training};
 pub use items::{CategoryCount, CategorySource, Item, ItemWrite, NewItem, Prototype, Replaced};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
+pub use products::ProductSummary;
 
 /// Migrations compiled into the binary, applied at startup and by the tests.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

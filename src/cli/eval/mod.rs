@@ -37,6 +37,7 @@ mod cold_start;
 mod crossval;
 mod folds;
 mod metrics;
+mod products;
 mod report;
 mod service;
 mod tune;
@@ -461,6 +462,8 @@ struct Figures<'a> {
     siblings: Vec<Vec<usize>>,
     has_products: bool,
     raw: RawScores,
+    /// How a multi-view product's images make one query (`products::product_queries`).
+    product_queries: Option<Value>,
 }
 
 impl<'a> Figures<'a> {
@@ -470,6 +473,7 @@ impl<'a> Figures<'a> {
         let siblings = siblings(&products);
         let raw = raw_baseline(vectors, &labels, &siblings);
         Figures {
+            product_queries: products::product_queries(vectors, &labels, &products),
             labels,
             has_products: products.iter().any(Option::is_some),
             siblings,
@@ -501,6 +505,7 @@ impl<'a> Figures<'a> {
                 "same_item_recall_at_5": if has_products { raw.recall5 } else { None },
             },
             "classification": cv.json(),
+            "product_queries": self.product_queries,
             "tuned": tuned,
         })
         .as_object()

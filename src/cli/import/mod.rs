@@ -22,9 +22,9 @@ use submit::{BatchLimits, Submitted, Submitter};
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
     /// A folder of <category>/<image> files (uploads; the category is the folder name, the external
-    /// id the relative path), a .csv file (header row: url or file, external_id, category; any other
-    /// column goes into metadata) or a .jsonl file (one object a line: url or file, external_id,
-    /// category, metadata).
+    /// id the relative path), a .csv file (header row: url or file, external_id, product_id,
+    /// category; any other column goes into metadata) or a .jsonl file (one object a line: url or
+    /// file, external_id, product_id, category, metadata).
     pub source: PathBuf,
     #[command(flatten)]
     pub api: ApiArgs,

@@ -26,6 +26,8 @@ pub enum Origin {
 pub struct Entry {
     pub origin: Origin,
     pub external_id: Option<String>,
+    /// The product the image shows; several entries may name one.
+    pub product_id: Option<String>,
     pub category: Option<String>,
     pub metadata: Map<String, Value>,
     /// Where it is in the source, for messages (`line 12`, `shoes/a.jpg`).
@@ -47,6 +49,9 @@ impl Entry {
         if let Some(id) = &self.external_id {
             line.insert("external_id".into(), json!(id));
         }
+        if let Some(id) = &self.product_id {
+            line.insert("product_id".into(), json!(id));
+        }
         if let Some(c) = &self.category {
             line.insert("category".into(), json!(c));
         }
@@ -65,6 +70,7 @@ impl Entry {
         Some(UrlItem {
             url: url.clone(),
             external_id: self.external_id.clone(),
+            product_id: self.product_id.clone(),
             category: self.category.clone(),
             metadata: (!self.metadata.is_empty()).then(|| Value::Object(self.metadata.clone())),
         })
@@ -142,6 +148,7 @@ fn folder_entries(folder: &Path) -> Result<Vec<Entry>> {
         .map(|image| Entry {
             origin: Origin::File(image.path),
             external_id: Some(image.rel.clone()),
+            product_id: None,
             category: Some(image.category),
             metadata: Map::new(),
             at: image.rel,
@@ -149,7 +156,7 @@ fn folder_entries(folder: &Path) -> Result<Vec<Entry>> {
         .collect())
 }
 
-/// A header row naming `url` (or `file`), optionally `external_id` and `category`; every other
+/// A header row naming `url` (or `file`), optionally `external_id`, `product_id` and `category`; every other
 /// column goes into the metadata, as text (empty cells left out).
 pub fn parse_csv(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
     let mut reader = csv::ReaderBuilder::new()
@@ -167,7 +174,8 @@ pub fn parse_csv(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
         bail!("the header row names no `url` (or `file`) column: {headers:?}");
     }
     let (external_id, category) = (column("external_id"), column("category"));
-    let known = [url, file, external_id, category];
+    let product_id = column("product_id");
+    let known = [url, file, external_id, product_id, category];
     let mut entries = Vec::new();
     for record in reader.records() {
         let record = record?;
@@ -188,6 +196,7 @@ pub fn parse_csv(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
             origin: origin(cell(url), cell(file).map(PathBuf::from), base_dir)
                 .with_context(|| at.clone())?,
             external_id: cell(external_id),
+            product_id: cell(product_id),
             category: cell(category),
             metadata,
             at,
@@ -237,6 +246,7 @@ struct Line {
     url: Option<String>,
     file: Option<PathBuf>,
     external_id: Option<Value>,
+    product_id: Option<Value>,
     category: Option<String>,
     metadata: Option<Map<String, Value>>,
     #[serde(rename = "error")]
@@ -244,7 +254,8 @@ struct Line {
 }
 
 /// One JSON object a line: `url` or `file` (a local path, relative to the file's folder), and
-/// optionally `external_id` (text or a number), `category`, `metadata` (an object). Blank lines
+/// optionally `external_id` and `product_id` (text or a number), `category`, `metadata` (an object).
+/// Blank lines
 /// are skipped.
 pub fn parse_jsonl(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
@@ -254,15 +265,16 @@ pub fn parse_jsonl(text: &str, base_dir: &Path) -> Result<Vec<Entry>> {
         }
         let at = format!("line {}", i + 1);
         let line: Line = serde_json::from_str(raw).with_context(|| at.clone())?;
-        let external_id = match line.external_id {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(other) => bail!("{at}: external_id must be text or a number, not {other}"),
+        let id = |value: Option<Value>, name: &str| match value {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s).filter(|s| !s.trim().is_empty())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => bail!("{at}: {name} must be text or a number, not {other}"),
         };
         entries.push(Entry {
+            external_id: id(line.external_id, "external_id")?,
+            product_id: id(line.product_id, "product_id")?,
             origin: origin(line.url, line.file, base_dir).with_context(|| at.clone())?,
-            external_id: external_id.filter(|s| !s.trim().is_empty()),
             category: line.category.filter(|c| !c.trim().is_empty()),
             metadata: line.metadata.unwrap_or_default(),
             at,
@@ -328,9 +340,9 @@ mod tests {
 
     #[test]
     fn csv_columns_map_to_fields_and_the_rest_to_metadata() {
-        let text = "\u{feff}url, external_id ,category,brand,price\n\
-                    https://shop.example/a.jpg,sku-1,shoes,Acme,12.50\n\
-                    \"https://shop.example/b.jpg\",sku-2,,\"Acme, Inc.\",\n";
+        let text = "\u{feff}url, external_id ,category,brand,price,Product_ID\n\
+                    https://shop.example/a.jpg,sku-1,shoes,Acme,12.50,coat-7\n\
+                    \"https://shop.example/b.jpg\",sku-2,,\"Acme, Inc.\",,\n";
         let entries = parse_csv(text, base()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(
@@ -338,6 +350,7 @@ mod tests {
             Entry {
                 origin: Origin::Url("https://shop.example/a.jpg".into()),
                 external_id: Some("sku-1".into()),
+                product_id: Some("coat-7".into()),
                 category: Some("shoes".into()),
                 metadata: json!({"brand": "Acme", "price": "12.50"})
                     .as_object()
@@ -348,6 +361,7 @@ mod tests {
         );
         // Quoted commas stay in their cell; empty cells are absent, not empty strings.
         assert_eq!(entries[1].category, None);
+        assert_eq!(entries[1].product_id, None);
         assert_eq!(
             Value::Object(entries[1].metadata.clone()),
             json!({"brand": "Acme, Inc."})
@@ -381,7 +395,7 @@ mod tests {
     fn jsonl_reads_urls_files_numbers_and_ignores_the_error_a_failures_file_adds() {
         let text = r#"{"url": "https://shop.example/a.jpg", "external_id": "sku-1", "category": "shoes", "metadata": {"price": 12.5}}
 
-{"file": "img/b.png", "external_id": 42, "error": {"code": "image_corrupt", "message": "bad"}}
+{"file": "img/b.png", "external_id": 42, "product_id": 7, "error": {"code": "image_corrupt", "message": "bad"}}
 "#;
         let entries = parse_jsonl(text, base()).unwrap();
         assert_eq!(entries.len(), 2);
@@ -398,6 +412,8 @@ mod tests {
             Origin::File("/data/feed/img/b.png".into())
         );
         assert_eq!(entries[1].external_id.as_deref(), Some("42"));
+        assert_eq!(entries[1].product_id.as_deref(), Some("7"));
+        assert_eq!(entries[0].product_id, None);
         assert_eq!(entries[1].at, "line 3");
     }
 
@@ -424,6 +440,7 @@ mod tests {
         let entry = Entry {
             origin: Origin::File("/data/feed/shoes/a.jpg".into()),
             external_id: Some("shoes/a.jpg".into()),
+            product_id: Some("coat-7".into()),
             category: Some("shoes".into()),
             metadata: json!({"colour": "red"}).as_object().unwrap().clone(),
             at: "shoes/a.jpg".into(),

@@ -182,7 +182,11 @@ impl Submitter<'_> {
                 (Origin::Url(url), _) => json!({"url": url}),
                 (Origin::File(path), None) => json!({"file": path}),
             };
-            let line = json!([image, e.external_id, e.category, e.metadata]);
+            let mut line = json!([image, e.external_id, e.category, e.metadata]);
+            // Only when given, so an import without products keeps the key it always had.
+            if let (Some(product), Some(fields)) = (&e.product_id, line.as_array_mut()) {
+                fields.push(json!(product));
+            }
             h.update(b"\n");
             h.update(line.to_string().as_bytes());
         }
@@ -295,6 +299,7 @@ impl Submitter<'_> {
                     form = form
                         .part("file", Part::bytes(bytes.clone()).file_name(name))
                         .text("external_id", e.external_id.clone().unwrap_or_default())
+                        .text("product_id", e.product_id.clone().unwrap_or_default())
                         .text("category", e.category.clone().unwrap_or_default())
                         .text("metadata", Value::Object(e.metadata.clone()).to_string());
                 }
@@ -364,6 +369,7 @@ mod tests {
         Entry {
             origin,
             external_id: Some(id.into()),
+            product_id: None,
             category: None,
             metadata: Map::new(),
             at: id.into(),
