@@ -825,6 +825,7 @@ async fn run_size(
                     lookalike_catalogue::Names {
                         external_id: Some(&format!("sku-{i:07}")),
                         product_id: None,
+                        duplicate_group: None,
                     },
                     &synthetic_metadata(i),
                 )),

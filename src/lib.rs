@@ -173,7 +173,8 @@ pub async fn run(
     // consume jobs also retrain it when the labels changed enough.
     let heads = Arc::new(Heads::default());
     let analyser = build_analyser(&config, store.clone(), index.clone(), heads.clone())?;
-    let catalogue = Catalogue::new(store.clone(), index.clone());
+    let catalogue =
+        Catalogue::new(store.clone(), index.clone()).with_dedupe(config.dedupe.threshold());
     if config.classify.head {
         tokio::spawn(lookalike_analysis::heads::maintain(
             store.clone(),

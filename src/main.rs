@@ -6,7 +6,7 @@ use lookalike_core::Config;
 
 mod cli;
 
-use cli::{client, eval, import, jobs, keys, reclassify, reindex, status};
+use cli::{client, dedupe, eval, import, jobs, keys, reclassify, reindex, status};
 
 /// lookalike: finds visually similar products of the same category.
 ///
@@ -58,6 +58,9 @@ enum Command {
     /// while the service keeps serving the old one; restartable, with progress.
     #[command(after_help = reindex::AFTER_HELP)]
     Reindex(reindex::ReindexArgs),
+    /// Group the near-duplicates of the stored catalogue by the ingest rule (`dedupe.threshold`);
+    /// restartable, with progress.
+    Dedupe(dedupe::DedupeArgs),
     /// Manage API keys (README "API keys").
     #[command(subcommand, after_help = keys::AFTER_HELP)]
     Keys(keys::KeysCommand),
@@ -100,6 +103,19 @@ async fn main() -> ExitCode {
             let mut code = client::EXIT_OK;
             let status = service(|config| async {
                 code = reindex::run(config, args).await?;
+                Ok(())
+            })
+            .await;
+            if status == ExitCode::SUCCESS {
+                ExitCode::from(code)
+            } else {
+                ExitCode::from(client::EXIT_ERROR)
+            }
+        }
+        Command::Dedupe(args) => {
+            let mut code = client::EXIT_OK;
+            let status = service(|config| async {
+                code = dedupe::run(config, args).await?;
                 Ok(())
             })
             .await;

@@ -251,7 +251,10 @@
     const seq = ++state.seq;
     const category = $('category-filter').value;
     const k = $('k').value;
-    const group = $('group-products').checked ? 'product' : 'none';
+    const grouping = $('grouping').value;
+    // The API's two ways of grouping: by product (`group`), or near-duplicates (`collapse`).
+    const group = grouping === 'product' ? 'product' : 'none';
+    const collapse = grouping === 'duplicates';
     const filters = filterQuery();
     clearError();
     setQueryPreview(query);
@@ -285,16 +288,17 @@
         form.append('k', k);
         form.append('category', category);
         form.append('group', group);
+        if (collapse) form.append('collapse', 'true');
         if (state.box) form.append('box', state.box);
         body = await api(search, { method: 'POST', body: form });
       } else if (query.kind === 'url') {
         body = await api(search, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ url: query.url, k: Number(k), category, group, ...(state.box ? { box: state.box } : {}) }),
+          body: JSON.stringify({ url: query.url, k: Number(k), category, group, collapse, ...(state.box ? { box: state.box } : {}) }),
         });
       } else {
-        const params = new URLSearchParams({ k, category, group });
+        const params = new URLSearchParams({ k, category, group, collapse });
         body = await api(`/v1/items/${encodeURIComponent(query.id)}/similar?${params}${filters}`);
       }
       if (seq !== state.seq) return;
@@ -355,7 +359,7 @@
     grid.replaceChildren(...results.map(resultCard));
     grid.dataset.query = query.kind === 'item' ? `item:${query.id}` : query.kind;
     $('search-status').textContent = results.length
-      ? `${results.length} similar ${search.group === 'product' ? 'product' : 'item'}${results.length === 1 ? '' : 's'}. Choose one to search from it.`
+      ? `${results.length} similar ${search.group === 'product' ? 'product' : 'item'}${results.length === 1 ? '' : 's'}${search.group === 'duplicates' ? ', near-duplicates collapsed' : ''}. Choose one to search from it.`
       : 'No similar items found.';
     if (body.added && body.added.item_id) {
       $('search-status').textContent += ` Added as item ${shortId(body.added.item_id)}.`;
@@ -414,6 +418,9 @@
         : `product ${r.product_id} · ${images} image${images === 1 ? '' : 's'}${matched !== null && images > 1 ? `, ${matched} matched` : ''}`;
       li.querySelector('.meta').append(h('span', { class: 'product', title: 'product', text }));
     }
+    if (typeof r.duplicates_matched === 'number' && r.duplicates_matched > 1) {
+      li.querySelector('.meta').append(h('span', { class: 'product', title: 'near-duplicate copies among the matches', text: `${r.duplicates_matched} near-duplicate copies` }));
+    }
     const mark = (side, other, cls, text, what) => h('button', {
       type: 'button',
       class: cls,
@@ -466,6 +473,13 @@
       $('catalogue-count').textContent = items.length
         ? `${offset + 1}–${offset + items.length} of ${total}`
         : 'No items in this category.';
+      // The whole catalogue's near-duplicate groups (`dedupe`), from the status page.
+      api('/v1/status').then((s) => {
+        const d = s && s.duplicates;
+        $('catalogue-duplicates').textContent = d
+          ? `· ${d.groups} duplicate group${d.groups === 1 ? '' : 's'} (${d.items_in_groups} images)`
+          : '';
+      }).catch(() => { $('catalogue-duplicates').textContent = ''; });
       $('catalogue-prev').disabled = offset === 0;
       $('catalogue-next').disabled = offset + items.length >= total;
       $('catalogue-pager').hidden = offset === 0 && total <= items.length;
@@ -663,7 +677,7 @@
     });
     initBox();
     $('k').addEventListener('change', () => state.last && runSearch(state.last));
-    $('group-products').addEventListener('change', () => state.last && runSearch(state.last));
+    $('grouping').addEventListener('change', () => state.last && runSearch(state.last));
 
     $('catalogue-category').addEventListener('change', () => loadCatalogue());
     $('catalogue-prev').addEventListener('click', () => {

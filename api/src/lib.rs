@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::items::router())
         .merge(routes::products::router())
+        .merge(routes::duplicates::router())
         .merge(routes::status::router())
         .merge(routes::search::router())
         .merge(routes::catalogue::router())

@@ -67,6 +67,7 @@ pub fn item(item: &Item) -> types::Item {
         job_id: item.job_id,
         external_id: item.external_id.clone(),
         product_id: item.product_id.clone(),
+        duplicate_group: item.duplicate_group,
         source: source(&item.source_kind, &item.source_url, &item.file_name),
         content_sha256: item.content_sha256.clone(),
         byte_size: item.byte_size,
@@ -105,6 +106,7 @@ pub fn hit(hit: &lookalike_index::Hit, attrs: &Value) -> types::SimilarItem {
         metadata: field("metadata"),
         matched_images: None,
         product_images: None,
+        duplicates_matched: None,
     }
 }
 
@@ -120,6 +122,7 @@ pub fn result(item: &Item, score: f32) -> types::SimilarItem {
         metadata: item.metadata.clone(),
         matched_images: None,
         product_images: None,
+        duplicates_matched: None,
     }
 }
 

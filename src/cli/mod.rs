@@ -2,9 +2,11 @@
 //!
 //! Clients of a running service's API (they share [`client`]: `--api`, `--api-key`, exit codes):
 //! `import`, `status`, `jobs`, `eval`, `reclassify`. Commands of the service's own stores: `reindex`
-//! (a model change), `keys` (API keys, offline).
+//! (a model change), `dedupe` (near-duplicate groups of a stored catalogue), `keys` (API keys,
+//! offline).
 
 pub mod client;
+pub mod dedupe;
 pub mod eval;
 pub mod folder;
 pub mod import;

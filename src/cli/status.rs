@@ -77,7 +77,13 @@ fn human(base: &str, s: &Status, categories: &Categories) -> String {
         "jobs    {} queued, {} processing, {} succeeded, {} failed\n",
         j.queued, j.processing, j.succeeded, j.failed,
     );
-    out += &format!("items   {}\n", s.items);
+    out += &format!(
+        "items   {}, {} in {} near-duplicate group{}\n",
+        s.items,
+        s.duplicates.items_in_groups,
+        s.duplicates.groups,
+        if s.duplicates.groups == 1 { "" } else { "s" },
+    );
     let width = categories
         .categories
         .iter()
@@ -119,6 +125,7 @@ mod tests {
                     "head_min_labels": 2, "min_confidence": 0.5, "cover": 0.9, "max_categories": 3,
                 },
             },
+            "duplicates": {"enabled": true, "threshold": 0.95, "groups": 2, "items_in_groups": 5},
         }))
         .unwrap()
     }
@@ -138,6 +145,7 @@ mod tests {
             "model clip (512 dimensions), index qdrant-edge with 50 points",
             "queue   3 waiting, 1 waiting to retry, 0 dead, 1 consumer\n",
             "jobs    3 queued, 2 processing, 50 succeeded, 1 failed",
+            "items   50, 5 in 2 near-duplicate groups",
             "  footwear            6  (6 labelled)",
             "  uncategorised      44",
         ] {

@@ -1,4 +1,5 @@
 pub mod catalogue;
+pub mod duplicates;
 pub mod fields;
 pub mod health;
 pub mod images;

@@ -20,7 +20,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
 use crate::routes::{
-    catalogue, fields, health, images, items, jobs, metrics, products, search, status, web,
+    catalogue, duplicates, fields, health, images, items, jobs, metrics, products, search, status,
+    web,
 };
 
 #[derive(OpenApi)]
@@ -50,7 +51,7 @@ use crate::routes::{
         images::submit,
         jobs::list, jobs::show, jobs::retry,
         catalogue::list, items::show, catalogue::delete, fields::patch_item, items::thumbnail,
-        products::list, products::show, products::delete,
+        products::list, products::show, products::delete, duplicates::list, duplicates::split,
         search::similar, search::search, search::recommend, products::similar,
         catalogue::categories, catalogue::reclassify, catalogue::train, fields::report,
         status::status, health::healthz, health::readyz, metrics::metrics, openapi,

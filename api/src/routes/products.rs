@@ -197,7 +197,8 @@ errors!(SimilarErrors {
     409 => "None of the product's images has a vector of the service's model: re-index first.",
         [api::ITEM_MODEL_MISMATCH],
     422 => "`k` out of range, or a filter that is not a declared field or does not fit it.",
-        [api::INVALID_K, field_codes::UNKNOWN_FILTER_FIELD, field_codes::INVALID_FILTER],
+        [api::INVALID_K, api::INVALID_PARAMETER, field_codes::UNKNOWN_FILTER_FIELD,
+         field_codes::INVALID_FILTER],
 });
 
 /// Products like this one, searched with all of its images
@@ -226,6 +227,12 @@ pub(crate) async fn similar(
         q.group.unwrap_or(Grouping::Product),
         q.combine.unwrap_or_default(),
     );
+    if group == Grouping::Duplicates {
+        return Err(ApiError::unprocessable(
+            codes::api::INVALID_PARAMETER,
+            "products are grouped by product (`group=product`) or not at all (`group=none`)",
+        ));
+    }
     let (summary, items) = load(&state, &id).await?;
     let model = &state.config.model.id;
     let mut vectors = Vec::new();
@@ -314,7 +321,7 @@ async fn best_of_each(
             ..request.clone()
         };
         let hits: Vec<Hit> = match group {
-            Grouping::None => state.index.search(request).await?,
+            Grouping::None | Grouping::Duplicates => state.index.search(request).await?,
             Grouping::Product => {
                 let groups = state
                     .index

@@ -214,6 +214,10 @@ pub struct SimilarQuery {
     /// products, and the query item's own product is left out.
     #[param(default = "none")]
     group: Option<Grouping>,
+    /// One result per near-duplicate group (its best-matching member), the query item's own group
+    /// left out; not with `group=product`.
+    #[param(default = false)]
+    collapse: Option<bool>,
 }
 
 /// Which part of the catalogue a query searched, reported with every answer.
@@ -267,7 +271,20 @@ impl Scope {
 }
 
 /// `GET /v1/items/{id}/similar`'s own query parameters; the others are filters.
-const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset", "group"];
+const SIMILAR_PARAMS: &[&str] = &["k", "category", "min_score", "offset", "group", "collapse"];
+
+/// What one result stands for, from `group` and `collapse` (which cannot go together).
+pub(crate) fn grouping(group: Option<Grouping>, collapse: bool) -> ApiResult<Grouping> {
+    match (group.unwrap_or_default(), collapse) {
+        (g, false) => Ok(g),
+        (Grouping::None | Grouping::Duplicates, true) => Ok(Grouping::Duplicates),
+        (Grouping::Product, true) => Err(ApiError::unprocessable(
+            codes::api::INVALID_PARAMETER,
+            "`collapse=true` cannot go with `group=product`: choose one result per product or per \
+             duplicate group",
+        )),
+    }
+}
 
 pub(crate) fn check_k(k: Option<usize>) -> ApiResult<usize> {
     match k.unwrap_or(10) {
@@ -345,26 +362,34 @@ pub(crate) async fn similar(
         "any" => Scope::any(),
         name => Scope::one(ScopeMode::Category, name.to_string()),
     };
-    let group = q.group.unwrap_or_default();
-    // Grouped, the item's own product is no answer to "products like this one": its images go too.
+    let group = grouping(q.group, q.collapse.unwrap_or(false))?;
+    // Grouped, the item's own product (or duplicate group) is no answer to "more like this one":
+    // its other images go too.
     let mut exclude = vec![id];
-    if group == Grouping::Product
-        && let Some(product) = point
+    let own = |by: GroupBy| {
+        point
             .attrs
             .as_ref()
-            .and_then(|a| a.get(GroupBy::Product.attr()))
+            .and_then(|a| a.get(by.attr()))
             .and_then(|p| p.as_str())
-    {
-        exclude.extend(
-            state
-                .store
-                .product_items(product)
-                .await?
-                .iter()
-                .map(|i| i.id),
-        );
-        exclude.dedup();
+    };
+    match group {
+        Grouping::Product => {
+            if let Some(product) = own(GroupBy::Product) {
+                let items = state.store.product_items(product).await?;
+                exclude.extend(items.iter().map(|i| i.id));
+            }
+        }
+        Grouping::Duplicates => {
+            if let Some(group) = own(GroupBy::Duplicate).and_then(|g| g.parse().ok()) {
+                let members = state.store.duplicate_members(group).await?;
+                exclude.extend(members.iter().map(|i| i.id));
+            }
+        }
+        Grouping::None => {}
     }
+    exclude.sort();
+    exclude.dedup();
     let results = neighbours(
         &state,
         SearchRequest {
@@ -415,16 +440,30 @@ pub(crate) async fn neighbours(
     request: SearchRequest,
     group: Grouping,
 ) -> ApiResult<Vec<SimilarItem>> {
-    if group == Grouping::None {
-        let hits = state.index.search(request).await?;
-        return render(state, &hits).await;
-    }
+    let by = match group {
+        Grouping::None => {
+            let hits = state.index.search(request).await?;
+            return render(state, &hits).await;
+        }
+        Grouping::Product => GroupBy::Product,
+        Grouping::Duplicates => GroupBy::Duplicate,
+    };
     let groups = state
         .index
-        .search_groups(request, GroupBy::Product, MATCHED_PER_PRODUCT)
+        .search_groups(request, by, MATCHED_PER_PRODUCT)
         .await?;
     let best: Vec<_> = groups.iter().map(|g| g.hits[0].clone()).collect();
     let mut results = render(state, &best).await?;
+    let matched: HashMap<Uuid, usize> = groups
+        .iter()
+        .map(|g| (g.hits[0].id, g.hits.len()))
+        .collect();
+    if by == GroupBy::Duplicate {
+        for r in &mut results {
+            r.duplicates_matched = matched.get(&r.item_id).copied();
+        }
+        return Ok(results);
+    }
     let products: Vec<String> = groups.iter().filter_map(|g| g.key.clone()).collect();
     let sizes: HashMap<String, i64> = if products.is_empty() {
         HashMap::new()
@@ -437,10 +476,6 @@ pub(crate) async fn neighbours(
             .map(|p| (p.product_id, p.images))
             .collect()
     };
-    let matched: HashMap<Uuid, usize> = groups
-        .iter()
-        .map(|g| (g.hits[0].id, g.hits.len()))
-        .collect();
     for r in &mut results {
         r.matched_images = matched.get(&r.item_id).copied();
         r.product_images = r.product_id.as_ref().and_then(|p| sizes.get(p).copied());
@@ -587,6 +622,7 @@ pub(crate) async fn search(
         )?;
     }
     let k = check_k(params.k)?;
+    let group = grouping(params.group, params.collapse)?;
     let region = params.region.as_ref().map(region).transpose()?;
     if region.is_some() && params.add {
         return Err(ApiError::unprocessable(
@@ -661,7 +697,7 @@ pub(crate) async fn search(
             exclude: params.exclude.into_iter().collect(),
             ..index_request(&state, &scope, &fields, k)
         },
-        params.group.unwrap_or_default(),
+        group,
     )
     .await?;
 
@@ -679,7 +715,7 @@ pub(crate) async fn search(
             width,
             height,
         },
-        search: scope.view(&pairs, &[], params.group.unwrap_or_default()),
+        search: scope.view(&pairs, &[], group),
         results,
         added,
     }))
@@ -824,6 +860,7 @@ async fn read_form(
                     _ => return Err(bad("`none` or `product`")),
                 })
             }
+            "collapse" => params.collapse = matches!(text.trim(), "true" | "1" | "on" | "yes"),
             other => {
                 return Err(ApiError::unprocessable(
                     codes::api::UNKNOWN_FIELD,

@@ -41,6 +41,7 @@ pub(crate) async fn status(State(state): State<AppState>) -> ApiResult<Json<Stat
     }
     let items = state.store.item_count().await?;
     let points = state.index.approx_count().await?;
+    let (groups, items_in_groups) = state.store.duplicate_counts().await?;
     Ok(Json(Status {
         jobs,
         queue: queue_depth(&state).await,
@@ -54,6 +55,12 @@ pub(crate) async fn status(State(state): State<AppState>) -> ApiResult<Json<Stat
             dim: state.config.model.dim,
         },
         classifier: classifier(&state).await?,
+        duplicates: lookalike_api_types::DuplicateCounts {
+            enabled: state.config.dedupe.enabled,
+            threshold: state.config.dedupe.threshold,
+            groups,
+            items_in_groups,
+        },
     }))
 }
 

@@ -97,6 +97,8 @@ impl Analysis {
             thumbnail_jpeg: self.thumbnail_jpeg,
             vector: self.embedding,
             features: self.features,
+            // The catalogue decides this when it commits the item.
+            duplicate: None,
         }
     }
 }

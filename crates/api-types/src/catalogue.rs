@@ -29,6 +29,9 @@ pub struct Item {
     /// The product the image shows (`/v1/products/{id}`).
     #[schema(required = true)]
     pub product_id: Option<String>,
+    /// Its near-duplicate group (`/v1/items/{id}/duplicates`), if any.
+    #[schema(required = true)]
+    pub duplicate_group: Option<Uuid>,
     pub source: Source,
     #[schema(pattern = "^[0-9a-f]{64}$")]
     pub content_sha256: String,
@@ -189,4 +192,35 @@ pub struct Product {
     pub metadata: Value,
     /// Its images, in the order they were first submitted.
     pub items: Vec<Item>,
+}
+
+/// `GET /v1/items/{id}/duplicates`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Duplicates {
+    pub item_id: Uuid,
+    /// Null when the item is in no group.
+    #[schema(required = true)]
+    pub group: Option<Uuid>,
+    /// The group's first submitted member still there.
+    #[schema(required = true)]
+    pub canonical_item_id: Option<Uuid>,
+    /// The other members, first submitted first.
+    pub duplicates: Vec<DuplicateMember>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DuplicateMember {
+    pub item_id: Uuid,
+    #[schema(required = true)]
+    pub external_id: Option<String>,
+    #[schema(required = true)]
+    pub product_id: Option<String>,
+    #[schema(required = true)]
+    pub category: Option<String>,
+    /// Cosine between this member and the item asked about (null when a vector is missing).
+    #[schema(required = true)]
+    pub score: Option<f32>,
+    pub canonical: bool,
+    /// `/v1/items/{id}/thumbnail`
+    pub thumbnail_url: String,
 }

@@ -37,6 +37,19 @@ pub struct Status {
     pub index: IndexState,
     pub model: ModelState,
     pub classifier: ClassifierState,
+    pub duplicates: DuplicateCounts,
+}
+
+/// Near-duplicate groups in the catalogue (`dedupe`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct DuplicateCounts {
+    /// Whether new images are grouped at ingest (`dedupe.enabled`).
+    pub enabled: bool,
+    /// `dedupe.threshold`: the cosine at or above which an image joins a stored one's group.
+    pub threshold: f32,
+    pub groups: i64,
+    /// Items in a group (every member, canonical ones included).
+    pub items_in_groups: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

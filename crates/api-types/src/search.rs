@@ -30,6 +30,10 @@ pub struct SimilarItem {
     /// Only with `group=product`, for a result that names a product: how many images it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product_images: Option<i64>,
+    /// Only with `collapse=true`: how many members of this result's duplicate group matched (at most
+    /// 10); the result is the best-matching one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicates_matched: Option<usize>,
 }
 
 /// What one result stands for.
@@ -42,6 +46,8 @@ pub enum Grouping {
     /// One result per product (its best-matching image); `k` counts products, and an image that
     /// names no product is a product of its own.
     Product,
+    /// One result per near-duplicate group (`collapse=true`).
+    Duplicates,
 }
 
 /// How a query chose the categories it searched.
@@ -125,6 +131,9 @@ pub struct SearchParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(default = "none")]
     pub group: Option<Grouping>,
+    /// One result per near-duplicate group (not with `group=product`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub collapse: bool,
 }
 
 /// A region as `"x,y,w,h"` or `[x, y, w, h]`, fractions of the upright image.
@@ -161,6 +170,8 @@ pub struct SearchForm {
     region: Option<String>,
     /// `none` (default) or `product`.
     group: Option<String>,
+    /// `true`, `1`, `on` or `yes`: one result per near-duplicate group.
+    collapse: Option<String>,
 }
 
 /// `POST /v1/search`: the prediction, what was searched, the results and, with `add=true`, the

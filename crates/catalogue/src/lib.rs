@@ -9,13 +9,19 @@
 //! - **a failed row write puts the index back** the way the database still has it (the old vector,
 //!   category or metadata), or removes a vector whose row can never be written.
 //!
+//! Near-duplicates are decided here too, as an item is committed (`with_dedupe`): an image whose
+//! bytes equal a stored item's, or whose embedding scores at least the threshold against one, joins
+//! that item's duplicate group (a new group named by the stored item's id when it was in none). Every
+//! member keeps its own vector, flagged with the group in its attrs; a group left with one member
+//! (a deletion, a resubmitted image that no longer matches) is dissolved.
+//!
 //! `tests/rules.rs` checks each write against the real Postgres and the embedded index, with an
 //! index that can be told to fail.
 
 use std::sync::Arc;
 
-use lookalike_index::{GroupBy, IndexError, Point, VectorIndex};
-use lookalike_store::{Item, NewItem, NewJob, Store, StoreError};
+use lookalike_index::{GroupBy, IndexError, Point, SearchRequest, VectorIndex};
+use lookalike_store::{Duplicate, Item, NewItem, NewJob, Store, StoreError};
 use lookalike_telemetry::{Stage, time_stage};
 use serde_json::Value;
 use uuid::Uuid;
@@ -37,6 +43,8 @@ pub type Result<T> = std::result::Result<T, CatalogueError>;
 pub struct Catalogue {
     store: Store,
     index: Arc<dyn VectorIndex>,
+    /// `dedupe.threshold` when near-duplicates are grouped at ingest.
+    dedupe: Option<f32>,
 }
 
 /// Who an item is, besides its id: what a search result shows and what results are grouped by.
@@ -46,6 +54,9 @@ pub struct Names<'a> {
     /// The product the image shows: grouped searches answer one result per product
     /// (`lookalike_index::GroupBy::Product` reads it from the attrs).
     pub product_id: Option<&'a str>,
+    /// Its near-duplicate group: `collapse=true` answers one result per group
+    /// (`lookalike_index::GroupBy::Duplicate`).
+    pub duplicate_group: Option<Uuid>,
 }
 
 impl<'a> Names<'a> {
@@ -53,6 +64,7 @@ impl<'a> Names<'a> {
         Names {
             external_id: item.external_id.as_deref(),
             product_id: item.product_id.as_deref(),
+            duplicate_group: item.duplicate_group,
         }
     }
 }
@@ -65,6 +77,9 @@ pub fn point_attrs(names: Names<'_>, metadata: &Value) -> Value {
     let mut attrs = serde_json::json!({"external_id": names.external_id, "metadata": metadata});
     if let Some(product) = names.product_id {
         attrs[GroupBy::Product.attr()] = product.into();
+    }
+    if let Some(group) = names.duplicate_group {
+        attrs[GroupBy::Duplicate.attr()] = group.to_string().into();
     }
     attrs
 }
@@ -100,7 +115,17 @@ pub enum MetadataChange<E> {
 
 impl Catalogue {
     pub fn new(store: Store, index: Arc<dyn VectorIndex>) -> Self {
-        Catalogue { store, index }
+        Catalogue {
+            store,
+            index,
+            dedupe: None,
+        }
+    }
+
+    /// Groups near-duplicates at ingest: `threshold` is `dedupe.threshold` (`None`: off).
+    pub fn with_dedupe(mut self, threshold: Option<f32>) -> Self {
+        self.dedupe = threshold;
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -116,9 +141,20 @@ impl Catalogue {
     /// `begin_item` is held across the index write, so concurrent updates of one item cannot leave
     /// the index holding a different vector than the database. Returns the item id (the job id, or
     /// the id of the item it updated).
-    pub async fn commit(&self, job_id: Uuid, item: NewItem) -> Result<Uuid> {
+    pub async fn commit(&self, job_id: Uuid, mut item: NewItem) -> Result<Uuid> {
         let write = self.store.begin_item(job_id).await?;
         let item_id = write.item_id;
+        if let Some(threshold) = self.dedupe {
+            item.duplicate = self
+                .find_duplicate(
+                    item_id,
+                    &item.content_sha256,
+                    &item.model_id,
+                    &item.vector,
+                    threshold,
+                )
+                .await?;
+        }
         let external_id = write.external_id.as_deref();
         let restore = write.replaces.as_ref().and_then(|old| {
             Some(item_point(
@@ -129,6 +165,7 @@ impl Catalogue {
                 Names {
                     external_id,
                     product_id: old.product_id.as_deref(),
+                    duplicate_group: old.duplicate_group,
                 },
                 &old.metadata,
             ))
@@ -141,9 +178,11 @@ impl Catalogue {
             Names {
                 external_id,
                 product_id: write.product_id.as_deref(),
+                duplicate_group: item.duplicate.map(|d| d.group),
             },
             &write.metadata,
         );
+        let old_group = write.replaces.as_ref().and_then(|old| old.duplicate_group);
         {
             let _timed = time_stage(Stage::Index);
             self.index.upsert(vec![point]).await?;
@@ -171,7 +210,158 @@ impl Catalogue {
         if item_id != job_id {
             tracing::info!(item = %item_id, "external_id already in use: that item was updated");
         }
+        if let Some(d) = item.duplicate {
+            tracing::info!(item = %item_id, duplicate_of = %d.of, score = d.score, group = %d.group, "near-duplicate of a stored item: joined its group");
+            // The matched item starts the group when it was in none.
+            if d.group == d.of {
+                self.set_duplicate_group(d.of, Some(d.group), None).await?;
+            }
+        }
+        if let Some(old) = old_group
+            && item.duplicate.map(|d| d.group) != Some(old)
+        {
+            self.tidy_group(old).await?;
+        }
         Ok(item_id)
+    }
+
+    /// The stored item a new image duplicates: one with identical bytes, else its nearest neighbour
+    /// (same model, any category) scoring at least `threshold`; never one an operator split from it.
+    async fn find_duplicate(
+        &self,
+        item_id: Uuid,
+        content_sha256: &str,
+        model_id: &str,
+        vector: &[f32],
+        threshold: f32,
+    ) -> Result<Option<Duplicate>> {
+        let splits = self.store.split_partners(item_id).await?;
+        let same_bytes = self
+            .store
+            .item_with_content(content_sha256, model_id, item_id)
+            .await?;
+        let matched = match same_bytes.filter(|s| !splits.contains(&s.id)) {
+            Some(same) => Some((same, 1.0)),
+            None => {
+                let mut exclude = splits;
+                exclude.push(item_id);
+                let hits = self
+                    .index
+                    .search(SearchRequest {
+                        min_score: Some(threshold),
+                        model_id: Some(model_id.to_string()),
+                        exclude,
+                        ..SearchRequest::new(vector.to_vec(), 1)
+                    })
+                    .await?;
+                match hits.first() {
+                    // A vector whose row is gone (being deleted) is no one to join.
+                    Some(hit) => self.store.get_item(hit.id).await?.map(|i| (i, hit.score)),
+                    None => None,
+                }
+            }
+        };
+        Ok(matched.map(|(matched, score)| Duplicate {
+            group: matched.duplicate_group.unwrap_or(matched.id),
+            of: matched.id,
+            score,
+        }))
+    }
+
+    /// Moves an item into a duplicate group (or out of any: `None`), in the index and its row, under
+    /// the row's lock so a concurrent metadata change cannot write stale attrs over it.
+    pub async fn set_duplicate_group(
+        &self,
+        id: Uuid,
+        group: Option<Uuid>,
+        matched: Option<(Uuid, f32)>,
+    ) -> Result<()> {
+        let Some(change) = self.store.begin_metadata_change(id).await? else {
+            return Ok(());
+        };
+        let names = Names {
+            external_id: change.external_id.as_deref(),
+            product_id: change.product_id.as_deref(),
+            duplicate_group: group,
+        };
+        match self
+            .index
+            .set_attrs(id, point_attrs(names, &change.metadata))
+            .await
+        {
+            Ok(()) => {}
+            Err(IndexError::NotFound(_)) => return Ok(()), // being deleted
+            Err(e) => return Err(e.into()),
+        }
+        change.commit_group(group, matched).await?;
+        Ok(())
+    }
+
+    /// `lookalike dedupe`: the ingest rule applied to an item already stored and in no group (its
+    /// stored vector against every other item). Returns the group it joined.
+    pub async fn dedupe_stored(&self, item: &Item) -> Result<Option<Duplicate>> {
+        let Some(threshold) = self.dedupe else {
+            return Ok(None);
+        };
+        if item.duplicate_group.is_some() {
+            return Ok(None);
+        }
+        let Some(vector) = self.index.get_vector(item.id).await? else {
+            return Ok(None);
+        };
+        let Some(d) = self
+            .find_duplicate(
+                item.id,
+                &item.content_sha256,
+                &item.model_id,
+                &vector,
+                threshold,
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.set_duplicate_group(item.id, Some(d.group), Some((d.of, d.score)))
+            .await?;
+        if d.group == d.of {
+            self.set_duplicate_group(d.of, Some(d.group), None).await?;
+        }
+        tracing::info!(item = %item.id, duplicate_of = %d.of, score = d.score, group = %d.group, "near-duplicate of a stored item: joined its group");
+        Ok(Some(d))
+    }
+
+    /// A group left with one member is no group: that member leaves it.
+    async fn tidy_group(&self, group: Uuid) -> Result<()> {
+        let members = self.store.duplicate_members(group).await?;
+        if let [last] = members.as_slice() {
+            self.set_duplicate_group(last.id, None, None).await?;
+            tracing::info!(group = %group, item = %last.id, "duplicate group dissolved: one member left");
+        }
+        Ok(())
+    }
+
+    /// "Not a duplicate": the item leaves its group, and is never grouped with its former members
+    /// again. Returns `false` when there is no such item.
+    pub async fn split_duplicate(&self, id: Uuid) -> Result<bool> {
+        let Some(item) = self.store.get_item(id).await? else {
+            return Ok(false);
+        };
+        let Some(group) = item.duplicate_group else {
+            return Ok(true);
+        };
+        let others: Vec<Uuid> = self
+            .store
+            .duplicate_members(group)
+            .await?
+            .iter()
+            .map(|m| m.id)
+            .filter(|m| *m != id)
+            .collect();
+        self.store.record_splits(id, &others).await?;
+        self.set_duplicate_group(id, None, None).await?;
+        self.tidy_group(group).await?;
+        tracing::info!(item = %id, group = %group, "split from its duplicate group by an operator");
+        Ok(true)
     }
 
     /// Records a job that ran inside a request (a search with `add=true`): the job row keeps the
@@ -189,15 +379,18 @@ impl Catalogue {
     /// goes first: a row without a vector is invisible to search, while a vector without its row
     /// would show up as a ghost result.
     pub async fn delete(&self, id: Uuid) -> Result<bool> {
-        if self.store.get_item(id).await?.is_none() {
+        let Some(item) = self.store.get_item(id).await? else {
             return Ok(false);
-        }
+        };
         // The vector comes back with the row's removal: it leaves its category's prototype.
         let vector = self.index.get_vector(id).await?;
         self.index.delete(&[id]).await?;
         let deleted = self.store.delete_item(id, vector.as_deref()).await?;
         if deleted {
             tracing::info!(item_id = %id, "item deleted");
+            if let Some(group) = item.duplicate_group {
+                self.tidy_group(group).await?;
+            }
         }
         Ok(deleted)
     }
@@ -252,6 +445,7 @@ impl Catalogue {
         let names = Names {
             external_id: external_id.as_deref(),
             product_id: product_id.as_deref(),
+            duplicate_group: change.duplicate_group,
         };
         match self
             .index

@@ -183,6 +183,7 @@ fn item(vector: Vec<f32>, category: &str, source: CategorySource) -> NewItem {
         thumbnail_jpeg: vec![0xff, 0xd8],
         vector,
         features: None,
+        duplicate: None,
     }
 }
 

@@ -25,6 +25,7 @@ pub struct Config {
     pub model: Model,
     pub index: Index,
     pub classify: Classify,
+    pub dedupe: Dedupe,
     pub log: Log,
     pub metrics: Metrics,
     pub service: Service,
@@ -502,6 +503,22 @@ impl Serialize for SecretUrl {
     }
 }
 
+/// `[dedupe]`: near-duplicate images grouped at ingest.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dedupe {
+    pub enabled: bool,
+    #[serde(serialize_with = "short_f32")]
+    pub threshold: f32,
+}
+
+impl Dedupe {
+    /// The cosine at or above which a new image joins a stored one's group, when grouping is on.
+    pub fn threshold(&self) -> Option<f32> {
+        self.enabled.then_some(self.threshold)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Classify {
@@ -651,6 +668,10 @@ impl Config {
         let t = self.classify.confidence_temperature;
         if t.is_nan() || t <= 0.0 {
             bail!("classify.confidence_temperature must be above 0");
+        }
+        let t = self.dedupe.threshold;
+        if !(t > 0.0 && t <= 1.0) {
+            bail!("dedupe.threshold must be a cosine above 0 and at most 1");
         }
         if self.queue.max_attempts == 0 {
             bail!("queue.max_attempts must be at least 1");

@@ -39,10 +39,35 @@ pub struct MetadataChange {
     pub id: Uuid,
     pub external_id: Option<String>,
     pub product_id: Option<String>,
+    pub duplicate_group: Option<Uuid>,
     pub metadata: serde_json::Value,
 }
 
 impl MetadataChange {
+    /// Moves the locked item into a duplicate group (`None`: out of any, forgetting what it matched),
+    /// leaving its metadata; `matched` records the item it was found to duplicate and their cosine.
+    pub async fn commit_group(
+        mut self,
+        group: Option<Uuid>,
+        matched: Option<(Uuid, f32)>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE items SET duplicate_group = $2,
+                 duplicate_of = CASE WHEN $2::uuid IS NULL THEN NULL ELSE coalesce($3, duplicate_of) END,
+                 duplicate_score = CASE WHEN $2::uuid IS NULL THEN NULL ELSE coalesce($4, duplicate_score) END,
+                 updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(self.id)
+        .bind(group)
+        .bind(matched.map(|m| m.0))
+        .bind(matched.map(|m| m.1))
+        .execute(&mut *self.tx)
+        .await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn commit(mut self, metadata: &serde_json::Value) -> Result<()> {
         sqlx::query("UPDATE items SET metadata = $2, updated_at = now() WHERE id = $1")
             .bind(self.id)
@@ -160,21 +185,28 @@ impl Store {
     /// Locks an item's row to change its metadata; `None` when there is no such item.
     pub async fn begin_metadata_change(&self, id: Uuid) -> Result<Option<MetadataChange>> {
         let mut tx = self.pool.begin().await?;
-        let row: Option<(Option<String>, Option<String>, serde_json::Value)> = sqlx::query_as(
-            "SELECT external_id, product_id, metadata FROM items WHERE id = $1 FOR UPDATE",
+        type Row = (
+            Option<String>,
+            Option<String>,
+            Option<Uuid>,
+            serde_json::Value,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT external_id, product_id, duplicate_group, metadata FROM items WHERE id = $1 FOR UPDATE",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        Ok(
-            row.map(|(external_id, product_id, metadata)| MetadataChange {
+        Ok(row.map(
+            |(external_id, product_id, duplicate_group, metadata)| MetadataChange {
                 tx,
                 id,
                 external_id,
                 product_id,
+                duplicate_group,
                 metadata,
-            }),
-        )
+            },
+        ))
     }
 
     /// For each declared field: how many items give it a value of its kind, how many a value of

@@ -56,8 +56,25 @@ pub struct Item {
     pub head_version: Option<i32>,
     pub model_id: String,
     pub metadata: serde_json::Value,
+    /// Its near-duplicate group (see [`Duplicate`]), if any.
+    pub duplicate_group: Option<Uuid>,
+    /// The stored item it matched when it joined the group, and their cosine.
+    pub duplicate_of: Option<Uuid>,
+    pub duplicate_score: Option<f32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A new image found to be a near-duplicate (or an identical copy) of a stored item.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Duplicate {
+    /// The group it joins: the matched item's group, or, when that item was in none, a new group
+    /// named by the matched item's id.
+    pub group: Uuid,
+    /// The stored item it matched.
+    pub of: Uuid,
+    /// Their cosine (1 for identical bytes).
+    pub score: f32,
 }
 
 #[derive(Debug, Clone)]
@@ -79,13 +96,15 @@ pub struct NewItem {
     /// The model's pooled tokens, what the classifier head learns from (none for a model without a
     /// token output).
     pub features: Option<Vec<f32>>,
+    /// The stored item it duplicates, when the catalogue found one.
+    pub duplicate: Option<Duplicate>,
 }
 
 macro_rules! item_columns {
     () => {
         "id, job_id, external_id, product_id, source_kind, source_url, file_name, content_sha256, byte_size, format, \
          width, height, category, category_source, category_confidence, head_version, model_id, metadata, \
-         created_at, updated_at"
+         duplicate_group, duplicate_of, duplicate_score, created_at, updated_at"
     };
 }
 
@@ -114,6 +133,7 @@ pub struct Replaced {
     pub model_id: String,
     pub embedding: Option<Vec<f32>>,
     pub product_id: Option<String>,
+    pub duplicate_group: Option<Uuid>,
     pub metadata: serde_json::Value,
 }
 
@@ -141,7 +161,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             replaces = sqlx::query_as::<_, Replaced>(
-                "SELECT id, category, category_source, model_id, embedding, product_id, metadata FROM items
+                "SELECT id, category, category_source, model_id, embedding, product_id, duplicate_group, metadata FROM items
                  WHERE external_id = $1 AND id <> $2 FOR UPDATE",
             )
             .bind(external_id)
@@ -194,7 +214,7 @@ impl ItemWrite {
 
 /// Binds a stored item's fields in the one order both writes of an item use: content_sha256,
 /// byte_size, format, width, height, category, category_source, category_confidence, model_id,
-/// embedding, head_version, features (a macro, since the insert and the update are different sqlx query types).
+/// embedding, head_version, features, duplicate_group, duplicate_of, duplicate_score (a macro, since the insert and the update are different sqlx query types).
 macro_rules! bind_item_fields {
     ($query:expr, $item:expr) => {
         $query
@@ -210,6 +230,9 @@ macro_rules! bind_item_fields {
             .bind(&$item.vector)
             .bind($item.head_version)
             .bind(&$item.features)
+            .bind($item.duplicate.map(|d| d.group))
+            .bind($item.duplicate.map(|d| d.of))
+            .bind($item.duplicate.map(|d| d.score))
     };
 }
 
@@ -219,9 +242,10 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
     let insert = sqlx::query_scalar(
         "INSERT INTO items (id, job_id, external_id, source_kind, source_url, file_name,
              content_sha256, byte_size, format, width, height, category, category_source,
-             category_confidence, model_id, metadata, embedding, head_version, features, product_id)
+             category_confidence, model_id, metadata, embedding, head_version, features, product_id,
+             duplicate_group, duplicate_of, duplicate_score)
          SELECT j.id, j.id, j.external_id, j.source_kind, j.source_url, j.file_name,
-             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12, $13, j.product_id
+             $2, $3, $4, $5, $6, $7, $8, $9, $10, j.metadata, $11, $12, $13, j.product_id, $14, $15, $16
          FROM jobs j WHERE j.id = $1
          ON CONFLICT (id) DO UPDATE SET
              content_sha256 = EXCLUDED.content_sha256, byte_size = EXCLUDED.byte_size,
@@ -229,7 +253,9 @@ async fn insert_item(tx: &mut sqlx::PgConnection, job_id: Uuid, item: &NewItem) 
              category = EXCLUDED.category, category_source = EXCLUDED.category_source,
              category_confidence = EXCLUDED.category_confidence, model_id = EXCLUDED.model_id,
              embedding = EXCLUDED.embedding, head_version = EXCLUDED.head_version,
-             features = EXCLUDED.features, updated_at = now()
+             features = EXCLUDED.features, duplicate_group = EXCLUDED.duplicate_group,
+             duplicate_of = EXCLUDED.duplicate_of, duplicate_score = EXCLUDED.duplicate_score,
+             updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(job_id);
@@ -275,7 +301,8 @@ async fn replace_item(
              file_name = j.file_name, content_sha256 = $3, byte_size = $4, format = $5, width = $6,
              height = $7, category = $8, category_source = $9, category_confidence = $10,
              model_id = $11, metadata = j.metadata, embedding = $12, head_version = $13,
-             features = $14, product_id = j.product_id, updated_at = now()
+             features = $14, product_id = j.product_id, duplicate_group = $15, duplicate_of = $16,
+             duplicate_score = $17, updated_at = now()
          FROM jobs j WHERE items.id = $1 AND j.id = $2",
     )
     .bind(old.id)

@@ -7,6 +7,7 @@
 mod heads;
 #[macro_use]
 mod items;
+mod duplicates;
 mod fields;
 mod jobs;
 mod products;
@@ -19,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub use fields::{FieldReport, MetadataChange, REPORT_EXAMPLES, WrongKind};
 pub use heads::{LabelledExample, NewHead, StoredHead, Training};
-pub use items::{CategoryCount, CategorySource, Item, ItemWrite, NewItem, Prototype, Replaced};
+pub use items::{
+    CategoryCount, CategorySource, Duplicate, Item, ItemWrite, NewItem, Prototype, Replaced,
+};
 pub use jobs::{Claim, Job, JobStatus, NewJob, Source};
 pub use products::ProductSummary;
 
