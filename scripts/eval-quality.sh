@@ -36,43 +36,8 @@ scripts/fetch-datasets.sh --out "$dev" --fashion-split train fashion-mnist >/dev
 cargo build --release --locked --bin lookalike >&2
 bin=$CARGO_TARGET_DIR/release/lookalike
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/lookalike-quality.XXXXXX")
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-settings=()   # LOOKALIKE_CLASSIFY__* assignments from the tuning
-
-# Runs `lookalike eval` on one folder against a fresh `lookalike serve`; extra eval arguments after
-# the folder. The report goes to $work/<name>.json.
-evaluate() {
-  local name=$1 folder=$2; shift 2
-  local id db port
-  id=$(date +%s%N | tail -c 9)
-  db=lookalike_quality_$id
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $db" >/dev/null
-  env "${settings[@]+"${settings[@]}"}" \
-    LOOKALIKE_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db" \
-    LOOKALIKE_QUEUE__PREFIX="lookalike-quality-$id" \
-    LOOKALIKE_INDEX__DATA_DIR="$work/index-$id" \
-    LOOKALIKE_HTTP__LISTEN="127.0.0.1:$port" \
-    LOOKALIKE_AUTH__ENABLED=false \
-    "$bin" serve >"$work/$name.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 600); do
-    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.2
-  done
-  echo "eval-quality: $name ($folder)" >&2
-  # Exit 1 means an image failed to ingest or a search failed: the report says which; keep it.
-  "$bin" eval "$folder" --api "http://127.0.0.1:$port" --json --concurrency 2 "$@" >"$work/$name.json" \
-    || echo "eval-quality: $name: lookalike eval exited $? (failures are listed in its report)" >&2
-  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
-  psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null
-}
+eval_name=eval-quality
+source scripts/eval-service.sh
 
 started=$(date -u +%FT%TZ)
 vectors=$LOOKALIKE_CACHE/eval-vectors   # each set embedded once by the service, kept for in-process runs

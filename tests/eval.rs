@@ -287,3 +287,82 @@ async fn cold_start_eval_scores_the_prior_against_a_folder_map() {
     let overall = report["accuracy"].as_f64().unwrap();
     assert!((overall - shoes * 4.0 / 7.0).abs() < 1e-9, "{report}");
 }
+
+/// `--duplicates` on four distinct photos: six altered copies of each are made and ingested, the
+/// figures come from the service's vectors and its own groups, and the threshold is chosen by the rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_eval_groups_altered_copies_and_no_distinct_photos() {
+    let env = TestEnv::new().await;
+    let service = env.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (category, source) in [
+        ("shoes", "allstar-sneakers.jpg"),
+        ("shoes", "sneakers_01__1.png"),
+        ("cups", "skimage_coffee.png"),
+        ("cats", "skimage_chelsea.png"),
+    ] {
+        std::fs::create_dir_all(dir.path().join(category)).unwrap();
+        std::fs::copy(
+            reference_dir().join(source),
+            dir.path().join(category).join(source),
+        )
+        .unwrap();
+    }
+    let tuned = dir.path().join("tuned.json");
+    let folder = dir.path().to_path_buf();
+    let (report, _) = run_eval(
+        &service,
+        &folder,
+        &["--duplicates", "--tune-duplicates", tuned.to_str().unwrap()],
+    );
+    assert_eq!(report["mode"], "duplicates");
+    assert_eq!(report["originals"], 4, "{report:#}");
+    for kind in ["crop", "shrink", "pad", "tone", "mirror", "jpeg"] {
+        assert_eq!(report["copies"][kind], 4, "{kind}: {report:#}");
+    }
+    assert_eq!(report["ingest_failures"].as_array().unwrap().len(), 0);
+    let grid = report["grid"].as_array().unwrap();
+    assert_eq!(grid.len(), 20);
+    let row = |t: f64| {
+        grid.iter()
+            .find(|r| (r["threshold"].as_f64().unwrap() - t).abs() < 1e-9)
+            .unwrap_or_else(|| panic!("no grid row at {t}: {report:#}"))
+    };
+    // A re-encode or a half-size copy of a photo stays far closer to it than to another photo.
+    for kind in ["jpeg", "shrink"] {
+        assert_eq!(
+            row(0.9)["recall_by_alteration"][kind],
+            1.0,
+            "{kind}: {report:#}"
+        );
+    }
+    // Four different objects: nothing grouped at the service's threshold (dedupe.threshold, on the
+    // grid), by the figures or by the service.
+    let service_figures = &report["service"];
+    let threshold = service_figures["threshold"].as_f64().unwrap();
+    assert_eq!(row(threshold)["false_duplicate_rate"], 0.0, "{report:#}");
+    assert_eq!(service_figures["false_duplicate_rate"], 0.0, "{report:#}");
+    // The service grouped what its threshold admits: at least the copies the figures say would
+    // join their original (a copy may also reach the group through an earlier copy of the same photo).
+    let at = row(threshold)["recall"].as_f64().unwrap();
+    let grouped = service_figures["recall"].as_f64().unwrap();
+    assert!(
+        grouped >= at - 1e-9 && grouped > 0.0,
+        "service {grouped} vs figures {at}: {report:#}"
+    );
+    // The choice: the lowest threshold of the grid within the false-duplicate budget.
+    let choice: Value = serde_json::from_slice(&std::fs::read(&tuned).unwrap()).unwrap();
+    let chosen = choice["chosen"]["threshold"].as_f64().unwrap();
+    let first_within = grid
+        .iter()
+        .find(|r| {
+            r["false_duplicate_rate"].as_f64().unwrap() <= 0.005
+                && r["wrong_group_rate"].as_f64().unwrap() <= 0.005
+        })
+        .unwrap();
+    assert_eq!(
+        chosen,
+        first_within["threshold"].as_f64().unwrap(),
+        "{choice:#}"
+    );
+}

@@ -32,9 +32,11 @@ use serde_json::{Value, json};
 
 use crate::cli::client::JobEnd;
 
+mod alter;
 mod cache;
 mod cold_start;
 mod crossval;
+mod duplicates;
 mod folds;
 mod metrics;
 mod products;
@@ -100,6 +102,23 @@ pub struct EvalArgs {
     /// local configuration (`lookalike config`). Refused when the images or the model changed.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["save_vectors", "cold_start"])]
     pub from_vectors: Option<PathBuf>,
+    /// Measure the near-duplicate detector instead: upload every image, then six altered copies of
+    /// each (crop, shrink, pad, tone, mirror, JPEG), and report per alteration how many copies would
+    /// be grouped with their original, and how many distinct images would be grouped together, over a
+    /// grid of `dedupe.threshold` values and at the service's own (README "Near-duplicates").
+    #[arg(long, conflicts_with_all = ["cold_start", "from_vectors", "save_vectors", "tune", "curve"])]
+    pub duplicates: bool,
+    /// With `--duplicates`: the seed the alterations' parameters are drawn from.
+    #[arg(long, default_value_t = 7, requires = "duplicates")]
+    pub seed: u64,
+    /// With `--duplicates`: alter only every Nth image (all are uploaded as originals, so the
+    /// false-duplicate rate still counts every one): a large set measured in less time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), requires = "duplicates")]
+    pub alter_every: u64,
+    /// With `--duplicates`: choose `dedupe.threshold` on this folder (a development set, never one
+    /// whose figures are reported) and write it to this JSON file.
+    #[arg(long, value_name = "OUT.json", requires = "duplicates")]
+    pub tune_duplicates: Option<PathBuf>,
 }
 
 const UPLOAD_BATCH: usize = 16;
@@ -152,6 +171,9 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
     api.check_ready().await?;
     if let Some(map) = &args.cold_start {
         return cold_start(&api, &name, &samples, map, args.json).await;
+    }
+    if args.duplicates {
+        return duplicates::run(&args, &api, &name, &samples).await;
     }
 
     let settings = api.classifier_settings().await?;
@@ -316,6 +338,8 @@ pub async fn run(args: EvalArgs) -> Result<u8> {
             },
             "retrieval_any_category": {
                 "searches": searched,
+                // One result per image: near-duplicate groups are not collapsed (`collapse=false`).
+                "collapse": false,
                 "p_at_1": mean(&retrieval.p1), "p_at_10": mean(&retrieval.p10),
                 "same_item_recall_at_5": if figures.has_products { mean(&retrieval.recall5) } else { None },
             },

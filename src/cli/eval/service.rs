@@ -153,6 +153,20 @@ impl Api {
         Ok((vectors, features.into_iter().collect()))
     }
 
+    /// The items, with their vectors, in the order of the ids.
+    pub(super) async fn items(&self, item_ids: &[String]) -> Result<Vec<Item>> {
+        stream::iter(item_ids.iter().map(|id| {
+            self.json(
+                self.api
+                    .http()
+                    .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
+            )
+        }))
+        .buffered(self.concurrency)
+        .try_collect()
+        .await
+    }
+
     /// The service's `model.id` (`/v1/status`).
     pub(super) async fn model_id(&self) -> Result<String> {
         let status: Status = self
