@@ -16,7 +16,11 @@
 //!    `GET /v1/items/{id}/similar?k=10` with 1 and 16 keep-alive clients, same items.
 //! 4. `POST /v1/search` with real images against the model's own time for those images (the vision
 //!    crate's `Embedder`, same model and threads as the service, in this process), alternating too.
-//! 5. Filters on declared metadata fields at 50 %, 5 % and 0.5 % of the catalogue (a number range and
+//! 5. Grouped similarity (`group=product`, `collapse=true`) against the plain top-10, one query at a
+//!    time, on the embedded index, on a Qdrant server this benchmark starts with the same points, and
+//!    through the API, with recall against exact grouping (see `grouped.rs`). The catalogue has
+//!    products of 1–6 images and near-copies of listed images (see [`Catalogue::generate`]).
+//! 6. Filters on declared metadata fields at 50 %, 5 % and 0.5 % of the catalogue (a number range and
 //!    a keyword): recall@10 of the index's and the API's answers against exact search done here, and
 //!    p50 latency of the index, of the index searching exactly, and of the API (see `measure_filters`).
 //!
@@ -25,10 +29,12 @@
 //! to show where the API's time goes. Results also go to `bench-results/query-<date>.json` with the
 //! date, the machine and the command.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
+#[path = "../common/mod.rs"]
 mod common;
+mod grouped;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -230,7 +236,24 @@ struct Catalogue {
     vectors: Vec<f32>,
     /// Item positions per category, for exact search and prototypes.
     members: Vec<Vec<u32>>,
+    /// Each item's product (an index into `products`).
+    product: Vec<u32>,
+    /// Item positions per product.
+    products: Vec<Vec<u32>>,
+    /// Each item's near-duplicate group (named by the first item's id, as ingest names it).
+    duplicate_group: Vec<Option<Uuid>>,
+    /// Item positions per duplicate group.
+    duplicates: HashMap<Uuid, Vec<u32>>,
 }
+
+/// How a price-comparison catalogue is made of products and listings: half the images are further
+/// views of a product of 1–6 images (cosine ~0.94 to its first view), and 5 % are another seller's
+/// near-copy of an image already listed (cosine ~0.995), under a product of their own.
+const VIEW_SHARE: f64 = 0.5;
+const MAX_VIEWS: usize = 6;
+const VIEW_NOISE: f32 = 0.35;
+const COPY_SHARE: f64 = 0.05;
+const COPY_NOISE: f32 = 0.1;
 
 impl Catalogue {
     /// Shaped like CLIP embeddings of a product catalogue rather than uniform noise, because HNSW
@@ -238,6 +261,7 @@ impl Catalogue {
     /// rarely drop below ~0.3), one per category, one per style within the category (32 each), a
     /// few attribute directions drawn from a shared pool (colour, material...) and isotropic noise.
     /// Cosine similarity comes out ~0.85 within a style, ~0.7 within a category, ~0.35 across.
+    /// Products and near-copies as [`VIEW_SHARE`] and [`COPY_SHARE`] say.
     fn generate(n: usize, dim: usize, seed: u64) -> Self {
         let mut rng = Rng(seed);
         let global = rng.unit(dim);
@@ -258,6 +282,19 @@ impl Catalogue {
             category: Vec::with_capacity(n),
             vectors: Vec::with_capacity(n * dim),
             members: vec![Vec::new(); CATEGORIES.len()],
+            product: Vec::with_capacity(n),
+            products: Vec::new(),
+            duplicate_group: Vec::with_capacity(n),
+            duplicates: HashMap::new(),
+        };
+        // Per category, the product still taking views: (product, its first view, views left).
+        let mut open: Vec<Option<(u32, usize, usize)>> = vec![None; CATEGORIES.len()];
+        // `base + noise` of norm ~`norm`, normalised.
+        let near = |rng: &mut Rng, base: &[f32], norm: f32| {
+            let scale = norm / (base.len() as f32).sqrt();
+            let mut v: Vec<f32> = base.iter().map(|x| x + scale * rng.normal()).collect();
+            normalise(&mut v);
+            v
         };
         // Isotropic noise of norm ~0.35 whatever the dimension.
         let noise = 0.35 / (dim as f32).sqrt();
@@ -278,12 +315,54 @@ impl Catalogue {
                 v.iter_mut().zip(a).for_each(|(x, y)| *x += w * y);
             }
             normalise(&mut v);
+            let (mut product, mut group) = (None, None);
+            let draw = rng.uniform();
+            if draw < VIEW_SHARE
+                && let Some((p, first, left)) = open[c]
+            {
+                v = near(
+                    &mut rng,
+                    &cat.vectors[first * dim..(first + 1) * dim],
+                    VIEW_NOISE,
+                );
+                product = Some(p);
+                open[c] = (left > 1).then_some((p, first, left - 1));
+            } else if draw < VIEW_SHARE + COPY_SHARE && !cat.members[c].is_empty() {
+                let of = cat.members[c][rng.below(cat.members[c].len())] as usize;
+                v = near(&mut rng, &cat.vectors[of * dim..(of + 1) * dim], COPY_NOISE);
+                let g = *cat.duplicate_group[of].get_or_insert(cat.ids[of]);
+                cat.duplicates.entry(g).or_insert_with(|| vec![of as u32]);
+                group = Some(g);
+            }
+            let product = product.unwrap_or_else(|| {
+                let p = cat.products.len() as u32;
+                cat.products.push(Vec::new());
+                let views = 1 + rng.below(MAX_VIEWS);
+                if group.is_none() {
+                    open[c] = (views > 1).then_some((p, i, views - 1));
+                }
+                p
+            });
             cat.ids.push(rng.uuid());
             cat.category.push(c as u16);
             cat.vectors.extend_from_slice(&v);
             cat.members[c].push(i as u32);
+            cat.product.push(product);
+            cat.products[product as usize].push(i as u32);
+            if let Some(g) = group {
+                cat.duplicates
+                    .get_mut(&g)
+                    .expect("made above")
+                    .push(i as u32);
+            }
+            cat.duplicate_group.push(group);
         }
         cat
+    }
+
+    /// The product id item `i` is stored with.
+    fn product_id(&self, i: usize) -> String {
+        format!("prod-{:07}", self.product[i])
     }
 
     fn len(&self) -> usize {
@@ -432,15 +511,17 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
         .bind(&metadata)
         .execute(pool)
         .await?;
+        let products: Vec<String> = chunk.iter().map(|&i| cat.product_id(i)).collect();
+        let groups: Vec<Option<Uuid>> = chunk.iter().map(|&i| cat.duplicate_group[i]).collect();
         sqlx::query(
             "INSERT INTO items (id, job_id, external_id, source_kind, source_url, content_sha256,
                  byte_size, format, width, height, category, category_source, model_id, metadata,
-                 embedding)
+                 embedding, product_id, duplicate_group)
              SELECT id, id, ext, 'url', url, sha, 150000, 'jpeg', 1600, 1067, cat, 'provided', $7,
-                 meta::jsonb, emb::real[]
+                 meta::jsonb, emb::real[], product, dup
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                 $8::text[])
-                 AS t(id, url, ext, cat, meta, sha, emb)",
+                 $8::text[], $9::text[], $10::uuid[])
+                 AS t(id, url, ext, cat, meta, sha, emb, product, dup)",
         )
         .bind(&ids)
         .bind(&urls)
@@ -450,6 +531,8 @@ async fn populate_database(store: &Store, cat: &Catalogue, model_id: &str) -> an
         .bind(&sha)
         .bind(model_id)
         .bind(&embeddings)
+        .bind(&products)
+        .bind(&groups)
         .execute(pool)
         .await?;
     }
@@ -813,24 +896,7 @@ async fn run_size(
     .await??;
     let t = Instant::now();
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
-        let points = chunk
-            .iter()
-            .map(|&i| Point {
-                id: cat.ids[i],
-                vector: cat.vector(i).to_vec(),
-                category: Some(cat.category_name(i).to_string()),
-                model_id: model_id.clone(),
-                // What the worker stores with a point (same values as the rows in Postgres).
-                attrs: Some(lookalike_catalogue::point_attrs(
-                    lookalike_catalogue::Names {
-                        external_id: Some(&format!("sku-{i:07}")),
-                        product_id: None,
-                        duplicate_group: None,
-                    },
-                    &synthetic_metadata(i),
-                )),
-            })
-            .collect();
+        let points = chunk.iter().map(|&i| point(&cat, i, &model_id)).collect();
         index.upsert(points).await?;
     }
     let upsert_secs = t.elapsed().as_secs_f64();
@@ -863,6 +929,9 @@ async fn run_size(
         copy_stats.points == stats.points && copy_stats.indexed_vectors == stats.indexed_vectors,
         "the copied index differs: {copy_stats:?} vs {stats:?}"
     );
+
+    // The same catalogue on a Qdrant server, for the grouped rows.
+    let server = grouped::load_server(&cat, &model_id).await?;
 
     // The same query items for every measurement, drawn like traffic (big categories more often).
     let mut rng = Rng(args.seed ^ 0x5eed);
@@ -953,6 +1022,19 @@ async fn run_size(
         args.recall,
     )
     .await?;
+
+    let grouped = grouped::measure(
+        &cat,
+        &index,
+        &server,
+        &client,
+        &base,
+        &queries,
+        &model_id,
+        args.recall,
+    )
+    .await?;
+    drop(server);
 
     let secs = Duration::from_secs_f64(args.secs);
     let warmup = Duration::from_secs_f64((args.secs / 5.0).clamp(0.5, 2.0));
@@ -1105,6 +1187,7 @@ async fn run_size(
         "recall_at_10": recall,
         "recall_queries": args.recall,
         "filtered": filtered,
+        "grouped": grouped,
         "phases": phase_json,
         "model_in_process_ms": {
             "decode_p50": p50(&model.decode),
@@ -1221,6 +1304,25 @@ fn similar_request(cat: &Catalogue, i: usize, model_id: &str) -> SearchRequest {
     }
 }
 
+/// Item `i` as the worker stores it in the index.
+fn point(cat: &Catalogue, i: usize, model_id: &str) -> Point {
+    Point {
+        id: cat.ids[i],
+        vector: cat.vector(i).to_vec(),
+        category: Some(cat.category_name(i).to_string()),
+        model_id: model_id.to_string(),
+        // What the worker stores with a point (same values as the rows in Postgres).
+        attrs: Some(lookalike_catalogue::point_attrs(
+            lookalike_catalogue::Names {
+                external_id: Some(&format!("sku-{i:07}")),
+                product_id: Some(&cat.product_id(i)),
+                duplicate_group: cat.duplicate_group[i],
+            },
+            &synthetic_metadata(i),
+        )),
+    }
+}
+
 fn print_report(r: &Value) {
     let n = r["items"].as_u64().unwrap_or(0);
     let b = &r["build"];
@@ -1276,6 +1378,26 @@ fn print_report(r: &Value) {
                 x("p50_ms_index"),
                 x("p50_ms_index_exact"),
                 x("p50_ms_api"),
+            );
+        }
+        println!();
+    }
+    if let Some(rows) = r["grouped"]["rows"].as_array() {
+        println!(
+            "| {n} items, one query at a time | query | p50 ms | p99 ms | p50 / plain | recall@10 | results |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for g in rows {
+            let x = |k: &str| g[k].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.4} | {:.1} |",
+                g["backend"].as_str().unwrap_or(""),
+                g["query"].as_str().unwrap_or(""),
+                x("p50_ms"),
+                x("p99_ms"),
+                x("p50_over_plain"),
+                x("recall_at_10"),
+                x("results_mean"),
             );
         }
         println!();
