@@ -33,7 +33,7 @@ COPY crates/api-types/Cargo.toml crates/api-types/
 RUN for d in api worker crates/core crates/store crates/queue crates/vision crates/index crates/telemetry crates/classifier crates/catalogue crates/analysis crates/api-types; do \
       mkdir -p $d/src && echo '' > $d/src/lib.rs; done \
  && mkdir -p src benches config migrations && echo 'fn main() {}' > src/main.rs \
- && for b in ingest query scaling; do echo 'fn main() {}' > benches/$b.rs; done \
+ && for b in ingest.rs query/main.rs scaling.rs; do mkdir -p benches/$(dirname $b) && echo 'fn main() {}' > benches/$b; done \
  && touch config/default.toml
 RUN cargo build --release --locked
 COPY . .
