@@ -178,7 +178,7 @@ struct Row {
     results: usize,
 }
 
-/// Every query item asked the three ways on each backend and through the API; `count` items.
+/// Every query item asked the three ways on each backend and through the API.
 pub(super) async fn measure(
     cat: &Catalogue,
     edge: &EdgeIndex,
@@ -187,7 +187,6 @@ pub(super) async fn measure(
     base: &str,
     queries: &[usize],
     model_id: &str,
-    count: usize,
 ) -> anyhow::Result<Value> {
     let position: HashMap<Uuid, usize> =
         cat.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -208,7 +207,7 @@ pub(super) async fn measure(
             .copied()
             .context("an answer outside the catalogue")
     };
-    for &i in queries.iter().take(count) {
+    for &i in queries {
         for q in Query::ALL {
             let left_out = excluded(cat, i, q);
             let truth = exact(cat, i, q, &left_out);

@@ -1029,9 +1029,8 @@ async fn run_size(
         &server,
         &client,
         &base,
-        &queries,
+        &queries[..args.recall.min(queries.len())],
         &model_id,
-        args.recall,
     )
     .await?;
     drop(server);
