@@ -23,14 +23,9 @@ async fn products_on_the_embedded_index() {
 /// command and CI): there grouping is the server's own group query.
 #[tokio::test(flavor = "multi_thread")]
 async fn products_on_a_qdrant_server() {
-    let Some(url) = support::qdrant::shared_url() else {
+    let Some(env) = TestEnv::on_shared_qdrant().await else {
         return;
     };
-    let mut env = TestEnv::new().await;
-    let collection = format!("test-{}", env.db_name);
-    env.set("INDEX__BACKEND", "qdrant")
-        .set("INDEX__URL", &url)
-        .set("INDEX__COLLECTION", collection);
     exercise(env).await;
 }
 

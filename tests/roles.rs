@@ -77,14 +77,10 @@ async fn two_model_sessions_in_one_process_share_one_consumer_and_run_each_job_o
 /// the test command's Qdrant server (`QDRANT_URL`; missing, it fails under the test command and CI).
 #[tokio::test(flavor = "multi_thread")]
 async fn api_and_two_workers_apart_with_a_qdrant_server() {
-    let Some(url) = support::qdrant::shared_url() else {
+    let Some(mut env) = TestEnv::on_shared_qdrant().await else {
         return;
     };
-    let mut env = TestEnv::new().await;
-    let collection = format!("test-{}", env.db_name);
-    env.set("INDEX__BACKEND", "qdrant")
-        .set("INDEX__URL", &url)
-        .set("INDEX__COLLECTION", collection)
+    env
         // Small prefetch, so that the first worker cannot take every job before the second starts.
         .set("WORKER__CONCURRENCY", 2)
         // Both workers look for a due classifier head often; one must train it, all must load it.

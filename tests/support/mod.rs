@@ -86,6 +86,20 @@ impl TestEnv {
         }
     }
 
+    /// A test environment whose service keeps its vectors on the test command's Qdrant server
+    /// (`QDRANT_URL`), in a collection of its own. `None` only on a developer's partial run without
+    /// a server, where the test says it skipped; under the test command or on CI it fails instead
+    /// ([`qdrant::shared_url`]).
+    pub async fn on_shared_qdrant() -> Option<Self> {
+        let url = qdrant::shared_url()?;
+        let mut env = TestEnv::new().await;
+        let collection = format!("test-{}", env.db_name);
+        env.set("INDEX__BACKEND", "qdrant")
+            .set("INDEX__URL", &url)
+            .set("INDEX__COLLECTION", collection);
+        Some(env)
+    }
+
     /// Overrides one setting for the service, e.g. `("FETCH__MAX_BODY_BYTES", "1000")`.
     pub fn set(&mut self, key: &str, value: impl ToString) -> &mut Self {
         self.extra_env
