@@ -97,34 +97,8 @@ async fn main() -> ExitCode {
         Command::Api => service(|config| run(config, Role::Api)).await,
         Command::Worker => service(|config| run(config, Role::Worker)).await,
         Command::Migrate => service(migrate).await,
-        Command::Reindex(args) => {
-            // As the other bulk commands (and its help) say: 1 when some items failed, 2 when it
-            // could not run.
-            let mut code = client::EXIT_OK;
-            let status = service(|config| async {
-                code = reindex::run(config, args).await?;
-                Ok(())
-            })
-            .await;
-            if status == ExitCode::SUCCESS {
-                ExitCode::from(code)
-            } else {
-                ExitCode::from(client::EXIT_ERROR)
-            }
-        }
-        Command::Dedupe(args) => {
-            let mut code = client::EXIT_OK;
-            let status = service(|config| async {
-                code = dedupe::run(config, args).await?;
-                Ok(())
-            })
-            .await;
-            if status == ExitCode::SUCCESS {
-                ExitCode::from(code)
-            } else {
-                ExitCode::from(client::EXIT_ERROR)
-            }
-        }
+        Command::Reindex(args) => bulk(|config| reindex::run(config, args)).await,
+        Command::Dedupe(args) => bulk(|config| dedupe::run(config, args)).await,
         Command::Config => {
             service(|config| async move {
                 print!("{}", config.to_toml());
@@ -144,6 +118,26 @@ async fn main() -> ExitCode {
 }
 
 /// Runs a command of the service itself, with its configuration loaded and logging started.
+/// A bulk command on the service's stores (`reindex`, `dedupe`): as the other bulk commands (and
+/// their help) say, its own exit code (1 when some items failed), or 2 when it could not run.
+async fn bulk<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<u8>>,
+{
+    let mut code = client::EXIT_OK;
+    let status = service(|config| async {
+        code = command(config).await?;
+        Ok(())
+    })
+    .await;
+    if status == ExitCode::SUCCESS {
+        ExitCode::from(code)
+    } else {
+        ExitCode::from(client::EXIT_ERROR)
+    }
+}
+
 async fn service<F, Fut>(command: F) -> ExitCode
 where
     F: FnOnce(Config) -> Fut,
