@@ -25,6 +25,7 @@ use std::collections::HashSet;
 use lookalike_api_types::Item;
 
 use super::alter::{Alteration, Rng, alter, flatten};
+use super::service::{Upload, unit_vector};
 use super::*;
 
 /// The grid of thresholds every run reports (cosine).
@@ -265,17 +266,14 @@ pub(super) async fn run(args: &EvalArgs, api: &Api, name: &str, samples: &[Sampl
                 .collect::<Vec<_>>(),
         )
         .await?;
-    let vector = |item: &Item| -> Result<Vec<f32>> {
-        Ok(normalise(item.vector.clone().flatten().with_context(
-            || format!("item {} has no vector", item.id),
-        )?))
-    };
-    let original_vectors: Vec<Vec<f32>> =
-        original_items.iter().map(vector).collect::<Result<_>>()?;
+    let original_vectors: Vec<Vec<f32>> = original_items
+        .iter()
+        .map(unit_vector)
+        .collect::<Result<_>>()?;
     let copy_vectors: Vec<(usize, Alteration, Vec<f32>)> = stored_copies
         .iter()
         .zip(&copy_items)
-        .map(|((c, _), item)| Ok((copies[*c].original, copies[*c].kind, vector(item)?)))
+        .map(|((c, _), item)| Ok((copies[*c].original, copies[*c].kind, unit_vector(item)?)))
         .collect::<Result<_>>()?;
     let products: Vec<Option<&str>> = originals
         .iter()
@@ -424,35 +422,24 @@ async fn upload_copies(
     if start < copies.len() {
         batches.push(&copies[start..]);
     }
-    let uploads = stream::iter(batches.into_iter().map(|batch| async move {
-        let mut form = Form::new();
-        for c in batch {
-            let s = &samples[originals[c.original].0];
-            form = form
-                .part(
-                    "file",
-                    Part::bytes(c.bytes.clone()).file_name(format!("{}.jpg", c.kind.name())),
-                )
-                .text("category", s.category.clone())
-                .text(
-                    "external_id",
-                    format!("eval-duplicate:{folder}/{}#{}", s.rel, c.kind.name()),
-                );
+    let uploads = stream::iter(batches.into_iter().map(|batch| {
+        let batch = batch
+            .iter()
+            .map(|c| {
+                let s = &samples[originals[c.original].0];
+                Upload {
+                    bytes: c.bytes.clone(),
+                    file_name: format!("{}.jpg", c.kind.name()),
+                    category: Some(s.category.clone()),
+                    external_id: format!("eval-duplicate:{folder}/{}#{}", s.rel, c.kind.name()),
+                }
+            })
+            .collect();
+        async move {
+            api.post_batch(batch)
+                .await
+                .context("uploading altered copies")
         }
-        let body: lookalike_api_types::Submission = api
-            .json(
-                api.api
-                    .http()
-                    .post(api.api.url("/v1/images"))
-                    .multipart(form),
-            )
-            .await
-            .context("uploading altered copies")?;
-        let ids = crate::cli::client::job_ids(&body);
-        if ids.len() != batch.len() {
-            bail!("asked for {} jobs, got {}", batch.len(), ids.len());
-        }
-        Ok(ids)
     }));
     let ids: Vec<Vec<String>> = uploads.buffered(api.concurrency).try_collect().await?;
     Ok(ids.concat())

@@ -5,6 +5,15 @@ use lookalike_api_types::{HeadSummary, Item, SearchAnswer, Status, Submission};
 use super::*;
 use crate::cli::client::{Refused, decimal};
 
+/// One image of an upload batch.
+pub(super) struct Upload {
+    pub(super) bytes: Vec<u8>,
+    pub(super) file_name: String,
+    /// Given as its label, when set.
+    pub(super) category: Option<String>,
+    pub(super) external_id: String,
+}
+
 pub(super) struct Api {
     pub(super) api: crate::cli::client::Api,
     pub(super) concurrency: usize,
@@ -44,39 +53,53 @@ impl Api {
         labelled: bool,
     ) -> Result<Vec<String>> {
         let batches = stream::iter(samples.chunks(UPLOAD_BATCH).map(|batch| async move {
-            let mut form = Form::new();
+            let mut uploads = Vec::with_capacity(batch.len());
             for s in batch {
-                let bytes = tokio::fs::read(&s.path)
-                    .await
-                    .with_context(|| s.path.display().to_string())?;
-                form = form.part("file", Part::bytes(bytes).file_name(file_name(&s.path)));
-                if labelled {
-                    form = form.text("category", s.category.clone());
-                }
-                form = form.text("external_id", format!("eval:{folder}/{}", s.rel));
+                uploads.push(Upload {
+                    bytes: tokio::fs::read(&s.path)
+                        .await
+                        .with_context(|| s.path.display().to_string())?,
+                    file_name: file_name(&s.path),
+                    category: labelled.then(|| s.category.clone()),
+                    external_id: format!("eval:{folder}/{}", s.rel),
+                });
             }
-            let body: Submission = self
-                .json(
-                    self.api
-                        .http()
-                        .post(self.api.url("/v1/images"))
-                        .multipart(form),
-                )
+            self.post_batch(uploads)
                 .await
-                .with_context(|| format!("uploading {} ...", batch[0].rel))?;
-            let ids = crate::cli::client::job_ids(&body);
-            if ids.len() != batch.len() {
-                bail!(
-                    "asked for {} jobs, got {}: {}",
-                    batch.len(),
-                    ids.len(),
-                    crate::cli::client::to_value(&body)?
-                );
-            }
-            Ok(ids)
+                .with_context(|| format!("uploading {} ...", batch[0].rel))
         }));
         let batches: Vec<Vec<String>> = batches.buffered(self.concurrency).try_collect().await?;
         Ok(batches.concat())
+    }
+
+    /// Submits one batch of images (`POST /v1/images`, multipart); answers their job ids in order.
+    pub(super) async fn post_batch(&self, batch: Vec<Upload>) -> Result<Vec<String>> {
+        let count = batch.len();
+        let mut form = Form::new();
+        for u in batch {
+            form = form.part("file", Part::bytes(u.bytes).file_name(u.file_name));
+            if let Some(category) = u.category {
+                form = form.text("category", category);
+            }
+            form = form.text("external_id", u.external_id);
+        }
+        let body: Submission = self
+            .json(
+                self.api
+                    .http()
+                    .post(self.api.url("/v1/images"))
+                    .multipart(form),
+            )
+            .await?;
+        let ids = crate::cli::client::job_ids(&body);
+        if ids.len() != count {
+            bail!(
+                "asked for {count} jobs, got {}: {}",
+                ids.len(),
+                crate::cli::client::to_value(&body)?
+            );
+        }
+        Ok(ids)
     }
 
     /// Follows the jobs (with the batch lookup, oldest first) until all have ended; each ends with
@@ -131,26 +154,10 @@ impl Api {
         &self,
         item_ids: &[String],
     ) -> Result<(Vec<Vec<f32>>, Option<Vec<Vec<f32>>>)> {
-        let both: Vec<(Vec<f32>, Option<Vec<f32>>)> =
-            stream::iter(item_ids.iter().map(|id| async move {
-                let item: Item = self
-                    .json(
-                        self.api
-                            .http()
-                            .get(self.api.url(&format!("/v1/items/{id}?vector=true"))),
-                    )
-                    .await?;
-                let v = item
-                    .vector
-                    .flatten()
-                    .with_context(|| format!("item {id} has no vector"))?;
-                Ok::<_, anyhow::Error>((normalise(v), item.features.flatten()))
-            }))
-            .buffered(self.concurrency)
-            .try_collect()
-            .await?;
-        let (vectors, features): (Vec<_>, Vec<_>) = both.into_iter().unzip();
-        Ok((vectors, features.into_iter().collect()))
+        let items = self.items(item_ids).await?;
+        let vectors = items.iter().map(unit_vector).collect::<Result<_>>()?;
+        let features = items.into_iter().map(|i| i.features.flatten()).collect();
+        Ok((vectors, features))
     }
 
     /// The items, with their vectors, in the order of the ids.
@@ -284,4 +291,12 @@ impl Api {
         };
         Ok((answer, ms))
     }
+}
+
+/// An item's stored embedding (fetched with `?vector=true`), L2-normalised.
+pub(super) fn unit_vector(item: &Item) -> Result<Vec<f32>> {
+    let v = item.vector.clone().flatten();
+    Ok(normalise(v.with_context(|| {
+        format!("item {} has no vector", item.id)
+    })?))
 }
