@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use anyhow::Context;
 use lookalike_index::{GroupBy, QdrantIndex, ServerOptions};
 
 use super::*;
@@ -238,26 +237,10 @@ pub(super) async fn measure(
                 cat.ids[i],
                 q.api_param()
             );
-            let t = Instant::now();
-            let body: Value = client
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            let ms = t.elapsed().as_secs_f64() * 1000.0;
-            let answer = body["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    let id: Uuid = r["item_id"]
-                        .as_str()
-                        .context("a result without item_id")?
-                        .parse()?;
-                    Ok(key(cat, at(&id)?, q))
-                })
+            let (ids, ms) = similar_ids(client, url).await?;
+            let answer = ids
+                .iter()
+                .map(|id| Ok(key(cat, at(id)?, q)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             record("api", q, ms, &answer, &truth);
         }

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use lookalike_core::Config;
 use lookalike_index::{CategoryFilter, EdgeIndex, EdgeOptions, Point, SearchRequest, VectorIndex};
 use lookalike_store::Store;
@@ -1251,21 +1252,8 @@ async fn measure_filters(
                 "{base}/v1/items/{}/similar?k={K}&category=any&{param}={value}",
                 cat.ids[i]
             );
-            let t = Instant::now();
-            let body: Value = client
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            api_ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            let api_ids: Vec<Uuid> = body["results"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["item_id"].as_str()?.parse().ok())
-                .collect();
+            let (api_ids, ms) = similar_ids(client, url).await?;
+            api_ms.push(ms);
             expected += truth.len();
             found += hits.iter().filter(|h| truth.contains(&h.id)).count();
             found_api += api_ids.iter().filter(|id| truth.contains(id)).count();
@@ -1285,6 +1273,29 @@ async fn measure_filters(
         rows.push(row);
     }
     Ok(Value::Array(rows))
+}
+
+/// One `GET …/similar` through the API: the result ids, best first, and the milliseconds it took.
+async fn similar_ids(client: &reqwest::Client, url: String) -> anyhow::Result<(Vec<Uuid>, f64)> {
+    let t = Instant::now();
+    let body: Value = client
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    let ids = body["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let id = r["item_id"].as_str();
+            Ok(id.context("a result without item_id")?.parse()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok((ids, ms))
 }
 
 fn similar_request(cat: &Catalogue, i: usize, model_id: &str) -> SearchRequest {
