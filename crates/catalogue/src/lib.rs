@@ -11,7 +11,8 @@
 //!
 //! Near-duplicates are decided here too, as an item is committed (`with_dedupe`): an image whose
 //! bytes equal a stored item's, or whose embedding scores at least the threshold against one, joins
-//! that item's duplicate group (a new group named by the stored item's id when it was in none). Every
+//! that item's duplicate group (a new group named by the stored item's id when it was in none); of
+//! several within the threshold, the earliest stored. Every
 //! member keeps its own vector, flagged with the group in its attrs; a group left with one member
 //! (a deletion, a resubmitted image that no longer matches) is dissolved.
 //!
@@ -37,6 +38,10 @@ pub enum CatalogueError {
 }
 
 pub type Result<T> = std::result::Result<T, CatalogueError>;
+
+/// How many near neighbours within `dedupe.threshold` a new image is compared against to find the
+/// earliest stored one (more copies than this of one photo are found through their group anyway).
+const DUPLICATE_CANDIDATES: usize = 16;
 
 /// The items: their rows in Postgres and their vectors in the index.
 #[derive(Clone)]
@@ -225,8 +230,14 @@ impl Catalogue {
         Ok(item_id)
     }
 
-    /// The stored item a new image duplicates: one with identical bytes, else its nearest neighbour
-    /// (same model, any category) scoring at least `threshold`; never one an operator split from it.
+    /// The stored item a new image duplicates: one with identical bytes, else the earliest stored of
+    /// its near neighbours (same model, any category) scoring at least `threshold`; never one an
+    /// operator split from it.
+    ///
+    /// Earliest, not nearest: every candidate is within the threshold, and the earliest is the one
+    /// the later copies were most likely made from. Taking the nearest would let the order copies
+    /// arrive in decide the groups: a re-encode of a crop that missed the original's group would
+    /// join the crop's, though it duplicates the original too.
     async fn find_duplicate(
         &self,
         item_id: Uuid,
@@ -251,14 +262,18 @@ impl Catalogue {
                         min_score: Some(threshold),
                         model_id: Some(model_id.to_string()),
                         exclude,
-                        ..SearchRequest::new(vector.to_vec(), 1)
+                        ..SearchRequest::new(vector.to_vec(), DUPLICATE_CANDIDATES)
                     })
                     .await?;
-                match hits.first() {
-                    // A vector whose row is gone (being deleted) is no one to join.
-                    Some(hit) => self.store.get_item(hit.id).await?.map(|i| (i, hit.score)),
-                    None => None,
-                }
+                let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+                // A vector whose row is gone (being deleted) is no one to join.
+                let rows = self.store.get_items(&ids).await?;
+                rows.into_iter()
+                    .min_by_key(|i| (i.created_at, i.id))
+                    .and_then(|earliest| {
+                        let score = hits.iter().find(|h| h.id == earliest.id)?.score;
+                        Some((earliest, score))
+                    })
             }
         };
         Ok(matched.map(|(matched, score)| Duplicate {

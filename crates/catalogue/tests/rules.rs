@@ -461,3 +461,53 @@ async fn a_metadata_change_the_row_refuses_is_taken_back_out_of_the_index() {
         .unwrap();
     assert!(matches!(missing, MetadataChange::NotFound));
 }
+
+/// A unit vector at `degrees` from axis 0, in the plane of axes 0 and 1.
+fn at_angle(degrees: f32) -> Vec<f32> {
+    let mut v = vec![0.0; DIM];
+    v[0] = degrees.to_radians().cos();
+    v[1] = degrees.to_radians().sin();
+    v
+}
+
+#[tokio::test]
+async fn a_near_duplicate_joins_the_earliest_item_within_the_threshold_not_the_nearest() {
+    let mut env = Env::new().await;
+    env.catalogue = env.catalogue.clone().with_dedupe(Some(0.96));
+    // The original; then a copy just outside the threshold (cos 18.2° = 0.950), which stays alone;
+    // then a copy of that copy (4° from it: 0.998) that is also within the threshold of the original
+    // (cos 14.2° = 0.969). It joins the original, whatever came in between.
+    let mut ids = Vec::new();
+    for degrees in [0.0, 18.2, 14.2] {
+        let job = env.running_job(None, json!({})).await;
+        let id = env
+            .catalogue
+            .commit(
+                job,
+                item(at_angle(degrees), "coat", CategorySource::Provided),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let [original, outside, copy] = ids[..] else {
+        unreachable!()
+    };
+    let row = |id| {
+        let store = env.store.clone();
+        async move { store.get_item(id).await.unwrap().unwrap() }
+    };
+    assert_eq!(row(outside).await.duplicate_group, None);
+    let copy_row = row(copy).await;
+    assert_eq!(copy_row.duplicate_group, Some(original));
+    assert_eq!(copy_row.duplicate_of, Some(original));
+    let score = copy_row.duplicate_score.unwrap();
+    assert!((score - 14.2f32.to_radians().cos()).abs() < 1e-3, "{score}");
+    assert_eq!(row(original).await.duplicate_group, Some(original));
+    let attrs = env.index.get_point(copy).await.unwrap().unwrap().attrs;
+    assert_eq!(
+        attrs.as_ref().map(|a| &a["duplicate_group"]),
+        Some(&json!(original)),
+        "{attrs:?}"
+    );
+}
