@@ -56,6 +56,9 @@ async fn every_line_of_a_job_carries_its_id_and_metrics_count_what_happened() {
     assert_eq!(done[1]["error"]["code"], "fetch_http_status", "{}", done[1]);
     let (status, _) = service.get("/no/such/route").await;
     assert_eq!(status, 404);
+    // One similarity query, counted as the `search` stage.
+    let (status, similar) = service.get(&format!("/v1/items/{good}/similar")).await;
+    assert_eq!(status, 200, "{similar}");
 
     // ---- logs ----
     // A job's status is committed just before its last line is written: wait for both last lines.
@@ -192,6 +195,7 @@ async fn every_line_of_a_job_carries_its_id_and_metrics_count_what_happened() {
         ("classify", 1.0),
         ("index", 1.0),
         ("commit", 1.0),
+        ("search", 1.0),
     ] {
         assert_eq!(
             one("lookalike_stage_seconds_count", &[("stage", stage)]),

@@ -25,6 +25,7 @@ use lookalike_core::codes;
 use lookalike_core::codes::{api, fields as field_codes, image, job, search as search_codes};
 use lookalike_index::{CategoryFilter, FieldCondition, GroupBy, SearchRequest};
 use lookalike_store::{CategorySource, NewJob, Source};
+use lookalike_telemetry::{Stage, time_stage};
 use lookalike_vision::Region;
 use serde::Deserialize;
 use serde_json::json;
@@ -440,6 +441,7 @@ pub(crate) async fn neighbours(
     request: SearchRequest,
     group: Grouping,
 ) -> ApiResult<Vec<SimilarItem>> {
+    let _timed = time_stage(Stage::Search);
     let by = match group {
         Grouping::None => {
             let hits = state.index.search(request).await?;
@@ -646,7 +648,7 @@ pub(crate) async fn search(
             ));
         }
     };
-    let (sha, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
+    // Only an added image needs its hash (a megapixel JPEG's SHA-256 is a few milliseconds).
     let stored_bytes = params.add.then(|| bytes.clone());
     let analysis = state
         .analyser
@@ -659,7 +661,7 @@ pub(crate) async fn search(
     };
     let prediction = state
         .analyser
-        .classify(
+        .timed_classify(
             &analysis.embedding,
             analysis.features.as_deref(),
             analysis.prior.as_ref(),
@@ -704,6 +706,7 @@ pub(crate) async fn search(
     let (width, height) = (analysis.width, analysis.height);
     let added = match (stored_bytes, &prediction) {
         (Some(bytes), p) => {
+            let (sha, size) = (hex::encode(Sha256::digest(&bytes)), bytes.len());
             Some(add_query_image(&state, bytes, file_name, analysis, p.clone(), sha, size).await?)
         }
         (None, _) => None,

@@ -64,7 +64,7 @@ pub const JOBS: Metric = Metric {
 pub const STAGE_SECONDS: Metric = Metric {
     name: "lookalike_stage_seconds",
     kind: Kind::Histogram,
-    help: "Time spent in one stage of the image pipeline: download (or reading an upload), decode (clean, preprocess, thumbnail), inference (one model run, per batch), classify, index (vector upsert), commit (item and job state).",
+    help: "Time spent in one stage of the image pipeline: download (or reading an upload), decode (clean, preprocess, thumbnail), inference (one model run, per batch), classify, index (vector upsert), commit (item and job state), search (a similarity query: the index and its results' rows).",
     labels: &["stage"],
 };
 
@@ -257,6 +257,7 @@ pub enum Stage {
     Classify,
     Index,
     Commit,
+    Search,
 }
 
 impl Stage {
@@ -268,6 +269,7 @@ impl Stage {
             Stage::Classify => "classify",
             Stage::Index => "index",
             Stage::Commit => "commit",
+            Stage::Search => "search",
         }
     }
 }
