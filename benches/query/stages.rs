@@ -127,23 +127,18 @@ impl Totals {
             self.searches.1 > 0.0,
             "no POST /v1/search counted in /metrics"
         );
-        for stage in ["decode", "inference", "classify", "search"] {
-            anyhow::ensure!(
-                self.stages
-                    .get(stage)
-                    .is_some_and(|(_, count)| *count > 0.0),
-                "no `{stage}` stage counted in /metrics during the upload searches"
-            );
-        }
         let n = self.searches.1;
         let ms = |seconds: f64| seconds * 1000.0 / n;
         let handler = ms(self.searches.0);
         let mut stages = serde_json::Map::new();
         let mut staged = 0.0;
         for stage in ["decode", "inference", "classify", "search"] {
-            let (s, _) = self.stages.get(stage).copied().unwrap_or_default();
-            staged += ms(s);
-            stages.insert(format!("{stage}_ms"), json!(ms(s)));
+            let Some(&(seconds, _)) = self.stages.get(stage).filter(|(_, count)| *count > 0.0)
+            else {
+                anyhow::bail!("no `{stage}` stage counted in /metrics during the upload searches");
+            };
+            staged += ms(seconds);
+            stages.insert(format!("{stage}_ms"), json!(ms(seconds)));
         }
         Ok(json!({
             "searches": self.searches.1,
